@@ -1,0 +1,152 @@
+"""Quality metrics: top-1 accuracy, and fidelity to a reference (cosine, SQNR in dB).
+
+All reductions run in float64; `evaluate` accumulates sums over batches so that the
+result equals the metric over the whole data set, whatever the batching.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.core.data import iter_batches, primary_output, run_model
+from slimkit.core.errors import DataError, InvalidConfigError
+
+METRICS = ("accuracy", "fidelity")
+"""Metric names `evaluate` accepts."""
+
+
+def _correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
+    """(correct top-1 predictions, predictions) for logits (..., C) and class indices (...)."""
+    if targets.shape == logits.shape and logits.dim() > 1:
+        targets = targets.argmax(-1)
+    if targets.shape != logits.shape[:-1]:
+        raise DataError(
+            f"targets of shape {tuple(targets.shape)} do not fit logits of shape {tuple(logits.shape)}: "
+            "give one class index per row of logits"
+        )
+    return int((logits.argmax(-1) == targets).sum()), targets.numel()
+
+
+def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Top-1 accuracy of ``logits`` (..., C) against class indices ``targets`` (...),
+    or against one-hot / probability targets of the logits' shape."""
+    correct, total = _correct(logits, targets)
+    if total == 0:
+        raise DataError("cannot compute accuracy over zero samples")
+    return correct / total
+
+
+def _pair(ref: torch.Tensor, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both tensors as float64 (samples, features)."""
+    if ref.shape != out.shape:
+        raise DataError(f"outputs of shape {tuple(out.shape)} do not match the reference's {tuple(ref.shape)}")
+    rows = ref.shape[0] if ref.dim() else 1
+    return ref.detach().double().reshape(rows, -1), out.detach().double().reshape(rows, -1)
+
+
+def _sample_cosines(ref: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Cosine per sample; two all-zero samples are identical (1), one all-zero is 0."""
+    ref, out = _pair(ref, out)
+    norms = ref.norm(dim=1) * out.norm(dim=1)
+    both_zero = (ref.abs().sum(1) == 0) & (out.abs().sum(1) == 0)
+    cosine = (ref * out).sum(1) / norms.clamp_min(torch.finfo(torch.float64).tiny)
+    return torch.where(both_zero, torch.ones_like(cosine), cosine)
+
+
+def _signal_noise(ref: torch.Tensor, out: torch.Tensor) -> tuple[float, float]:
+    ref, out = _pair(ref, out)
+    return float(ref.square().sum()), float((ref - out).square().sum())
+
+
+def _sqnr_db(signal: float, noise: float) -> float:
+    if noise == 0:
+        return math.inf
+    return -math.inf if signal == 0 else 10 * math.log10(signal / noise)
+
+
+def cosine_similarity(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """Mean over samples (first dimension) of the cosine between flattened features."""
+    return float(_sample_cosines(ref, out).mean())
+
+
+def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(Σ ref² / Σ (ref - out)²)``; +inf if equal."""
+    return _sqnr_db(*_signal_noise(ref, out))
+
+
+@contextmanager
+def _eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode for the block, restoring each one's flag after."""
+    flags = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    first = next(iter((*model.parameters(), *model.buffers())), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def evaluate(
+    model: nn.Module,
+    data: Iterable[Any],
+    metric: str,
+    reference: nn.Module | None = None,
+    device: torch.device | str | None = None,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """Compute ``metric`` over ``data`` with the model in eval mode and no-grad.
+
+    Args:
+        model: the model to evaluate (its train/eval flags are restored afterwards).
+        data: any data `iter_batches` reads.
+        metric: ``"accuracy"`` -> ``{"accuracy"}`` (needs targets); ``"fidelity"`` ->
+            ``{"cosine", "sqnr_db"}`` of the model's outputs against ``reference``'s.
+        reference: the model to compare with, for ``"fidelity"``.
+        device: where batches go; by default the model's device. Models are not moved.
+        limit: evaluate at most this many batches.
+
+    Raises:
+        InvalidConfigError: for an unknown metric, or ``"fidelity"`` without a reference.
+        DataError: for ``"accuracy"`` on batches without targets, or unusable data.
+    """
+    if metric not in METRICS:
+        raise InvalidConfigError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    if metric == "fidelity" and reference is None:
+        raise InvalidConfigError("metric 'fidelity' compares against a reference model: pass reference=...")
+    models = (model,) if reference is None else (model, reference)
+    sums = dict.fromkeys(("correct", "total", "cosine", "samples", "signal", "noise"), 0.0)
+    with torch.no_grad(), _eval_mode(*models):
+        for batch in iter_batches(data, device or _device_of(model), limit):
+            out = primary_output(run_model(model, batch))
+            if metric == "accuracy":
+                if batch.target is None:
+                    raise DataError(
+                        "metric 'accuracy' needs targets: give (inputs, targets) batches, "
+                        "or use metric 'fidelity' with a reference model"
+                    )
+                correct, total = _correct(out, batch.target)
+                sums["correct"] += correct
+                sums["total"] += total
+            else:
+                ref = primary_output(run_model(reference, batch))
+                cosines = _sample_cosines(ref, out)
+                signal, noise = _signal_noise(ref, out)
+                sums["cosine"] += float(cosines.sum())
+                sums["samples"] += cosines.numel()
+                sums["signal"] += signal
+                sums["noise"] += noise
+    if metric == "accuracy":
+        return {"accuracy": sums["correct"] / sums["total"]}
+    return {"cosine": sums["cosine"] / sums["samples"], "sqnr_db": _sqnr_db(sums["signal"], sums["noise"])}

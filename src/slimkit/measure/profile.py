@@ -1,0 +1,196 @@
+"""`profile`: everything slimkit measures about a model, in one record; `compare` for ratios."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.core.data import Batch, DataSplits, batch_from_inputs, iter_batches, resize_batch
+from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.io import save
+from slimkit.core.record import get_record
+from slimkit.core.specs import load_data, load_model
+from slimkit.measure.latency import Latency, fixed_threads
+from slimkit.measure.macs import count_macs
+from slimkit.measure.memory import peak_memory
+from slimkit.measure.metrics import evaluate
+from slimkit.measure.params import count_nonzero, count_params
+from slimkit.measure.size import artifact_bytes
+from slimkit.runtime import TorchRuntime
+
+
+@dataclass
+class Profile:
+    """What `profile` measured. Sizes in bytes, latency in milliseconds.
+
+    Attributes:
+        name: what was profiled (spec, path or class name).
+        runtime: the runtime that ran it.
+        params: parameter count; ``nonzero_params`` of them are non-zero.
+        size_bytes: bytes of the saved artifact.
+        macs: multiply-accumulates of one forward at batch 1 (``macs_by_kind`` splits them).
+        latency: per batch size, p50/p90 over timed runs (warm-up excluded).
+        peak_memory_bytes: weights + peak activations of one batch-1 forward.
+        metrics: ``accuracy`` or ``cosine``/``sqnr_db`` on the data, when data was given.
+        threads: intra-op threads used while timing.
+    """
+
+    name: str
+    runtime: str
+    params: int
+    nonzero_params: int
+    size_bytes: int
+    macs: int
+    macs_by_kind: dict[str, int]
+    latency: dict[int, Latency]
+    peak_memory_bytes: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    threads: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (latency keyed by batch size as a string)."""
+        raw = asdict(self)
+        raw["latency"] = {str(k): asdict(v) for k, v in self.latency.items()}
+        return raw
+
+
+@dataclass
+class Comparison:
+    """Ratios ``after / before`` (below 1 is smaller/faster) and metric differences."""
+
+    before: Profile
+    after: Profile
+    ratios: dict[str, float]
+    metric_deltas: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "before": self.before.to_dict(),
+            "after": self.after.to_dict(),
+            "ratios": self.ratios,
+            "metric_deltas": self.metric_deltas,
+        }
+
+
+def _ratio(after: float, before: float) -> float:
+    return after / before if before else float("nan")
+
+
+def compare(before: Profile, after: Profile) -> Comparison:
+    """Compare two profiles: size, params, MACs, memory and per-batch-size latency ratios."""
+    ratios = {
+        "size": _ratio(after.size_bytes, before.size_bytes),
+        "params": _ratio(after.params, before.params),
+        "macs": _ratio(after.macs, before.macs),
+        "peak_memory": _ratio(after.peak_memory_bytes, before.peak_memory_bytes),
+    }
+    for bs in sorted(set(before.latency) & set(after.latency)):
+        ratios[f"latency_p50_bs{bs}"] = _ratio(after.latency[bs].p50_ms, before.latency[bs].p50_ms)
+    deltas = {k: after.metrics[k] - before.metrics[k] for k in before.metrics if k in after.metrics}
+    return Comparison(before, after, ratios, deltas)
+
+
+def _saved_size(model: nn.Module) -> int:
+    with tempfile.TemporaryDirectory(prefix="slimkit-size-") as tmp:
+        return artifact_bytes(save(model, Path(tmp) / "model", source=get_record(model).source or "unsaved"))
+
+
+def _example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | None) -> Batch:
+    if example_inputs is not None:
+        return batch_from_inputs(example_inputs)
+    if data is not None:
+        return resize_batch(next(iter_batches(data)), 1)
+    own = getattr(model, "example_inputs", None)
+    if callable(own):
+        return batch_from_inputs(own())
+    source = get_record(model).source or ""
+    if source.startswith("example:"):
+        from slimkit import models
+
+        return batch_from_inputs(models.get_example(source.removeprefix("example:")).example_inputs())
+    raise DataError("profile needs example_inputs or data to run the model")
+
+
+def _reference_for(model: nn.Module) -> nn.Module:
+    source = get_record(model).source
+    if not source:
+        raise InvalidConfigError("fidelity needs a reference model: pass reference=the original model")
+    return load_model(source)
+
+
+def profile(
+    model_or_artifact: nn.Module | str | os.PathLike[str],
+    example_inputs: Any = None,
+    data: Iterable[Any] | DataSplits | str | None = None,
+    metric: str | None = None,
+    reference: nn.Module | str | None = None,
+    batch_sizes: Sequence[int] = (1,),
+    threads: int | None = None,
+    budget_s: float = 1.0,
+) -> Profile:
+    """Measure a model or saved artifact: params, size, MACs, latency, memory and metric.
+
+    Args:
+        model_or_artifact: a module, a model spec or a saved slimkit folder.
+        example_inputs: inputs for MACs/latency (default: first data batch, the model's
+            own ``example_inputs()``, or its bundled example's).
+        data: held-out data (iterable, `DataSplits` -> its test split, or a data spec).
+        metric: ``"accuracy"`` or ``"fidelity"`` (default: the data's own, else accuracy).
+        reference: the model fidelity is measured against (default: rebuilt from the
+            model's source spec).
+        batch_sizes: batch sizes to time.
+        threads: intra-op threads while timing (default: all cores torch uses now).
+        budget_s: timing budget per batch size.
+    """
+    if any(not isinstance(b, int) or b < 1 for b in batch_sizes) or not batch_sizes:
+        raise InvalidConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
+    if isinstance(model_or_artifact, nn.Module):
+        model, name = model_or_artifact, type(model_or_artifact).__name__
+        size = _saved_size(model)
+    else:
+        model, name = load_model(model_or_artifact), str(model_or_artifact)
+        path = Path(str(model_or_artifact))
+        size = artifact_bytes(path) if path.exists() else _saved_size(model)
+    model.eval()
+    if isinstance(data, str):
+        data = load_data(data)
+    if isinstance(data, DataSplits):
+        metric = metric or data.metric
+        data = data.test
+    batch = _example_batch(model, example_inputs, data)
+    runtime = TorchRuntime(model, batch)
+    with fixed_threads(threads):
+        runtime.run_batch(batch)  # one clear error early if the model can't run the inputs
+        macs = count_macs(model, batch)
+        latency = runtime.bench(batch_sizes=batch_sizes, budget_s=budget_s)
+        memory = peak_memory(model, batch)
+        used_threads = torch.get_num_threads()
+        metrics: dict[str, float] = {}
+        if data is not None:
+            metric = metric or "accuracy"
+            if metric == "fidelity" and reference is None:
+                reference = _reference_for(model)
+            if isinstance(reference, (str, os.PathLike)):
+                reference = load_model(reference)
+            metrics = evaluate(model, data, metric, reference=reference)
+    return Profile(
+        name=name,
+        runtime=runtime.name,
+        params=count_params(model),
+        nonzero_params=count_nonzero(model),
+        size_bytes=size,
+        macs=macs.total,
+        macs_by_kind=dict(macs.by_kind),
+        latency=latency,
+        peak_memory_bytes=memory,
+        metrics=metrics,
+        threads=used_threads,
+    )

