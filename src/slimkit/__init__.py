@@ -24,6 +24,39 @@ from slimkit.core.specs import load_data
 from slimkit.core.specs import load_model as load
 from slimkit.measure.profile import Comparison, Profile, compare, profile
 
+# Verbs and packages that load on first use, so `import slimkit` stays light.
+_LAZY = {
+    "quantize": "slimkit.quantization",
+    "prune": "slimkit.pruning",
+    "distill": "slimkit.distillation",
+    "decompose": "slimkit.decomposition",
+    "accelerate": "slimkit.conv",
+    "export": "slimkit.runtime",
+    "compress": "slimkit.pipeline",
+    "quantization": "slimkit.quantization",
+    "pruning": "slimkit.pruning",
+    "distillation": "slimkit.distillation",
+    "decomposition": "slimkit.decomposition",
+    "conv": "slimkit.conv",
+    "runtime": "slimkit.runtime",
+    "models": "slimkit.models",
+    "pipeline": "slimkit.pipeline",
+    "search": "slimkit.search",
+}
+
+
+def __getattr__(name: str) -> object:
+    import importlib
+
+    package = _LAZY.get(name)
+    try:
+        module = importlib.import_module(package or "")
+    except (ValueError, ModuleNotFoundError) as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name != package:
+            raise
+        raise AttributeError(f"module 'slimkit' has no attribute {name!r}") from None
+    return module if package.rpartition(".")[2] == name else getattr(module, name)
+
 __all__ = [
     "Comparison",
     "Config",

@@ -7,9 +7,16 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
-from slimkit.cli import profile as _profile  # noqa: F401  (registers its commands)
+import importlib
+import pkgutil
+
 from slimkit.cli.common import app, err
 from slimkit.core.errors import SlimkitError
+
+# Every module of this package registers its commands on `app` when imported.
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "common":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

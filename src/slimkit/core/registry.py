@@ -65,7 +65,14 @@ class Context:
 
 
 _METHODS: dict[str, dict[str, Method]] = {}
-_PACKAGES: dict[str, str] = {}
+_PACKAGES: dict[str, str] = {
+    "quantize": "slimkit.quantization",
+    "prune": "slimkit.pruning",
+    "distill": "slimkit.distillation",
+    "decompose": "slimkit.decomposition",
+    "accelerate": "slimkit.conv",
+}
+"""Which package registers each verb's methods; imported on first use (e.g. by `load`)."""
 
 
 def register_verb(verb: str, package: str) -> None:
@@ -88,7 +95,11 @@ def register(
 def methods(verb: str) -> dict[str, Method]:
     """All methods registered for ``verb`` (importing the verb's package first)."""
     if verb in _PACKAGES:
-        importlib.import_module(_PACKAGES[verb])
+        try:
+            importlib.import_module(_PACKAGES[verb])
+        except ModuleNotFoundError as exc:
+            if exc.name != _PACKAGES[verb]:
+                raise
     return dict(_METHODS.get(verb, {}))
 
 
