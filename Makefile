@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,13 @@ $(VENV)/.all: pyproject.toml | $(PY)
 demo: $(VENV)/.examples
 	$(VENV)/bin/slimkit demo
 
-test: $(VENV)/.all
+# The HTML report test renders the report in headless Chromium (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  (echo "make test needs Chromium for the report test: apt-get install chromium" >&2; exit 1)
+
+test: $(VENV)/.all chromium
 	$(PY) -m pytest -n 2 --dist loadfile -q
 
 lint: $(VENV)/.all

@@ -57,6 +57,7 @@ def __getattr__(name: str) -> object:
         raise AttributeError(f"module 'slimkit' has no attribute {name!r}") from None
     return module if package.rpartition(".")[2] == name else getattr(module, name)
 
+
 __all__ = [
     "Comparison",
     "Config",

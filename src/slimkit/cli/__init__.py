@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 
 from rich.text import Text
-
-import importlib
-import pkgutil
 
 from slimkit.cli.common import app, err
 from slimkit.core.errors import SlimkitError

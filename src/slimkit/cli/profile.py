@@ -61,9 +61,3 @@ def profile_cmd(
         result = profile(loaded, data=example_data(model, data), metric=metric, batch_sizes=sizes, threads=threads)
     result.name = model
     emit(result, as_json, profile_table)
-
-
-@app.command("demo")
-def demo_cmd(as_json: AsJson = False, quiet: Quiet = False) -> None:
-    """Run slimkit on the bundled digits-cnn example and print the table."""
-    profile_cmd("example:digits-cnn", as_json=as_json, quiet=quiet)

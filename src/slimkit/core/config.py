@@ -16,7 +16,7 @@ class Config(BaseModel):
     defaults, so ``Cfg()`` is always a sensible starting point.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
     method: ClassVar[str] = ""
 
     @classmethod

@@ -93,7 +93,7 @@ def save(model: nn.Module, directory: str | os.PathLike[str], *, source: str | N
             "shapes": shapes,
             "weights": {"file": WEIGHTS, "sha256": _sha256(path.parent / WEIGHTS)},
         }
-        path.write_text(json.dumps(index, indent=2))
+        path.write_text(json.dumps(index, separators=(",", ":")))  # compact: it counts in the artifact size
 
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

@@ -16,7 +16,7 @@ from slimkit.core.data import Batch, DataSplits, batch_from_inputs, iter_batches
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.io import save
 from slimkit.core.record import get_record
-from slimkit.core.specs import load_data, load_model
+from slimkit.core.specs import ARTIFACT_SUFFIXES, load_data, load_model
 from slimkit.measure.latency import Latency, fixed_threads
 from slimkit.measure.macs import count_macs
 from slimkit.measure.memory import peak_memory
@@ -39,18 +39,22 @@ class Profile:
         latency: per batch size, p50/p90 over timed runs (warm-up excluded).
         peak_memory_bytes: weights + peak activations of one batch-1 forward.
         metrics: ``accuracy`` or ``cosine``/``sqnr_db`` on the data, when data was given.
-        threads: intra-op threads used while timing.
+        threads: intra-op threads used while timing (0: the runtime's default).
+
+    For a deployed artifact (``.onnx``/``.pte``/``.tflite``) ``params`` are the stored weight
+    elements where the format exposes them (ONNX) and None otherwise; ``macs`` and
+    ``peak_memory_bytes`` are None (not measured on artifacts).
     """
 
     name: str
     runtime: str
-    params: int
-    nonzero_params: int
+    params: int | None
+    nonzero_params: int | None
     size_bytes: int
-    macs: int
+    macs: int | None
     macs_by_kind: dict[str, int]
     latency: dict[int, Latency]
-    peak_memory_bytes: int
+    peak_memory_bytes: int | None
     metrics: dict[str, float] = field(default_factory=dict)
     threads: int = 1
 
@@ -59,6 +63,12 @@ class Profile:
         raw = asdict(self)
         raw["latency"] = {str(k): asdict(v) for k, v in self.latency.items()}
         return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Profile:
+        """Inverse of `to_dict`."""
+        fields = {**raw, "latency": {int(k): Latency(**v) for k, v in raw["latency"].items()}}
+        return cls(**fields)
 
 
 @dataclass
@@ -80,8 +90,8 @@ class Comparison:
         }
 
 
-def _ratio(after: float, before: float) -> float:
-    return after / before if before else float("nan")
+def _ratio(after: float | None, before: float | None) -> float:
+    return after / before if before and after is not None else float("nan")
 
 
 def compare(before: Profile, after: Profile) -> Comparison:
@@ -103,7 +113,13 @@ def _saved_size(model: nn.Module) -> int:
         return artifact_bytes(save(model, Path(tmp) / "model", source=get_record(model).source or "unsaved"))
 
 
-def _example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | None) -> Batch:
+def example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | None) -> Batch:
+    """Sample inputs for a model: ``example_inputs``, else the first data batch cut to 1 sample,
+    else the model's own ``example_inputs()``, else its bundled example's.
+
+    Raises:
+        DataError: when none of these is available.
+    """
     if example_inputs is not None:
         return batch_from_inputs(example_inputs)
     if data is not None:
@@ -117,6 +133,9 @@ def _example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | 
 
         return batch_from_inputs(models.get_example(source.removeprefix("example:")).example_inputs())
     raise DataError("profile needs example_inputs or data to run the model")
+
+
+_example_batch = example_batch  # former private name, still used by other packages
 
 
 def _reference_for(model: nn.Module) -> nn.Module:
@@ -139,7 +158,8 @@ def profile(
     """Measure a model or saved artifact: params, size, MACs, latency, memory and metric.
 
     Args:
-        model_or_artifact: a module, a model spec or a saved slimkit folder.
+        model_or_artifact: a module, a model spec, a saved slimkit folder, or a deployed
+            ``.onnx``/``.pte``/``.tflite`` file (profiled on its own runtime).
         example_inputs: inputs for MACs/latency (default: first data batch, the model's
             own ``example_inputs()``, or its bundled example's).
         data: held-out data (iterable, `DataSplits` -> its test split, or a data spec).
@@ -152,6 +172,12 @@ def profile(
     """
     if any(not isinstance(b, int) or b < 1 for b in batch_sizes) or not batch_sizes:
         raise InvalidConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
+    if not isinstance(model_or_artifact, nn.Module) and Path(str(model_or_artifact)).suffix in ARTIFACT_SUFFIXES:
+        from slimkit.runtime.artifact import profile_artifact
+
+        return profile_artifact(
+            model_or_artifact, example_inputs, data, metric, reference, batch_sizes, threads, budget_s
+        )
     if isinstance(model_or_artifact, nn.Module):
         model, name = model_or_artifact, type(model_or_artifact).__name__
         size = _saved_size(model)
@@ -165,7 +191,7 @@ def profile(
     if isinstance(data, DataSplits):
         metric = metric or data.metric
         data = data.test
-    batch = _example_batch(model, example_inputs, data)
+    batch = example_batch(model, example_inputs, data)
     runtime = TorchRuntime(model, batch)
     with fixed_threads(threads):
         runtime.run_batch(batch)  # one clear error early if the model can't run the inputs

@@ -7,8 +7,10 @@ from rich.table import Table
 from slimkit.measure.profile import Comparison, Profile
 
 
-def human_bytes(n: float) -> str:
-    """``1536`` -> ``"1.5 KiB"``."""
+def human_bytes(n: float | None) -> str:
+    """``1536`` -> ``"1.5 KiB"``; ``None`` (not measured) -> ``"n/a"``."""
+    if n is None:
+        return "n/a"
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -16,8 +18,10 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
-def human_count(n: float) -> str:
-    """``1_234_567`` -> ``"1.23M"``."""
+def human_count(n: float | None) -> str:
+    """``1_234_567`` -> ``"1.23M"``; ``None`` (not measured) -> ``"n/a"``."""
+    if n is None:
+        return "n/a"
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}"

@@ -1,29 +1,66 @@
-"""Runtimes: run and time a model or a deployed artifact on its own runtime."""
+"""Runtimes: run and time a model or a deployed artifact on its own runtime; `export` writes artifacts."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from slimkit.core.data import batch_from_inputs
+from slimkit.core.errors import InvalidConfigError
 from slimkit.core.specs import load_model
-from slimkit.runtime.base import Runtime
+from slimkit.runtime.base import Runtime, SessionRuntime
+from slimkit.runtime.export import export  # the function; the submodule stays importable by path
 from slimkit.runtime.torch_runtime import TorchRuntime
 
+RUNTIMES = ("torch", "onnxruntime", "executorch", "tflite")
+"""Runtime names, one per artifact format (``torch`` for modules, slimkit folders and ``.pt2``)."""
+SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "tflite"}
 
-def load(model_or_path: nn.Module | str | os.PathLike[str], example_inputs: Any = None, **load_options: Any) -> Runtime:
-    """The runtime of a model or artifact: PyTorch for modules, slimkit folders and ``.pt2``.
+
+def _artifact_runtime(path: Path, example: Any, options: dict[str, Any]) -> Runtime:
+    kind = SUFFIX_RUNTIME[path.suffix.lower()]
+    if not path.is_file():
+        raise InvalidConfigError(f"{path} does not exist: check the path")
+    if kind == "onnxruntime":
+        from slimkit.runtime.onnx_runtime import OnnxRuntime
+
+        return OnnxRuntime(path, example, **options)
+    if kind == "executorch":
+        from slimkit.runtime.executorch_runtime import ExecuTorchRuntime
+
+        return ExecuTorchRuntime(path, example, **options)
+    from slimkit.runtime.tflite_runtime import TFLiteRuntime
+
+    return TFLiteRuntime(path, example, **options)
+
+
+def load(
+    model_or_path: nn.Module | str | os.PathLike[str],
+    example_inputs: Any = None,
+    *,
+    compile: str | None = None,
+    **options: Any,
+) -> Runtime:
+    """The runtime of a model or artifact, picked by what it is.
+
+    ``.onnx`` -> onnxruntime, ``.pte`` -> ExecuTorch, ``.tflite`` -> LiteRT; modules,
+    model specs, slimkit folders and ``.pt2`` files -> PyTorch.
 
     Args:
-        model_or_path: a module or any model spec accepted by `slimkit.core.specs.load_model`.
-        example_inputs: default inputs for `Runtime.bench`.
-        **load_options: passed to `load_model` (``weights``, ``trust_pickle``).
+        model_or_path: a module, an artifact path, or any spec `slimkit.core.specs.load_model` accepts.
+        example_inputs: default inputs for `Runtime.bench` (artifacts synthesize them from
+            their input signature when omitted).
+        compile: for PyTorch, a ``torch.compile`` mode (None: eager).
+        **options: for artifacts, runtime options (``threads``; ``providers`` for onnxruntime);
+            otherwise passed to `load_model` (``weights``, ``trust_pickle``).
     """
-    model = load_model(model_or_path, **load_options)
     example = batch_from_inputs(example_inputs) if example_inputs is not None else None
-    return TorchRuntime(model, example)
+    if not isinstance(model_or_path, nn.Module) and Path(str(model_or_path)).suffix.lower() in SUFFIX_RUNTIME:
+        return _artifact_runtime(Path(str(model_or_path)), example, options)
+    return TorchRuntime(load_model(model_or_path, **options), example, compile=compile)
 
 
-__all__ = ["Runtime", "TorchRuntime", "load"]
+__all__ = ["RUNTIMES", "Runtime", "SessionRuntime", "TorchRuntime", "export", "load"]

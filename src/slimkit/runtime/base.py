@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from slimkit.core.data import Batch, resize_batch
+from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.measure.latency import Latency, fixed_threads, measure_latency
 
 
@@ -27,6 +29,14 @@ class Runtime(ABC):
 
     def sync(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Wait for queued device work (CUDA); a no-op on the CPU."""
+
+    def use_threads(self, threads: int | None) -> AbstractContextManager[Any]:
+        """A context in which this runtime uses ``threads`` intra-op threads (None: unchanged).
+
+        PyTorch's thread count by default; artifact runtimes override it with their own
+        setting (onnxruntime session options, the LiteRT interpreter, the ExecuTorch pool).
+        """
+        return fixed_threads(threads)
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model on positional/keyword tensors."""
@@ -49,12 +59,39 @@ class Runtime(ABC):
         """
         batch = batch or self.example
         if batch is None:
-            from slimkit.core.errors import DataError
-
             raise DataError("bench needs example inputs: pass a batch or load the runtime with example inputs")
         results = {}
-        with fixed_threads(threads):
+        with self.use_threads(threads):
             for size in batch_sizes:
                 sized = resize_batch(batch, size)
                 results[size] = measure_latency(lambda b=sized: self.run_batch(b), budget_s=budget_s, sync=self.sync)
         return results
+
+
+class SessionRuntime(Runtime):
+    """A runtime whose thread count is fixed when its session/interpreter is built.
+
+    Subclasses set ``self.threads`` and implement `rebuild`; `use_threads` rebuilds with
+    the requested count for the block and restores the previous session after.
+    """
+
+    threads: int | None = None
+
+    @abstractmethod
+    def rebuild(self, threads: int | None) -> None:
+        """Recreate the session/interpreter with ``threads`` intra-op threads and store it."""
+
+    @contextmanager
+    def use_threads(self, threads: int | None) -> Iterator[None]:
+        """Run the block on a session built with ``threads`` intra-op threads."""
+        if threads is None or threads == self.threads:
+            yield
+            return
+        if threads < 1:
+            raise InvalidConfigError(f"the number of threads must be >= 1, got {threads}")
+        previous = self.threads
+        self.rebuild(threads)
+        try:
+            yield
+        finally:
+            self.rebuild(previous)

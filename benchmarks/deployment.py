@@ -1,0 +1,115 @@
+"""Deployment benchmark: one model, exported to each runtime, verified and timed side by side.
+
+For the digits CNN and MiniLM, fp32 and int8, across torch / onnxruntime / ExecuTorch /
+TFLite: parity (fp32 SQNR against PyTorch, int8 against slimkit's own int8 model where
+slimkit quantized it), artifact size, batch-1 and batch-32 p50 latency as a ratio to torch
+eager, and the fastest runtime. int8 on ONNX is slimkit's ``int8-static`` model exported as
+QDQ; ExecuTorch and TFLite use their own int8 quantizers (labelled "own int8").
+
+    PYTHONPATH=src .venv/bin/python benchmarks/deployment.py [--quick] [--models digits,minilm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+import slimkit as sk
+from slimkit.core.data import resize_batch
+from slimkit.measure.profile import example_batch
+from slimkit.runtime import load
+from slimkit.runtime.verify import parity
+
+MODELS = {"digits": ("example:digits-cnn", "example:digits"), "minilm": ("example:minilm", "example:sentences")}
+SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
+
+
+def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, tmp: Path) -> list[dict]:
+    spec, data_spec = MODELS[name]
+    model, data = sk.load(spec), sk.load_data(data_spec)
+    batch = resize_batch(example_batch(model, None, data.test), 1)
+    int8 = sk.quantize(model, "int8-static", data=data.calibration)
+    rows = []
+    for precision in ("fp32", "int8"):
+        source = model if precision == "fp32" else int8
+        for runtime in runtimes:
+            label, options = runtime, {}
+            if runtime == "torch":
+                rt, size = load(source), None
+            else:
+                if precision == "int8" and runtime != "onnxruntime":  # their own quantizers
+                    label, source, options = (
+                        f"{runtime} (own int8)",
+                        model,
+                        {"quantize": "int8", "data": data.calibration},
+                    )
+                path = sk.export(
+                    source, tmp / f"{name}-{precision}{SUFFIX[runtime]}", example_inputs=batch.args, **options
+                )
+                rt, size = load(path), path.stat().st_size
+            reference = int8 if precision == "int8" and "own" not in label else model
+            check = parity(rt, reference, batch, (1, 4))
+            lat = rt.bench(batch, sizes, threads=threads, budget_s=1.0)
+            rows.append(
+                {
+                    "model": name,
+                    "precision": precision,
+                    "runtime": label,
+                    "sqnr": check.sqnr_db,
+                    "size": size,
+                    **{f"bs{b}": lat[b].p50_ms for b in sizes},
+                }
+            )
+            print(f"  {name} {precision} {label}: done", flush=True)
+    return rows
+
+
+def _table(rows: list[dict], sizes: tuple[int, ...]) -> Table:
+    table = Table(title="deployment: parity, size, p50 latency (ratio to fp32 torch eager of the same model)")
+    for col in ("model", "precision", "runtime", "SQNR dB", "size KiB", *(f"bs{b} ms (x eager)" for b in sizes)):
+        table.add_column(col, justify="left" if col in ("model", "precision", "runtime") else "right")
+    for r in rows:
+        base = next(
+            x for x in rows if x["model"] == r["model"] and x["runtime"] == "torch" and x["precision"] == "fp32"
+        )
+        cells = [f"{r[f'bs{b}']:.3f} ({r[f'bs{b}'] / base[f'bs{b}']:.2f}x)" for b in sizes]
+        size = "-" if r["size"] is None else f"{r['size'] / 1024:.0f}"
+        table.add_row(r["model"], r["precision"], r["runtime"], f"{r['sqnr']:.1f}", size, *cells)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="digits only, torch and onnxruntime")
+    parser.add_argument("--models", default="digits,minilm")
+    parser.add_argument("--runtimes", default="torch,onnxruntime,executorch,tflite")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    models = ["digits"] if args.quick else args.models.split(",")
+    runtimes = ["torch", "onnxruntime"] if args.quick else args.runtimes.split(",")
+    sizes = (1, 32)
+    warnings.filterwarnings("ignore")
+    with tempfile.TemporaryDirectory(prefix="slimkit-deploy-") as tmp:
+        rows = [row for name in models for row in _rows(name, runtimes, sizes, args.threads, Path(tmp))]
+    console = Console()
+    console.print(_table(rows, sizes))
+    for name in models:
+        mine = [r for r in rows if r["model"] == name]
+        for b in sizes:
+            best = min(mine, key=lambda r: r[f"bs{b}"])
+            console.print(f"{name}: fastest at batch {b}: {best['runtime']} {best['precision']}")
+        f32 = next((r for r in mine if r["runtime"] == "onnxruntime" and r["precision"] == "fp32"), None)
+        i8 = next((r for r in mine if r["runtime"] == "onnxruntime" and r["precision"] == "int8"), None)
+        if f32 and i8:
+            speedup = f32["bs1"] / i8["bs1"]
+            verdict = "met" if speedup >= 1.3 else "NOT met"
+            console.print(f"{name}: onnxruntime int8 vs fp32 at batch 1: {speedup:.2f}x (target >= 1.3x: {verdict})")
+
+
+if __name__ == "__main__":
+    main()

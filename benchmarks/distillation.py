@@ -1,0 +1,182 @@
+"""Distillation figures: KD vs training alone (MNIST-1D, digits) and MiniLM -> 3-layer student.
+
+Run: ``PYTHONPATH=src .venv/bin/python benchmarks/distillation.py [--quick] [--only mnist1d,digits,minilm]``
+
+Every comparison runs in this one process: the student trained alone and with KD use the
+same architecture, seeds, epochs and optimizer; latencies of teacher and student are
+measured back to back with the same thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+import slimkit as sk
+from slimkit.core.data import TensorData
+from slimkit.distillation import KD, Embedding, finetune, shrink
+from slimkit.measure import evaluate, fixed_threads, measure_latency
+
+console = Console()
+
+
+class Conv1dNet(nn.Module):
+    """The MNIST-1D CNN of Greydanus (2020), with ``channels`` filters per layer."""
+
+    def __init__(self, channels: int = 25):
+        super().__init__()
+        c = channels
+        self.features = nn.Sequential(
+            nn.Conv1d(1, c, 5, 2, 1),
+            nn.ReLU(),
+            nn.Conv1d(c, c, 3, 2, 1),
+            nn.ReLU(),
+            nn.Conv1d(c, c, 3, 2, 1),
+            nn.ReLU(),
+        )
+        self.head = nn.Linear(c * 5, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class MLP(nn.Module):
+    """A small MLP student for MNIST-1D (40 inputs)."""
+
+    def __init__(self, hidden: int = 32):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(40, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _accuracy(model: nn.Module, data: TensorData) -> float:
+    return evaluate(model, data, "accuracy")["accuracy"]
+
+
+def _alone_vs_kd(make_student, teacher, train, test, epochs: int, seeds, lr: float, kd: KD) -> tuple[list, list]:  # noqa: ANN001
+    alone, distilled = [], []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        alone.append(_accuracy(finetune(make_student(), train, epochs=epochs, lr=lr, seed=seed), test))
+        torch.manual_seed(seed)
+        student = finetune(make_student(), train, epochs=epochs, lr=lr, seed=seed, teacher=teacher, distill=kd)
+        distilled.append(_accuracy(student, test))
+    return alone, distilled
+
+
+def mnist1d(quick: bool) -> list[tuple[str, ...]]:
+    """CNN teacher, MLP student: alone vs KD, mean of 3 seeds."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    ds = make_dataset(get_dataset_args())  # generated locally from templates, no download
+    x, xt = (torch.tensor(ds[k], dtype=torch.float32).unsqueeze(1) for k in ("x", "x_test"))
+    y, yt = (torch.tensor(ds[k]).long() for k in ("y", "y_test"))
+    train, test = TensorData(x, y, 100), TensorData(xt, yt, 500)
+    torch.manual_seed(0)
+    teacher = finetune(Conv1dNet(32), train, epochs=8 if quick else 20, lr=3e-3, weight_decay=0.01)
+    epochs = 10 if quick else 25
+    alone, kd = _alone_vs_kd(MLP, teacher, train, test, epochs, range(3), 3e-3, KD(temperature=4.0, alpha=0.9))
+    gain = 100 * (statistics.mean(kd) - statistics.mean(alone))
+    return [
+        ("MNIST-1D teacher CNN (32 ch)", f"{100 * _accuracy(teacher, test):.1f}%", "", ""),
+        (
+            f"MNIST-1D MLP-32 student, {epochs} ep, 3 seeds",
+            f"{100 * statistics.mean(alone):.1f}%",
+            f"{100 * statistics.mean(kd):.1f}%",
+            f"{gain:+.1f} pt (target >= +1.5)",
+        ),
+    ]
+
+
+def digits(quick: bool) -> list[tuple[str, ...]]:
+    """Pretrained digits CNN -> half-width DigitsCNN trained from scratch, alone vs KD."""
+    from slimkit.models.digits import DigitsCNN
+
+    teacher = sk.load("example:digits-cnn")
+    splits = sk.load_data("example:digits")
+    epochs = 2 if quick else 4
+    seeds = range(1 if quick else 2)
+    alone, kd = _alone_vs_kd(
+        lambda: DigitsCNN(widths=(12, 16, 32, 48)),
+        teacher,
+        splits.train,
+        splits.test,
+        epochs,
+        seeds,
+        3e-3,
+        KD(temperature=4.0, alpha=0.9),
+    )
+    gain = 100 * (statistics.mean(kd) - statistics.mean(alone))
+    return [
+        ("digits teacher (example:digits-cnn)", f"{100 * _accuracy(teacher, splits.test):.1f}%", "", ""),
+        (
+            f"digits half-width student, {epochs} ep, {len(seeds)} seed(s)",
+            f"{100 * statistics.mean(alone):.1f}%",
+            f"{100 * statistics.mean(kd):.1f}%",
+            f"{gain:+.1f} pt",
+        ),
+    ]
+
+
+def minilm(quick: bool) -> list[tuple[str, ...]]:
+    """MiniLM -> every-other-layer student distilled with the embedding cosine loss."""
+    from slimkit.models.minilm import example_inputs
+
+    teacher = sk.load("example:minilm")
+    splits = sk.load_data("example:sentences")
+    student = shrink(teacher, depth=0.5)
+    start = evaluate(student, splits.test, "fidelity", reference=teacher)["cosine"]
+    epochs = 2 if quick else 4
+    student = finetune(
+        student,
+        splits.train,
+        epochs=epochs,
+        teacher=teacher,
+        distill=Embedding(loss="cosine"),
+        lr=1e-4,
+        weight_decay=0.01,
+        warmup_steps=5,
+    )
+    cosine = evaluate(student, splits.test, "fidelity", reference=teacher)["cosine"]
+    inputs = example_inputs()
+    with torch.no_grad(), fixed_threads(1):
+        t_lat = measure_latency(lambda: teacher(*inputs), budget_s=2.0, min_runs=30)
+        s_lat = measure_latency(lambda: student(*inputs), budget_s=2.0, min_runs=30)
+    ratio = s_lat.p50_ms / t_lat.p50_ms
+    return [
+        ("MiniLM 6 -> 3 layers: cosine to teacher (300 held-out)", f"{start:.3f}", f"{cosine:.3f}", "target >= 0.93"),
+        (
+            "MiniLM batch-1 latency p50, 1 thread",
+            f"{t_lat.p50_ms:.2f} ms",
+            f"{s_lat.p50_ms:.2f} ms",
+            f"x{ratio:.2f} (target <= 0.6)",
+        ),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer epochs/seeds")
+    parser.add_argument("--only", default="mnist1d,digits,minilm", help="comma-separated subset")
+    args = parser.parse_args()
+    table = Table(title="slimkit distillation" + (" (quick)" if args.quick else ""))
+    for col in ("figure", "alone / before", "distilled / after", "difference"):
+        table.add_column(col, justify="left" if col == "figure" else "right")
+    start = time.perf_counter()
+    for name in args.only.split(","):
+        for row in {"mnist1d": mnist1d, "digits": digits, "minilm": minilm}[name](args.quick):
+            table.add_row(*row)
+        console.print(f"[dim]{name} done at {time.perf_counter() - start:.0f} s[/dim]")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""``slimkit accelerate``: fuse, Winograd or separable convolutions, with the before/after table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from slimkit.cli.common import (
+    AsJson,
+    BatchSizes,
+    DataSpec,
+    ModelSpec,
+    Quiet,
+    TrustPickle,
+    Weights,
+    app,
+    out,
+    parse_batch_sizes,
+    progress,
+)
+from slimkit.cli.profile import example_data
+
+METHODS = ("fuse", "winograd", "separable")
+
+
+def _options(method: str, tile: str | None, rank: int | None, finetune_epochs: int) -> dict[str, Any]:
+    """The config options the command line sets for ``method``."""
+    from slimkit.core.errors import InvalidConfigError
+
+    if method not in METHODS:
+        raise InvalidConfigError(f"unknown --method {method!r}; valid methods: {', '.join(METHODS)}")
+    if tile is not None and method != "winograd":
+        raise InvalidConfigError("--tile only applies to --method winograd")
+    if (rank is not None or finetune_epochs) and method != "separable":
+        raise InvalidConfigError("--rank and --finetune-epochs only apply to --method separable")
+    if method == "winograd" and tile is not None:
+        if tile not in ("auto", "2", "4"):
+            raise InvalidConfigError(f"--tile must be auto, 2 or 4 (got {tile!r})")
+        return {"tile": tile if tile == "auto" else int(tile)}
+    if method == "separable":
+        return {"finetune_epochs": finetune_epochs} | ({"rank": rank} if rank is not None else {})
+    return {}
+
+
+@app.command("accelerate")
+def accelerate_cmd(
+    model: ModelSpec,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the accelerated model into.")],
+    method: Annotated[str, typer.Option("--method", help="fuse, winograd or separable.")] = "fuse",
+    tile: Annotated[str | None, typer.Option("--tile", help="Winograd tile: auto (measured), 2 or 4.")] = None,
+    rank: Annotated[int | None, typer.Option("--rank", help="Separable: depthwise filters per channel.")] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to convert.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep.")] = None,
+    data: DataSpec = None,
+    finetune_epochs: Annotated[
+        int, typer.Option("--finetune-epochs", min=0, help="Separable: distillation epochs on the train split.")
+    ] = 0,
+    batch_sizes: BatchSizes = "1",
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Make convolutions cheaper, save the result and print before/after.
+
+    Examples:
+
+        slimkit accelerate example:digits-cnn --method fuse --out out/
+
+        slimkit accelerate example:digits-cnn --method winograd --tile 4 --out out/
+
+        slimkit accelerate example:digits-cnn --method separable --finetune-epochs 3 --out out/
+    """
+    import json
+
+    from slimkit.conv import accelerate
+    from slimkit.core.errors import InvalidConfigError
+    from slimkit.core.io import save
+    from slimkit.core.record import get_record
+    from slimkit.core.specs import load_data, load_model
+    from slimkit.measure.profile import compare, profile
+    from slimkit.report import comparison_table
+
+    sizes = parse_batch_sizes(batch_sizes)
+    options = _options(method, tile, rank, finetune_epochs)
+    data_spec = example_data(model, data)
+    if finetune_epochs and data_spec is None:
+        raise InvalidConfigError("--finetune-epochs needs --data (a dataset with a train split)")
+    with progress(f"accelerating {model} with {method}", quiet or as_json):
+        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
+        splits = load_data(data_spec) if data_spec else None
+        train = splits.train if splits is not None and finetune_epochs else None
+        result = accelerate(original, method, data=train, include=include, exclude=exclude, **options)
+        state = get_record(result).transforms[-1].state
+        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
+        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
+        save(result, out_dir)
+    before.name, after.name = model, f"{method} -> {out_dir}"
+    comparison = compare(before, after)
+    if as_json:
+        print(json.dumps({**comparison.to_dict(), **state, "out": str(out_dir)}, indent=2, default=str))
+        return
+    out.print(comparison_table(comparison))
+    for line in _summary(method, state):
+        out.print(line, markup=False)
+    out.print(f"saved to {out_dir}", markup=False)
+
+
+def _summary(method: str, state: dict[str, Any]) -> list[str]:
+    """One line per converted or skipped layer."""
+    if method == "fuse":
+        lines = [f"  folded {bn} into {layer}" for layer, bn in state["folded"]]
+        lines += [f"  fused {layer} + {relu}" for layer, relu in state["fused_relu"]]
+        return lines + [f"  channels_last: {state['channels_last']} ({state['channels_last_why']['reason']})"]
+    if method == "winograd":
+        lines = [
+            f"  {name}: tile {info['tile'] or 'none'} ({info['reason']})" for name, info in state["layers"].items()
+        ]
+    else:
+        lines = [f"  {name}: MACs x{ratio:.3f}" for name, ratio in state["mac_ratio"].items()]
+    return lines + [f"  {name}: left as is ({why})" for name, why in state["skipped"].items()]

@@ -1,0 +1,98 @@
+"""``slimkit distill``: train a student from a teacher and compare the two."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from slimkit.cli.common import AsJson, Quiet, TrustPickle, app, emit, out, progress
+from slimkit.core.errors import InvalidConfigError
+
+
+def parse_pairs(text: str | None, what: str) -> dict[str, object]:
+    """``"depth=0.5,width=0.5"`` -> ``{"depth": 0.5, "width": 0.5}`` (values read as JSON when they parse)."""
+    result: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise InvalidConfigError(f"{what} takes key=value pairs separated by commas, like depth=0.5 (got {part!r})")
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value.strip()
+    return result
+
+
+@app.command("distill")
+def distill_cmd(
+    teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec (example:NAME, hf:DIR, ...).")],
+    data: Annotated[str, typer.Option("--data", help="Data spec: example:NAME, pkg.mod:fn, file.npz (x, y).")],
+    out_dir: Annotated[str, typer.Option("--out", help="Folder the distilled student is saved to.")],
+    student: Annotated[str | None, typer.Option("--student", help="Student model spec.")] = None,
+    shrink: Annotated[
+        str | None, typer.Option("--shrink", help="Build the student from the teacher: depth=0.5 and/or width=0.5.")
+    ] = None,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training split.")] = 1,
+    method: Annotated[
+        str | None,
+        typer.Option("--method", help="kd, hint, attention, embedding (default: kd, embedding for fidelity data)."),
+    ] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", help="KD temperature.")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="KD weight of the teacher term.")] = None,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
+    options: Annotated[
+        str | None, typer.Option("--options", help="More method/trainer options: key=value,key=value.")
+    ] = None,
+    trust_pickle: TrustPickle = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Distill TEACHER into a student and print a before/after comparison.
+
+    Examples:
+
+        slimkit distill --teacher example:minilm --shrink depth=0.5 --data example:sentences --epochs 3 --out out/
+
+        slimkit distill --teacher example:digits-cnn --student mypkg.nets:small --data example:digits --out out/
+    """
+    import slimkit as sk
+    from slimkit.core.specs import load_model
+    from slimkit.distillation import distill
+    from slimkit.distillation import shrink as shrink_model
+    from slimkit.report import comparison_table
+
+    if (student is None) == (shrink is None):
+        raise InvalidConfigError("give exactly one of --student MODEL or --shrink depth=0.5")
+    splits = sk.load_data(data)
+    teacher_model = load_model(teacher, trust_pickle=trust_pickle)
+    if student is not None:
+        student_model = load_model(student, trust_pickle=trust_pickle)
+    else:
+        student_model = shrink_model(teacher_model, **parse_pairs(shrink, "--shrink"))  # type: ignore[arg-type]
+    extra = parse_pairs(options, "--options")
+    extra.update({k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None})
+    name = method or ("kd" if splits.metric == "accuracy" else "embedding")
+    trained = distill(
+        student_model,
+        teacher_model,
+        name,
+        data=splits.train,
+        epochs=epochs,
+        eval_data=splits.test,
+        lr=lr,
+        quiet=quiet or as_json,
+        **extra,
+    )
+    sk.save(trained, out_dir)
+    reference = teacher_model if splits.metric == "fidelity" else None
+    with progress("profiling teacher and student", quiet or as_json):
+        before = sk.profile(
+            teacher_model, data=splits.test, metric=splits.metric, reference=reference, batch_sizes=(1,)
+        )
+        after = sk.profile(trained, data=splits.test, metric=splits.metric, reference=reference, batch_sizes=(1,))
+    before.name, after.name = teacher, f"student ({out_dir})"
+    emit(sk.compare(before, after), as_json, comparison_table)
+    if not as_json and not quiet:
+        out.print(f"saved the student to {out_dir}")

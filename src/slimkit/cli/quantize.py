@@ -1,0 +1,105 @@
+"""``slimkit quantize``: quantize a model, save it, print before/after."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from slimkit.cli.common import (
+    AsJson,
+    BatchSizes,
+    DataSpec,
+    ModelSpec,
+    Quiet,
+    TrustPickle,
+    Weights,
+    app,
+    out,
+    parse_batch_sizes,
+    progress,
+)
+from slimkit.cli.profile import example_data
+
+METHODS = "int8-dynamic, int8-static, weight-only, fp16, bf16 (and any other registered quantize method)"
+
+
+def _options(bits: int | None, group_size: int | None, observer: str | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if bits is not None:
+        options["bits"] = bits
+    if group_size is not None:
+        options["group_size"] = group_size if group_size > 0 else None
+    if observer is not None:
+        options["observer"] = observer
+    return options
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: ModelSpec,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the quantized model into.")],
+    method: Annotated[str, typer.Option("--method", help=f"Quantization method: {METHODS}.")] = "int8-dynamic",
+    bits: Annotated[int | None, typer.Option("--bits", help="Weight bits, 2..8 (weight-only).")] = None,
+    group_size: Annotated[
+        int | None, typer.Option("--group-size", help="Columns per scale (weight-only); 0 = per channel.")
+    ] = None,
+    observer: Annotated[
+        str | None, typer.Option("--observer", help="minmax, moving-average, percentile, mse or entropy (int8-static).")
+    ] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to quantize.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep float.")] = None,
+    data: DataSpec = None,
+    batch_sizes: BatchSizes = "1",
+    weights: Weights = None,
+    trust_pickle: TrustPickle = False,
+    as_json: AsJson = False,
+    quiet: Quiet = False,
+) -> None:
+    """Quantize a model; calibrate on the data's calibration split, measure on its test split.
+
+    Examples:
+
+        slimkit quantize example:minilm --method int8-dynamic --out out/
+
+        slimkit quantize example:digits-cnn --method int8-static --observer percentile --out out/
+
+        slimkit quantize example:minilm --method weight-only --bits 4 --group-size 128 --out out/
+    """
+    import json
+    import warnings
+
+    from slimkit.core.io import save
+    from slimkit.core.record import get_record
+    from slimkit.core.specs import load_data, load_model
+    from slimkit.measure.profile import compare, profile
+    from slimkit.quantization import quantize
+    from slimkit.report import comparison_table
+
+    sizes = parse_batch_sizes(batch_sizes)
+    data_spec = example_data(model, data)
+    with progress(f"quantizing {model} with {method}", quiet or as_json):
+        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
+        splits = load_data(data_spec) if data_spec else None
+        calibration = splits.calibration if splits is not None else None
+        with warnings.catch_warnings():  # skipped layers are listed below
+            warnings.simplefilter("ignore", UserWarning)
+            result = quantize(
+                original, method, data=calibration, include=include, exclude=exclude,
+                **_options(bits, group_size, observer),
+            )  # fmt: skip
+        state = get_record(result).transforms[-1].state
+        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
+        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
+        save(result, out_dir)
+    before.name, after.name = model, f"{method} -> {out_dir}"
+    comparison = compare(before, after)
+    summary = {"quantized": sorted(state.get("layers", {})), "skipped": state.get("skipped", {})}
+    if as_json:
+        print(json.dumps({**comparison.to_dict(), **summary, "out": str(out_dir)}, indent=2, default=str))
+        return
+    out.print(comparison_table(comparison))
+    out.print(f"  {len(summary['quantized'])} layer(s) quantized")
+    for name, reason in summary["skipped"].items():
+        out.print(f"  {name}: left in float ({reason})")

@@ -1,0 +1,57 @@
+"""`TrainConfig`: every option of the shared fine-tuning `Trainer`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from slimkit.core.config import Config
+
+
+class TrainConfig(Config):
+    """Options of one training run.
+
+    Attributes:
+        epochs: passes over the data (ignored when ``steps`` is set).
+        steps: total optimizer steps; the data is cycled epoch after epoch until reached.
+        lr: peak learning rate.
+        optimizer: ``"adamw"`` or ``"sgd"`` (with ``momentum``).
+        momentum: SGD momentum.
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        schedule: ``"cosine"`` (to zero), ``"onecycle"`` (warm up from lr/25, anneal to
+            lr/25e4) or ``"constant"``.
+        warmup_steps: linear warm-up steps (``onecycle`` uses 30% of the run when 0).
+        grad_clip: clip the global gradient norm to this value.
+        patience: stop after this many evaluations without improvement.
+        shuffle: shuffle the data each epoch (in-memory data only), seeded by seed + epoch.
+        checkpoint_dir: folder for the last and best checkpoints (safetensors + JSON).
+        resume: continue from the checkpoint in ``checkpoint_dir``.
+        amp: mixed precision on CUDA (bf16 when supported, else fp16 with loss scaling).
+        seed: seeds torch, numpy and random; also the data order.
+        quiet: no progress bar.
+        metric: ``"accuracy"`` or ``"fidelity"`` (cosine to the teacher); by default
+            accuracy when the evaluation data has targets, else fidelity.
+        eval_limit: evaluate on at most this many batches.
+        find_unused_parameters: passed to DistributedDataParallel.
+    """
+
+    epochs: int = Field(1, ge=1)
+    steps: int | None = Field(None, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+    patience: int | None = Field(None, ge=1)
+    shuffle: bool = True
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    amp: bool = False
+    seed: int = 0
+    quiet: bool = True
+    metric: Literal["accuracy", "fidelity"] | None = None
+    eval_limit: int | None = Field(None, ge=1)
+    find_unused_parameters: bool = False

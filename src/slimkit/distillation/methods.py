@@ -1,0 +1,109 @@
+"""One config per distillation method, and `Combined` to weight several together."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from slimkit.core.config import Config
+from slimkit.core.errors import InvalidConfigError
+
+
+class KD(Config):
+    """Hinton logit distillation.
+
+    Attributes:
+        temperature: softmax temperature T (the loss is scaled by T²).
+        alpha: weight of the soft (teacher) term; ``1 - alpha`` goes to the hard labels.
+    """
+
+    method = "kd"
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+class Hints(Config):
+    """FitNets feature hints: ``student layer -> teacher layer``, through a learned adapter
+    (1x1 conv for feature maps, linear otherwise) trained with the student.
+
+    Attributes:
+        layers: student module name -> teacher module name.
+        weight: weight of the summed hint losses.
+    """
+
+    method = "hint"
+    layers: dict[str, str] = Field(min_length=1)
+    weight: float = Field(1.0, ge=0)
+
+
+class Attention(Config):
+    """Attention transfer between the spatial attention maps of named layers.
+
+    Attributes:
+        layers: student module name -> teacher module name.
+        weight: weight of the summed losses (β/2 with the paper's β = 1000).
+        p: exponent of the attention map.
+    """
+
+    method = "attention"
+    layers: dict[str, str] = Field(min_length=1)
+    weight: float = Field(500.0, ge=0)
+    p: float = Field(2.0, gt=0)
+
+
+class Embedding(Config):
+    """Embedding distillation for representation models (outputs compared directly).
+
+    Attributes:
+        loss: ``"cosine"`` (1 - cosine) or ``"mse"``.
+        weight: weight of the term.
+    """
+
+    method = "embedding"
+    loss: Literal["cosine", "mse"] = "cosine"
+    weight: float = Field(1.0, ge=0)
+
+
+class Combined(Config):
+    """Several losses at once, e.g. ``Combined(kd=KD(), hint=Hints(layers={...}))``.
+
+    The KD term (if any) mixes in the hard labels; without it, cross-entropy on the
+    targets is added when batches have targets and no embedding term is used.
+    """
+
+    method = "combined"
+    kd: KD | None = None
+    hint: Hints | None = None
+    attention: Attention | None = None
+    embedding: Embedding | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Combined:
+        if not any((self.kd, self.hint, self.attention, self.embedding)):
+            raise ValueError("give at least one of kd, hint, attention, embedding")
+        return self
+
+
+DistillConfig = KD | Hints | Attention | Embedding | Combined
+CONFIGS: dict[str, type[Config]] = {
+    "kd": KD,
+    "hint": Hints,
+    "fitnets": Hints,
+    "attention": Attention,
+    "embedding": Embedding,
+    "combined": Combined,
+}
+
+
+def as_combined(config: Config) -> Combined:
+    """Any distillation config as a `Combined` one."""
+    if isinstance(config, Combined):
+        return config
+    fields = {KD: "kd", Hints: "hint", Attention: "attention", Embedding: "embedding"}
+    if type(config) not in fields:
+        valid = ", ".join(sorted(CONFIGS))
+        raise InvalidConfigError(
+            f"{config.method or type(config).__name__!r} is not a distillation loss; use one of {valid}"
+        )
+    return Combined(**{fields[type(config)]: config})

@@ -1,0 +1,378 @@
+"""The dependency graph: which channels of which layers must be pruned together.
+
+Channel flow is propagated through the model's fx graph (`slimkit.core.graph.capture`).
+Every conv/linear/embedding output starts a *space* of channels; ops that pass channels
+through (activations, BatchNorm, pooling, depthwise convs, reshapes that keep the channel
+axis) carry it along, residual adds merge spaces, concatenation lays spaces side by side
+(split/chunk along another axis pass them on), and a Linear after flatten sees each channel as
+``H*W`` features. A space reaching anything it cannot follow (the model output, a
+grouped conv, a view that splits the channel axis into heads, an unknown op) is blocked,
+with the reason. Each space becomes one `Group`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from torch import fx, nn
+
+from slimkit.core.graph import node_shape
+from slimkit.pruning.groups import Group, Member
+
+
+@dataclass(frozen=True)
+class Seg:
+    """A run of ``length`` channels of one space; each channel spans ``repeat`` entries."""
+
+    space: int
+    length: int
+    repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Channel spaces laid along axis ``dim`` of a tensor."""
+
+    segs: tuple[Seg, ...]
+    dim: int
+
+
+@dataclass(frozen=True)
+class Items:
+    """A tuple of values (from split/chunk)."""
+
+    items: tuple[Flow | None, ...]
+
+
+_UNARY = {
+    "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardtanh", "leaky_relu", "elu",
+    "dropout", "contiguous", "clone", "float", "to", "type_as", "detach", "abs", "neg",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d",
+    "max_pool1d", "max_pool2d", "interpolate", "pad",
+}  # fmt: skip
+_BINARY = {"add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "__add__", "__mul__", "__sub__"}
+_REDUCE = {"mean", "sum", "amax", "amin"}
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+_PASS_MODULES = (
+    nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Identity,
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample,
+)  # fmt: skip
+
+
+def _name(node: fx.Node) -> str:
+    if node.op == "call_method":
+        return str(node.target)
+    target = node.target
+    if target in (operator.add, operator.iadd):
+        return "add"
+    return getattr(target, "__name__", str(target))
+
+
+def _ndim(arg: Any) -> int | None:
+    shape = node_shape(arg) if isinstance(arg, fx.Node) else None
+    return len(shape) if shape is not None else None
+
+
+def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
+    if len(node.args) > index:
+        return node.args[index]
+    return node.kwargs.get(key, default)
+
+
+class DependencyGraph:
+    """Channel coupling of a captured model; `groups()` lists one `Group` per space."""
+
+    def __init__(self, gm: fx.GraphModule):
+        self.parent: list[int] = []
+        self.size: list[int] = []
+        self.members: dict[int, list[Member]] = {}
+        self.blocked: dict[int, str] = {}
+        self.label: dict[int, str] = {}
+        self.opaque: dict[str, str] = {}
+        """Layers with weights the analysis cannot prune, with why."""
+        self.env: dict[fx.Node, Flow | Items | None] = {}
+        self.modules = dict(gm.named_modules())
+        for node in gm.graph.nodes:
+            self.env[node] = self._visit(node)
+
+    # --- spaces -------------------------------------------------------------------------
+    def _new(self, size: int, module: str, axis: str = "out") -> int:
+        space = len(self.parent)
+        self.parent.append(space)
+        self.size.append(size)
+        self.members[space] = [Member(module, axis)]
+        self.label[space] = module
+        return space
+
+    def _find(self, space: int) -> int:
+        while self.parent[space] != space:
+            self.parent[space] = self.parent[self.parent[space]]
+            space = self.parent[space]
+        return space
+
+    def _union(self, a: int, b: int) -> None:
+        ra, rb = self._find(a), self._find(b)
+        if ra == rb:
+            return
+        self.parent[rb] = ra
+        self.members[ra] += self.members.pop(rb)
+        self.label[ra] = f"{self.label[ra]}+{self.label.pop(rb)}"
+        if rb in self.blocked:
+            self.blocked.setdefault(ra, self.blocked.pop(rb))
+
+    def _block(self, value: Any, reason: str) -> None:
+        for flow in self._flows(value):
+            for seg in flow.segs:
+                self.blocked.setdefault(self._find(seg.space), reason)
+
+    def _attach(self, flow: Flow, module: str, axis: str) -> None:
+        offset = 0
+        for seg in flow.segs:
+            self.members[self._find(seg.space)].append(Member(module, axis, offset, seg.repeat))
+            offset += seg.length * seg.repeat
+
+    def _produce(self, module: str, size: int, dim: int) -> Flow:
+        return Flow((Seg(self._new(size, module), size),), dim)
+
+    # --- values -------------------------------------------------------------------------
+    def _flows(self, value: Any) -> Iterator[Flow]:
+        if isinstance(value, fx.Node):
+            value = self.env.get(value)
+        if isinstance(value, Flow):
+            yield value
+        elif isinstance(value, Items):
+            for item in value.items:
+                yield from self._flows(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                yield from self._flows(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                yield from self._flows(item)
+
+    def _flow(self, arg: Any) -> Flow | None:
+        value = self.env.get(arg) if isinstance(arg, fx.Node) else None
+        return value if isinstance(value, Flow) else None
+
+    def _block_all(self, node: fx.Node, reason: str) -> None:
+        self._block(list(node.args) + list(node.kwargs.values()), reason)
+
+    # --- nodes --------------------------------------------------------------------------
+    def _visit(self, node: fx.Node) -> Flow | Items | None:
+        if node.op in ("placeholder", "get_attr"):
+            return None
+        if node.op == "output":
+            self._block(node.args, "reaches the model output")
+            return None
+        if node.op == "call_module":
+            return self._module(node, str(node.target), self.modules[str(node.target)])
+        return self._function(node, _name(node))
+
+    def _module(self, node: fx.Node, name: str, mod: nn.Module) -> Flow | None:
+        flow = self._flow(node.args[0]) if node.args else None
+        shape = node_shape(node)
+        if isinstance(mod, nn.modules.conv._ConvNd) and not mod.transposed:
+            if mod.groups == 1:
+                if flow is not None:
+                    self._attach(flow, name, "in")
+                return self._produce(name, mod.out_channels, 1)
+            if mod.groups == mod.in_channels == mod.out_channels and flow is not None:
+                self._attach(flow, name, "out")  # depthwise: channel i in -> channel i out
+                return flow
+            self.opaque[name] = f"grouped convolution (groups={mod.groups})"
+            self._block(flow, f"{name} is a grouped convolution (groups={mod.groups})")
+            return None
+        if isinstance(mod, nn.Linear) and shape is not None:
+            if flow is not None:
+                if flow.dim == _ndim(node.args[0]) - 1:
+                    self._attach(flow, name, "in")
+                else:
+                    self._block(flow, f"{name} is applied along another axis")
+            return self._produce(name, mod.out_features, len(shape) - 1)
+        if isinstance(mod, nn.Embedding) and shape is not None:
+            return self._produce(name, mod.embedding_dim, len(shape) - 1)
+        if flow is not None and self._norm_follows(mod, flow, node):
+            self._attach(flow, name, "out")
+            return flow
+        if isinstance(mod, _PASS_MODULES) or (flow is None and isinstance(mod, _NORMS)):
+            return flow
+        if isinstance(mod, nn.Flatten):
+            return self._flatten(node, flow, mod.start_dim, mod.end_dim)
+        if any(True for _ in mod.parameters()):
+            self.opaque[name] = f"{type(mod).__name__} is a layer channel pruning cannot follow"
+        self._block_all(node, f"{name} ({type(mod).__name__}) is a layer channel pruning cannot follow")
+        return None
+
+    def _norm_follows(self, mod: nn.Module, flow: Flow, node: fx.Node) -> bool:
+        plain = all(s.repeat == 1 for s in flow.segs)
+        if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            return plain and flow.dim == 1
+        if isinstance(mod, nn.GroupNorm):
+            return plain and flow.dim == 1 and mod.num_groups == mod.num_channels
+        if isinstance(mod, nn.LayerNorm):
+            return plain and len(mod.normalized_shape) == 1 and flow.dim == _ndim(node.args[0]) - 1
+        return False
+
+    def _function(self, node: fx.Node, name: str) -> Flow | Items | None:
+        first = node.args[0] if node.args else None
+        flow = self._flow(first)
+        if name in ("getattr", "size", "dim") and flow is not None:
+            index = _arg(node, 1, "dim")
+            if name == "dim" or (name == "getattr" and index != "shape"):
+                return None
+            if name == "size" and isinstance(index, int) and index % _ndim(first) != flow.dim:
+                return None
+            self._block(flow, "its shape is read by the model's code (e.g. to reshape)")
+            return None
+        if name == "getitem":
+            value = self.env.get(first) if isinstance(first, fx.Node) else None
+            if isinstance(value, Items) and isinstance(node.args[1], int):
+                return value.items[node.args[1]]
+            self._block(flow, "it is indexed or sliced")
+            return None
+        if name in ("softmax", "log_softmax") and flow is not None:
+            if _arg(node, 1, "dim") % _ndim(first) != flow.dim:
+                return flow
+        elif name in _UNARY:
+            return flow
+        if name in _BINARY:
+            return self._binary(node)
+        if name in _REDUCE and flow is not None:
+            return self._reduce(node, flow)
+        if name == "flatten":
+            return self._flatten(node, flow, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
+        if name in ("transpose", "permute", "view", "reshape"):
+            return self._move(node, name, flow)
+        if name in ("cat", "concat"):
+            return self._cat(node)
+        if name in ("split", "chunk"):
+            return self._split(node, name, flow)
+        self._block_all(node, f"it goes through {name}, which channel pruning cannot follow")
+        return None
+
+    def _binary(self, node: fx.Node) -> Flow | None:
+        shape = node_shape(node)
+        if shape is None:
+            self._block_all(node, "it is combined with a non-tensor")
+            return None
+        a, b = node.args[0], node.args[1] if len(node.args) > 1 else None
+        fa, fb = self._flow(a), self._flow(b)
+        if fa is None and fb is None:
+            return None
+        if fa is None:
+            a, b, fa, fb = b, a, fb, fa
+        pos = fa.dim - _ndim(a)
+        if fb is not None:
+            same = fb.dim - _ndim(b) == pos and [(s.length, s.repeat) for s in fa.segs] == [
+                (s.length, s.repeat) for s in fb.segs
+            ]
+            if not same:
+                self._block([fa, fb], "it is added to channels laid out differently")
+                return None
+            for sa, sb in zip(fa.segs, fb.segs, strict=True):
+                self._union(sa.space, sb.space)
+        elif isinstance(b, fx.Node):
+            other = node_shape(b) or ()
+            if -pos <= len(other) and other[pos] != 1:
+                self._block(fa, "it is combined with a tensor that cannot be pruned along with it")
+                return None
+        return Flow(fa.segs, len(shape) + pos)
+
+    def _reduce(self, node: fx.Node, flow: Flow) -> Flow | None:
+        ndim = _ndim(node.args[0])
+        dims = _arg(node, 1, "dim")
+        if dims is None:
+            self._block(flow, "it is reduced over all axes")
+            return None
+        dims = {d % ndim for d in ((dims,) if isinstance(dims, int) else dims)}
+        if flow.dim in dims:
+            self._block(flow, "it is reduced over the channel axis")
+            return None
+        keep = _arg(node, 2, "keepdim", False)
+        return Flow(flow.segs, flow.dim if keep else flow.dim - sum(d < flow.dim for d in dims))
+
+    def _flatten(self, node: fx.Node, flow: Flow | None, start: int, end: int) -> Flow | None:
+        if flow is None:
+            return None
+        shape = node_shape(node.args[0])
+        start, end = start % len(shape), end % len(shape)
+        if flow.dim < start:
+            return flow
+        if flow.dim > end:
+            return Flow(flow.segs, flow.dim - (end - start))
+        if math.prod(shape[start : flow.dim]) != 1:
+            self._block(flow, "it is flattened behind another axis")
+            return None
+        inner = math.prod(shape[flow.dim + 1 : end + 1])
+        return Flow(tuple(Seg(s.space, s.length, s.repeat * inner) for s in flow.segs), start)
+
+    def _move(self, node: fx.Node, name: str, flow: Flow | None) -> Flow | None:
+        if flow is None:
+            return None
+        before, after = node_shape(node.args[0]), node_shape(node)
+        if name == "transpose":
+            d0, d1 = (d % len(before) for d in node.args[1:3])
+            return Flow(flow.segs, {d0: d1, d1: d0}.get(flow.dim, flow.dim))
+        if name == "permute":
+            dims = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
+            return Flow(flow.segs, [d % len(before) for d in dims].index(flow.dim))
+        tail = len(before) - flow.dim
+        if len(after) >= tail and tuple(after[-tail:]) == tuple(before[-tail:]):
+            return Flow(flow.segs, len(after) - tail)
+        self._block(flow, f"a {name} changes its channel axis (e.g. splits it into heads)")
+        return None
+
+    def _cat(self, node: fx.Node) -> Flow | None:
+        tensors = list(node.args[0])
+        shape = node_shape(node)
+        dim = _arg(node, 1, "dim", 0) % len(shape)
+        flows = [self._flow(t) for t in tensors]
+        if all(f is None for f in flows):
+            return None
+        if any(f is not None and f.dim != dim for f in flows):
+            self._block(flows, "it is concatenated along another axis")
+            return None
+        segs: list[Seg] = []
+        for tensor, flow in zip(tensors, flows, strict=True):
+            if flow is None:  # a fixed slice: its own blocked space
+                length = node_shape(tensor)[dim]
+                space = self._new(length, f"{node.name}[fixed]", "fixed")
+                self.blocked[space] = "concatenated with a tensor that cannot be pruned"
+                self.members[space] = []
+                segs.append(Seg(space, length))
+            else:
+                segs += flow.segs
+        return Flow(tuple(segs), dim)
+
+    def _split(self, node: fx.Node, name: str, flow: Flow | None) -> Items | None:
+        if flow is None:
+            return None
+        shape = node_shape(node.args[0])
+        dim = _arg(node, 2, "dim", 0) % len(shape)
+        arg = node.args[1]
+        if name == "chunk":
+            step = -(-shape[dim] // arg)
+            sizes = [min(step, shape[dim] - i) for i in range(0, shape[dim], step)]
+        else:
+            sizes = [arg] * -(-shape[dim] // arg) if isinstance(arg, int) else list(arg)
+        if dim == flow.dim:  # the split sizes are written in the model's code
+            self._block(flow, f"a {name} along the channel axis has fixed sizes")
+            return None
+        return Items(tuple(flow for _ in sizes))
+
+    # --- result -------------------------------------------------------------------------
+    def groups(self) -> list[Group]:
+        """One `Group` per channel space, blocked ones included (with their reason)."""
+        roots = sorted({self._find(s) for s in range(len(self.parent))})
+        result = []
+        for root in roots:
+            members = list(dict.fromkeys(self.members[root]))
+            if not any(m.axis == "out" for m in members):
+                continue
+            result.append(Group(self.size[root], members, self.label[root], self.blocked.get(root)))
+        return result

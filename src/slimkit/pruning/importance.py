@@ -1,0 +1,146 @@
+"""Importance criteria: small callables that score each channel of a `Group`.
+
+``importance(group, modules) -> Tensor[group.size]``; higher means keep. Every criterion
+reads the group's coupled slices with `member_slices`, so it sees the producing layer's
+rows, the norm's scales and every consumer's columns at once (vectorized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimkit.core.data import iter_batches, primary_output, run_model
+from slimkit.core.errors import InvalidConfigError
+from slimkit.pruning.groups import Group, Member
+
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
+class Importance(Protocol):
+    """Scores the channels of a group."""
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor: ...
+
+
+def member_slices(module: nn.Module, member: Member, size: int, grad: bool = False) -> list[torch.Tensor]:
+    """The member's parameter slices as ``[size, -1]`` matrices (``.grad`` when ``grad``).
+
+    Output axes include the bias; input axes are columns of the weight.
+    """
+    start, stop = member.span(size)
+    pick = (lambda p: p.grad) if grad else (lambda p: p.detach())
+    weight = getattr(module, "weight", None)
+    if weight is None or pick(weight) is None:
+        return []
+    w = pick(weight)
+    if isinstance(module, nn.Embedding):
+        return [w[:, start:stop].t().reshape(size, -1)]
+    if member.axis == "in":
+        return [w[:, start:stop].transpose(0, 1).reshape(size, -1)]
+    slices = [w[start:stop].reshape(size, -1)]
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor) and pick(bias) is not None:
+        slices.append(pick(bias)[start:stop].reshape(size, -1))
+    return slices
+
+
+def _sum_over(
+    group: Group, modules: dict[str, nn.Module], fn: Any, members: Iterable[Member] | None = None
+) -> torch.Tensor:
+    total = None
+    for member in group.members if members is None else members:
+        for part in member_slices(modules[member.module], member, group.size):
+            score = fn(part.float()).sum(1)
+            total = score if total is None else total + score.to(total.device)
+    if total is None:
+        raise InvalidConfigError(f"group {group.label} has no weights to score")
+    return total
+
+
+class Magnitude:
+    """Lp norm (to the p) of every coupled weight of the channel (L1: ``p=1``, L2: ``p=2``)."""
+
+    def __init__(self, p: int = 1):
+        self.p = p
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
+        return _sum_over(group, modules, lambda t: t.abs().pow(self.p))
+
+
+class RandomImportance:
+    """Uniform random scores (a baseline), seeded."""
+
+    def __init__(self, seed: int = 0):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
+        return torch.rand(group.size, generator=self.generator)
+
+
+class BNScale:
+    """|gamma| of the group's normalization layers (network slimming); magnitude when it has none."""
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
+        norms = [m for m in group.members if isinstance(modules[m.module], NORMS) and m.axis == "out"]
+        if not norms:
+            return Magnitude(1)(group, modules)
+        scales = [modules[m.module].weight.detach()[m.offset : m.offset + group.size].abs() for m in norms]
+        return torch.stack(scales).sum(0)
+
+
+class Taylor:
+    """First-order Taylor: ``|sum(weight * grad)|`` per channel, gradients from ``data``.
+
+    Call `prepare` once before scoring: it accumulates gradients of the task loss
+    (cross-entropy on targets; the output's squared norm when the data has none).
+    """
+
+    def __init__(self, batches: int = 4):
+        self.batches = batches
+
+    def prepare(self, model: nn.Module, data: Iterable[Any] | None, device: torch.device) -> None:
+        """Accumulate gradients on up to ``batches`` batches of ``data``."""
+        if data is None:
+            raise InvalidConfigError("importance='taylor' needs data=: gradients come from a few batches")
+        model.zero_grad(set_to_none=True)
+        for batch in iter_batches(data, device, limit=self.batches):
+            out = primary_output(run_model(model, batch))
+            if batch.target is not None and out.dim() == 2 and not batch.target.is_floating_point():
+                loss = F.cross_entropy(out, batch.target)
+            else:
+                loss = out.float().pow(2).mean()
+            loss.backward()
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
+        total = None
+        for member in group.members:
+            module = modules[member.module]
+            for w, g in zip(
+                member_slices(module, member, group.size),
+                member_slices(module, member, group.size, grad=True),
+                strict=False,
+            ):
+                score = (w * g).sum(1)
+                total = score if total is None else total + score
+        if total is None:
+            raise InvalidConfigError(f"group {group.label} has no gradients: the data never reached it")
+        return total.abs()
+
+
+def make_importance(name: str, seed: int = 0) -> Importance:
+    """The criterion registered as ``name`` (``l1``, ``l2``, ``random``, ``bn-scale``, ``taylor``)."""
+    table = {
+        "l1": lambda: Magnitude(1),
+        "l2": lambda: Magnitude(2),
+        "random": lambda: RandomImportance(seed),
+        "bn-scale": BNScale,
+        "taylor": Taylor,
+    }
+    if name not in table:
+        raise InvalidConfigError(f"unknown importance {name!r}; valid: {', '.join(table)}")
+    return table[name]()

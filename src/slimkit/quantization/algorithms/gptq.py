@@ -1,0 +1,158 @@
+"""The ``gptq`` method: weight-only quantization with Hessian-aware (GPTQ) rounding.
+
+The result is the same deployable packed model as ``weight-only`` (`WeightOnlyLinear`,
+`WeightOnlyEmbedding`, identical buffers), so saving, loading and export need nothing
+new; only the rounding differs. Layers are processed one transformer block at a time:
+the calibration data runs up to the block (earlier blocks already quantized), the input
+Hessians of its Linears are gathered, they are quantized, and the next block follows.
+Embeddings have no useful Hessian (one-hot inputs) and get round-to-nearest.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from pydantic import Field
+from torch import nn
+
+from slimkit.core.config import Config
+from slimkit.core.device import model_device
+from slimkit.core.errors import DataError, UnsupportedModelError
+from slimkit.core.registry import Context, register
+from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.quantization.algorithms.capture import block_units, flat_inputs, run_until
+from slimkit.quantization.algorithms.gptq_core import HessianAccumulator, gptq_quantize
+from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, weight_spec
+
+
+class GPTQ(Config):
+    """Options of ``gptq``.
+
+    Attributes:
+        bits: weight bits, 2..8.
+        group_size: input columns per scale (``None``: one scale per output channel).
+        symmetric: symmetric grid (zero point at the mid-code) instead of min-max.
+        embeddings: also quantize Embedding tables (round-to-nearest, same grid).
+        damp: Hessian dampening as a fraction of its mean diagonal.
+        block_size: columns per lazy-update block.
+        act_order: quantize columns by decreasing Hessian diagonal (often more accurate).
+        calibration_batches: use at most this many batches of ``data`` (``None``: all).
+    """
+
+    method = "gptq"
+    bits: int = Field(4, ge=2, le=8)
+    group_size: int | None = Field(128, ge=1)
+    symmetric: bool = False
+    embeddings: bool = True
+    damp: float = Field(0.01, gt=0, le=1)
+    block_size: int = Field(128, ge=1)
+    act_order: bool = False
+    calibration_batches: int | None = Field(None, ge=1)
+
+
+def pack_layers(
+    model: nn.Module,
+    linears: dict[str, nn.Linear],
+    embeddings: dict[str, nn.Embedding],
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+) -> None:
+    """Replace Linears / Embeddings by round-to-nearest packed weight-only modules."""
+    for name, layer in linears.items():
+        replace_module(model, name, WeightOnlyLinear.from_float(layer, bits, group_size, symmetric))
+    for name, layer in embeddings.items():
+        replace_module(model, name, WeightOnlyEmbedding.from_float(layer, bits, group_size, symmetric))
+
+
+def rebuild_packed(model: nn.Module, config: Config, state: dict[str, Any]) -> nn.Module:
+    """Recreate the packed modules listed in ``state`` (shapes only; weights load after)."""
+    bits, group = config.bits, config.group_size  # type: ignore[attr-defined]
+    for name in state.get("linear", []):
+        old = model.get_submodule(name)
+        bias = old.bias is not None or name in state.get("added_bias", [])
+        new = WeightOnlyLinear(old.in_features, old.out_features, bits, group, bias)
+        replace_module(model, name, new)
+    for name in state.get("embedding", []):
+        old = model.get_submodule(name)
+        replace_module(
+            model, name, WeightOnlyEmbedding(old.num_embeddings, old.embedding_dim, bits, group, old.padding_idx)
+        )
+    return model
+
+
+def selected_layers(
+    model: nn.Module, ctx: Context, embeddings: bool
+) -> tuple[dict[str, nn.Linear], dict[str, nn.Embedding]]:
+    """The Linears (and Embeddings when asked) the selector picks; refuses a model with none."""
+    check_matches(model, ctx.selector)
+    linears = dict(select_modules(model, ctx.selector, nn.Linear))
+    tables = dict(select_modules(model, ctx.selector, nn.Embedding)) if embeddings else {}
+    if not linears and not tables:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no Linear or Embedding layer to quantize (check include/exclude)"
+        )
+    return linears, tables  # type: ignore[return-value]
+
+
+def require_data(ctx: Context, method: str) -> None:
+    """Refuse to run a calibration-based method without data."""
+    if ctx.data is None:
+        raise DataError(f"{method} needs calibration data: pass data=... (a few batches of real inputs)")
+
+
+@register("quantize", "gptq", GPTQ, rebuild=rebuild_packed)
+def quantize_gptq(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
+    """Quantize the selected Linears with GPTQ, block by block, on ``ctx.device``."""
+    require_data(ctx, "gptq")
+    linears, tables = selected_layers(model, ctx, config.embeddings)
+    home = model_device(model)
+    model.to(ctx.device).eval()
+    pack_layers(model, {}, tables, config.bits, config.group_size, config.symmetric)
+    names_done = {"linear": list(linears), "embedding": list(tables)}
+    del tables  # drop references to the float layers as they are replaced, so memory is freed
+    fallback: list[str] = []
+    for unit, names in block_units(model, list(linears)):
+        accs = {n: HessianAccumulator(linears[n].in_features, ctx.device) for n in names}
+
+        def hook(acc: HessianAccumulator, features: int):  # noqa: ANN202 - a forward hook factory
+            return lambda _m, inputs, _o: acc.add(flat_inputs(inputs, features))
+
+        run_until(
+            model,
+            ctx.data,  # type: ignore[arg-type]
+            model.get_submodule(unit),
+            {linears[n]: hook(accs[n], linears[n].in_features) for n in names},
+            ctx.device,
+            config.calibration_batches,
+        )
+        for name in names:
+            layer, acc = linears.pop(name), accs.pop(name)
+            spec = weight_spec(config.bits, config.group_size or layer.in_features, config.symmetric)
+            if acc.rows == 0:  # never called on the calibration data
+                fallback.append(name)
+                replace_module(
+                    model, name, WeightOnlyLinear.from_float(layer, config.bits, config.group_size, config.symmetric)
+                )
+                continue
+            codes, scale, zero = gptq_quantize(
+                layer.weight,
+                acc.hessian,
+                spec,
+                block_size=config.block_size,
+                damp=config.damp,
+                act_order=config.act_order,
+            )
+            del acc
+            new = WeightOnlyLinear.from_codes(codes, scale, zero, config.bits, config.group_size, layer.bias)
+            replace_module(model, name, new)
+            del layer, codes
+    if fallback:
+        warnings.warn(
+            f"gptq: {len(fallback)} Linear layer(s) never ran on the calibration data and were rounded "
+            f"to nearest instead: {', '.join(fallback[:5])}{', ...' if len(fallback) > 5 else ''}",
+            stacklevel=2,
+        )
+    ctx.state.update(**names_done, round_to_nearest=fallback)
+    return model.to(home)

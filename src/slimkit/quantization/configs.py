@@ -1,0 +1,113 @@
+"""Config classes of the post-training quantization methods.
+
+Every config takes ``overrides``: ``{"glob over module names": value}``, first matching pattern
+wins, where value is another quantize config (e.g. ``WeightOnly(bits=8)``), a dict of fields
+(``{"bits": 8}``, or ``{"method": "fp16"}`` to switch method for those layers), or ``None`` /
+``"skip"`` to keep those layers in float. Overrides are stored normalized as
+``{"method": NAME, **fields}`` dicts (or ``None``) so they survive the saved record.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from slimkit.core.config import Config
+
+ObserverName = Literal["minmax", "moving-average", "percentile", "mse", "entropy"]
+
+
+class QuantConfig(Config):
+    """Base of the PTQ configs: per-layer ``overrides`` (see the module doc)."""
+
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _normalize(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise ValueError("overrides must map glob patterns to configs, dicts of options, or None")
+        normalized: dict[str, Any] = {}
+        for pattern, override in value.items():
+            if override is None or override == "skip":
+                normalized[pattern] = None
+            elif isinstance(override, Config):
+                normalized[pattern] = {"method": override.method, **override.model_dump(mode="json")}
+            elif isinstance(override, dict):
+                normalized[pattern] = dict(override)
+            elif isinstance(override, str):
+                normalized[pattern] = {"method": override}
+            else:
+                raise ValueError(f"override for {pattern!r} must be a config, a dict, a method name or None")
+        return normalized
+
+
+class Int8Dynamic(QuantConfig):
+    """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels).
+
+    Attributes:
+        reduce_range: 7-bit activations (only needed on CPUs without AVX512-VNNI).
+        embeddings: store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most
+            of a small transformer's bytes; lookups need no int8 kernel).
+    """
+
+    method = "int8-dynamic"
+    reduce_range: bool = False
+    embeddings: bool = True
+
+
+class Int8Static(QuantConfig):
+    """int8 weights (per channel) and activations (per tensor, calibrated on ``data``).
+
+    Attributes:
+        observer: activation range estimator.
+        fold_bn: fold BatchNorms into the preceding conv/linear first.
+        quantize_output: quantize each layer's output too (int8 between layers at run time).
+        calibration_batches: use at most this many batches of ``data``.
+    """
+
+    method = "int8-static"
+    observer: ObserverName = "minmax"
+    fold_bn: bool = True
+    quantize_output: bool = True
+    calibration_batches: int | None = Field(None, ge=1)
+
+
+class WeightOnly(QuantConfig):
+    """Packed low-bit weights (activations stay float), dequantized on the fly.
+
+    Attributes:
+        bits: 2..8.
+        group_size: input columns sharing one scale (``None``: one per output channel). A
+            dimension that is not a multiple is zero-padded in storage when ``pad``.
+        symmetric: symmetric codes (zero point fixed at the mid-code) instead of min-max.
+        embeddings: quantize ``nn.Embedding`` tables too.
+        pad: allow padding; when False a group size that does not divide a layer's input
+            dimension is an error.
+    """
+
+    method = "weight-only"
+    bits: int = Field(4, ge=2, le=8)
+    group_size: int | None = Field(128, ge=1)
+    symmetric: bool = False
+    embeddings: bool = True
+    pad: bool = True
+
+
+class Half(QuantConfig):
+    """16-bit floating point weights and compute.
+
+    Attributes:
+        dtype: ``fp16`` or ``bf16``.
+    """
+
+    method = "fp16"
+    dtype: Literal["fp16", "bf16"] = "fp16"
+
+
+class BFloat16(Half):
+    """`Half` with ``dtype="bf16"`` (registered as ``bf16``)."""
+
+    method = "bf16"
+    dtype: Literal["fp16", "bf16"] = "bf16"

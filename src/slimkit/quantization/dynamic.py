@@ -1,0 +1,108 @@
+"""`Int8DynamicLinear`: int8 per-channel weights, activations quantized on the fly, run on
+PyTorch's int8 CPU kernel (``torch.ops.quantized.linear_dynamic``, fbgemm/x86).
+
+Saved state is plain tensors: ``weight_int8`` (``int8 [out, in]``, symmetric, zero point 0),
+``weight_scale`` (``float32 [out]``) and ``bias`` (``float32 [out]``). The kernel's prepacked
+weight is an opaque object; it is built from those tensors on first use and rebuilt whenever
+they are loaded (call `Int8DynamicLinear.repack` after editing them in place; the bias is
+added in float after the kernel, so editing it needs nothing), so it never reaches the state
+dict, a deepcopy or a pickle.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slimkit.quantization.primitives import QuantSpec
+
+INT8_PER_CHANNEL = QuantSpec(bits=8, symmetric=True, signed=True, axis=0)
+
+
+class Int8DynamicLinear(nn.Module):
+    """Linear with int8 per-output-channel weights and dynamically quantized activations.
+
+    Activations are quantized per tensor (uint8, per call) by the kernel. ``reduce_range``
+    quantizes them to 7 bits (fbgemm's guard against 16-bit saturation on CPUs without
+    AVX512-VNNI); with VNNI/AMX it only costs accuracy. On CUDA the forward falls back to a
+    dequantized-weight float matmul (same weights, float activations).
+
+    Args:
+        in_features, out_features, bias: as ``nn.Linear``.
+        reduce_range: 7-bit activations.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, reduce_range: bool = False) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.reduce_range = in_features, out_features, reduce_range
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._packed: Any = None
+
+    @classmethod
+    def from_float(
+        cls, linear: nn.Linear, reduce_range: bool = False, weight: Tensor | None = None
+    ) -> Int8DynamicLinear:
+        """Quantize ``linear`` (or ``weight`` in its place, e.g. after smoothing) per channel."""
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range)
+        codes, scale, _ = INT8_PER_CHANNEL.quantize_tensor((linear.weight if weight is None else weight).detach())
+        new.weight_int8.copy_(codes.cpu())
+        new.weight_scale.copy_(scale.cpu())
+        if linear.bias is not None:
+            new.bias.data.copy_(linear.bias.detach().float().cpu())
+        return new
+
+    @property
+    def weight(self) -> Tensor:
+        """The dequantized ``[out, in]`` weight."""
+        return self.weight_int8.float() * self.weight_scale[:, None]
+
+    def _prepacked(self) -> Any:
+        if self._packed is None:
+            zeros = torch.zeros(self.out_features, dtype=torch.long)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch's deprecation notice for qtensors
+                qweight = torch._make_per_channel_quantized_tensor(
+                    self.weight_int8.cpu(), self.weight_scale.double().cpu(), zeros, 0
+                )
+            self._packed = torch.ops.quantized.linear_prepack(qweight, None)
+        return self._packed
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.device.type != "cpu":
+            return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        y = torch.ops.quantized.linear_dynamic(x.float(), self._prepacked(), self.reduce_range)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.to(x.dtype)
+
+    def repack(self) -> None:
+        """Drop the prepacked kernel weight after ``weight_int8``/``weight_scale`` were edited in place."""
+        self._packed = None
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._packed = None
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Int8DynamicLinear:
+        self._packed = None
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        return {**state, "_packed": None}
+
+    def logical_weights(self) -> list[Tensor]:
+        """The dequantized weight, so `count_params` counts this layer."""
+        return [self.weight]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}, reduce_range={self.reduce_range}"
+        )

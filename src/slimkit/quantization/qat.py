@@ -1,0 +1,139 @@
+"""The ``qat`` method: quantization-aware training with learned step sizes (LSQ).
+
+Every selected Linear/Conv gets LSQ fake-quant on its weight (signed symmetric, per output
+channel or per group) and on its input (per tensor, signed or unsigned from calibration).
+The model is then fine-tuned with the shared trainer (`slimkit.distillation.finetune`),
+by default distilling from the original float model, and converted to `LowBitLayer`s:
+packed low-bit weights and static input quantization with the learned steps.
+``epochs=0`` skips training: plain post-training quantization on the same grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from slimkit.core.config import Config
+from slimkit.core.device import model_device
+from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
+from slimkit.core.registry import Context, register
+from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.quantization.algorithms.capture import run_until
+from slimkit.quantization.algorithms.gptq import require_data
+from slimkit.quantization.algorithms.lowbit import LowBitLayer
+from slimkit.quantization.algorithms.lsq import QATWrapper
+
+QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+class QAT(Config):
+    """Options of ``qat``.
+
+    Attributes:
+        weight_bits: weight bits, 2..8.
+        act_bits: input activation bits, 2..8 (``None``: weights only).
+        group_size: per-group weight steps for Linears (must divide ``in_features``);
+            ``None``: one step per output channel.
+        epochs: fine-tuning epochs over ``data`` (0: no training, plain PTQ).
+        lr: peak learning rate.
+        distill: distill from the original float model (else the targets' cross-entropy).
+        calibration_batches: batches used to initialize the activation steps.
+        seed: training seed.
+    """
+
+    method = "qat"
+    weight_bits: int = Field(4, ge=2, le=8)
+    act_bits: int | None = Field(8, ge=2, le=8)
+    group_size: int | None = Field(None, ge=1)
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(1e-4, gt=0)
+    distill: bool = True
+    calibration_batches: int = Field(4, ge=1)
+    seed: int = 0
+
+
+def _input_ranges(model: nn.Module, layers: dict[str, nn.Module], ctx: Context, batches: int) -> dict[str, Any]:
+    """Per layer: (max |input|, whether the input goes negative) over calibration batches."""
+    stats: dict[str, list[float]] = {name: [0.0, 0.0] for name in layers}
+
+    def hook(name: str):  # noqa: ANN202 - a forward hook factory
+        def record(_m: nn.Module, inputs: tuple[Any, ...], _o: Any) -> None:
+            x = inputs[0].detach()
+            stats[name][0] = max(stats[name][0], float(x.abs().max()))
+            stats[name][1] = min(stats[name][1], float(x.min()))
+
+        return record
+
+    run_until(model, ctx.data, model, {m: hook(n) for n, m in layers.items()}, ctx.device, batches)  # type: ignore[arg-type]
+    return stats
+
+
+def _wrap(model: nn.Module, config: QAT, ctx: Context) -> dict[str, QATWrapper]:
+    """Replace the selected layers by `QATWrapper`s initialized from calibration data."""
+    check_matches(model, ctx.selector)
+    layers = dict(select_modules(model, ctx.selector, QAT_TYPES))
+    if config.group_size is not None:
+        bad = [n for n, m in layers.items() if isinstance(m, nn.Linear) and m.in_features % config.group_size]
+        if bad:
+            raise InvalidConfigError(
+                f"qat group_size={config.group_size} does not divide the input features of {bad[:3]}: "
+                "choose a divisor or group_size=None (per channel)"
+            )
+    if not layers:
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no Linear/Conv layer to quantize (check include/exclude)"
+        )
+    stats = _input_ranges(model, layers, ctx, config.calibration_batches)
+    wrappers = {}
+    for name, layer in layers.items():
+        group = config.group_size if isinstance(layer, nn.Linear) else None
+        wrapper = QATWrapper(layer, config.weight_bits, config.act_bits, stats[name][1] < 0, group)
+        if wrapper.act_quant is not None:
+            amax = torch.tensor(stats[name][0])
+            wrapper.act_quant.init_from(amax if wrapper.act_quant.signed else amax.clamp_min(0))
+        replace_module(model, name, wrapper.to(ctx.device))
+        wrappers[name] = wrapper
+    return wrappers
+
+
+def rebuild_qat(model: nn.Module, config: QAT, state: dict[str, Any]) -> nn.Module:
+    """Recreate the `LowBitLayer`s listed in ``state`` (shapes only; weights load after)."""
+    for name, signed in state["layers"].items():
+        layer = model.get_submodule(name)
+        group = config.group_size if isinstance(layer, nn.Linear) else None
+        shape = tuple(layer.weight.shape)
+        replace_module(model, name, LowBitLayer(layer, shape, config.weight_bits, group, config.act_bits, signed))
+    return model
+
+
+@register("quantize", "qat", QAT, rebuild=rebuild_qat)
+def quantize_qat(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
+    """Fake-quantize, fine-tune with `finetune` (distilling from the float model), convert."""
+    require_data(ctx, "qat")
+    home = model_device(model)
+    model.to(ctx.device).eval()
+    teacher = copy.deepcopy(model).eval() if config.distill and config.epochs else None
+    wrappers = _wrap(model, config, ctx)
+    if config.epochs:
+        from slimkit.distillation import finetune
+
+        finetune(
+            model, ctx.data, epochs=config.epochs, teacher=teacher, lr=config.lr, device=ctx.device, seed=config.seed
+        )
+    model.eval()
+    skipped = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    if skipped:
+        warnings.warn(f"qat leaves {len(skipped)} embedding(s) in float: {', '.join(skipped[:5])}", stacklevel=2)
+    with torch.no_grad():
+        for name, wrapper in wrappers.items():
+            replace_module(model, name, LowBitLayer.from_qat(wrapper))
+    ctx.state.update(
+        layers={n: bool(w.act_quant is not None and w.act_quant.signed) for n, w in wrappers.items()},
+        skipped=skipped,
+    )
+    return model.to(home)

@@ -1,0 +1,107 @@
+"""Write ``.onnx``: the dynamo exporter (opset 18, dynamic batch), optionally int8 through onnxruntime."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.core.data import Batch
+from slimkit.core.errors import InvalidConfigError, require
+from slimkit.runtime.inputs import flat_tensors, input_names
+from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
+
+OPSET = 18
+ONNX_QUANTIZE = ("int8", "int8-dynamic")
+"""``quantize=`` values for ``.onnx``: static QDQ (calibrated) or dynamic (weights int8, activations at run time)."""
+
+
+def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int) -> None:
+    require("onnxscript", "onnx")
+    program = trace(model, batch, fmt="ONNX")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            onnx_program = torch.onnx.export(
+                program,
+                batch.args,
+                input_names=input_names(model, batch),
+                opset_version=opset,
+                dynamo=True,
+                verbose=False,
+                optimize=True,
+            )
+    except Exception as exc:  # the exporter raises ConversionError / OnnxExporterError / RuntimeError
+        raise unsupported_op_error(exc, program, "ONNX") from exc
+    onnx_program.save(str(path))
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over slimkit batches."""
+
+    def __init__(self, names: list[str], batches: list[Batch]):
+        self.feeds = iter([dict(zip(names, (t.numpy() for t in flat_tensors(b)), strict=True)) for b in batches])
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self.feeds, None)
+
+
+def _int8(fp32: Path, path: Path, mode: str, model: nn.Module, batch: Batch, data: Iterable[Any] | None) -> None:
+    require("onnxruntime", "onnx")
+    from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
+
+    prepared = fp32.with_name("prepared.onnx")
+    quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
+    if mode == "int8-dynamic":
+        quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8)
+        return
+    names = input_names(model, batch)
+    reader = _Reader(names, calibration_batches(model, data, batch))
+    quantize_static(
+        str(prepared),
+        str(path),
+        reader,
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": False},
+    )
+
+
+def export_onnx(
+    model: nn.Module,
+    batch: Batch,
+    path: Path,
+    *,
+    quantize: str | None = None,
+    data: Iterable[Any] | None = None,
+    opset: int = OPSET,
+) -> None:
+    """Write the model as ONNX at ``path`` (batch dimension dynamic).
+
+    Args:
+        model: the eval-mode model (a slimkit-quantized model exports its own QDQ ops).
+        batch: positional sample inputs (batch of at least 2).
+        path: the file to write.
+        quantize: None (as the model is), ``"int8"`` (onnxruntime static QDQ, per-channel
+            weights, calibrated on ``data``) or ``"int8-dynamic"`` (onnxruntime dynamic).
+        data: calibration batches for ``"int8"`` (default: the sample batch).
+        opset: ONNX opset (>= 17).
+    """
+    if opset < 17:
+        raise InvalidConfigError(f"opset must be >= 17 for slimkit's ONNX export, got {opset}")
+    if quantize is not None and quantize not in ONNX_QUANTIZE:
+        raise InvalidConfigError(f"unknown quantize={quantize!r} for .onnx; valid: {', '.join(ONNX_QUANTIZE)}")
+    if quantize is None:
+        _fp32(model, batch, path, opset)
+        return
+    with tempfile.TemporaryDirectory(prefix="slimkit-onnx-", dir=path.parent) as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        _fp32(model, batch, fp32, opset)
+        _int8(fp32, path, quantize, model, batch, data)

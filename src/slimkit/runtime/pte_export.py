@@ -1,0 +1,59 @@
+"""Write ``.pte``: torch.export -> ExecuTorch edge dialect lowered to XNNPACK; int8 through the XNNPACK quantizer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.core.data import Batch
+from slimkit.core.errors import InvalidConfigError, require
+from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
+
+PTE_QUANTIZE = ("int8",)
+"""``quantize=`` values for ``.pte``: int8 static (per-channel weights) via pt2e and the XNNPACK quantizer."""
+
+
+def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None) -> nn.Module:
+    """The model with pt2e quantize/dequantize pairs from the XNNPACK quantizer, calibrated."""
+    quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch")
+    pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "executorch")
+    to_eval = require("torchao.quantization.pt2e", "executorch").move_exported_model_to_eval
+    quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
+        quantizer_mod.get_symmetric_quantization_config(is_per_channel=True)
+    )
+    captured = trace(model, batch, fmt="ExecuTorch int8").module()
+    prepared = pt2e.prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for calib in calibration_batches(model, data, batch):
+            prepared(*calib.args)
+    return to_eval(pt2e.convert_pt2e(prepared))
+
+
+def export_pte(
+    model: nn.Module, batch: Batch, path: Path, *, quantize: str | None = None, data: Iterable[Any] | None = None
+) -> None:
+    """Write the model as an ExecuTorch program delegated to XNNPACK (batch dimension dynamic).
+
+    Args:
+        model: the eval-mode model.
+        batch: positional sample inputs (batch of at least 2).
+        path: the file to write.
+        quantize: None, or ``"int8"`` (XNNPACK quantizer through pt2e, calibrated on ``data``).
+        data: calibration batches (default: the sample batch).
+    """
+    if quantize is not None and quantize not in PTE_QUANTIZE:
+        raise InvalidConfigError(f"unknown quantize={quantize!r} for .pte; valid: {', '.join(PTE_QUANTIZE)}")
+    exir = require("executorch.exir", "executorch")
+    partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
+    source = _pt2e_int8(model, batch, data) if quantize else model
+    program = trace(source, batch, fmt="ExecuTorch")
+    try:
+        lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
+        buffer = lowered.to_executorch().buffer
+    except Exception as exc:  # exir raises SpecViolationError, RuntimeError, ... for unsupported ops
+        raise unsupported_op_error(exc, program, "ExecuTorch") from exc
+    path.write_bytes(buffer)

@@ -1,0 +1,106 @@
+"""torch.export for deployment: dynamic batch, calibration batches, and clear errors for unsupported ops."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimkit.core.data import Batch, iter_batches, resize_batch
+from slimkit.core.errors import UnsupportedModelError
+from slimkit.runtime.inputs import positional
+
+MAX_BATCH = 1024
+_OP = re.compile(r"(?:torch\.ops\.|torch\._ops\.)?(aten|quantized_decomposed|prims|[a-z_]+)(?:\.|::)(\w+)(?:\.(\w+))?")
+_OP_HINTS = re.compile(
+    r"(target=torch\.ops\.[\w.]+|torch\._ops\.[\w.]+|Lowering not found: [\w.]+|aten::\w+|aten\.\w+\.\w+)"
+)
+
+
+def export_batch(model: nn.Module, batch: Batch, min_size: int = 2) -> Batch:
+    """The sample batch used for tracing: positional inputs, at least ``min_size`` samples.
+
+    A batch of 1 would make ``torch.export`` specialize the batch dimension, so the
+    sample is tiled to 2 when the batch dimension is to stay dynamic.
+    """
+    batch = positional(model, batch).to("cpu")
+    return resize_batch(batch, min_size) if batch.size < min_size else Batch(batch.args, batch.kwargs)
+
+
+def dynamic_shapes(batch: Batch) -> Any:
+    """One shared dynamic batch dimension for every input that has one."""
+    dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+
+    def spec(t: torch.Tensor) -> dict[int, Any] | None:
+        return {0: dim} if t.dim() else None
+
+    return tuple(spec(t) for t in batch.args)
+
+
+def trace(
+    model: nn.Module, batch: Batch, dynamic: bool = True, fmt: str = "torch.export"
+) -> torch.export.ExportedProgram:
+    """``torch.export.export`` of the model on ``batch`` (dynamic batch dimension when ``dynamic``).
+
+    Raises:
+        UnsupportedModelError: when the model cannot be captured as a graph.
+    """
+    shapes = dynamic_shapes(batch) if dynamic and not batch.kwargs else None
+    with contextlib.suppress(NotImplementedError):  # pt2e / torch.export modules refuse eval()
+        model.eval()
+    try:
+        with torch.no_grad():
+            return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
+    except Exception as exc:  # torch.export raises many error types (UserError, Unsupported, ...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"cannot capture {type(model).__name__} as a graph for {fmt} with torch.export: {first} -- "
+            "make the forward traceable (no data-dependent Python control flow) or export a traceable submodule"
+        ) from exc
+
+
+def calibration_batches(model: nn.Module, data: Iterable[Any] | None, sample: Batch, limit: int = 8) -> list[Batch]:
+    """Up to ``limit`` batches of ``data`` as positional CPU batches (the sample batch when no data)."""
+    if data is None:
+        return [sample]
+    return [positional(model, b).to("cpu") for b in iter_batches(data, limit=limit)]
+
+
+def _layer_of(program: torch.export.ExportedProgram | None, op: str) -> str | None:
+    """The module path of the first graph node calling ``op`` (before or after decomposition)."""
+    if program is None:
+        return None
+    graphs = [program.graph]
+    try:
+        graphs.append(program.run_decompositions().graph)
+    except Exception:  # noqa: BLE001 (decomposition is only a lookup aid here)
+        pass
+    for graph in graphs:
+        for node in graph.nodes:
+            if node.op == "call_function" and op in str(node.target):
+                stack = list(node.meta.get("nn_module_stack", {}).values())
+                return stack[-1][0] if stack and stack[-1][0] else "the model's own forward"
+    return None
+
+
+def unsupported_op_error(
+    exc: BaseException, program: torch.export.ExportedProgram | None, fmt: str
+) -> UnsupportedModelError:
+    """Turn an exporter failure into an error naming the op, the layer and what to do."""
+    text = str(exc)
+    hint = _OP_HINTS.search(text)
+    match = _OP.search(hint.group(0)) if hint else None
+    if match is None:
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return UnsupportedModelError(f"export to {fmt} failed: {first}")
+    op = f"{match.group(1)}.{match.group(2)}"
+    layer = _layer_of(program, op)
+    where = f" in layer {layer!r}" if layer else ""
+    return UnsupportedModelError(
+        f"{fmt} cannot express the op {op}{where}: replace that layer with supported ops, "
+        f"exclude it from compression, or export to another format"
+    )

@@ -1,0 +1,94 @@
+"""``slimkit distill`` end to end on a small npz dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import slimkit as sk
+from slimkit.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | None, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> str:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((48, 3, 16, 16)).astype(np.float32)
+    path = tmp_path / "data.npz"
+    np.savez(path, x=x, y=(x[:, 0].mean((1, 2)) > 0).astype(np.int64))
+    return str(path)
+
+
+def test_distill_cli_saves_student_and_prints_comparison(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
+) -> None:
+    out = tmp_path / "student"
+    code, stdout, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "slimkit.models.testing:ResidualNet",
+        "--student",
+        "slimkit.models.testing:InvertedResidual",
+        "--data",
+        npz,
+        "--epochs",
+        "1",
+        "--temperature",
+        "3",
+        "--options",
+        "alpha=0.5,optimizer=sgd",
+        "--out",
+        str(out),
+        "--json",
+    )
+    assert code in (0, None), err
+    result = json.loads(stdout)
+    assert "params" in result["ratios"] and "accuracy" in result["metric_deltas"]
+    transform = sk.get_record(sk.load(out)).transforms[-1]
+    assert (transform.method, transform.config) == ("kd", {"temperature": 3.0, "alpha": 0.5})
+
+
+def test_distill_cli_needs_exactly_one_student(capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str) -> None:
+    code, _, err = run_cli(capsys, "distill", "--teacher", "example:digits-cnn", "--data", npz, "--out", str(tmp_path))
+    assert code == 2 and "exactly one of --student" in err
+
+
+def test_distill_cli_depth_shrink_of_a_cnn_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
+) -> None:
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "slimkit.models.testing:ResidualNet",
+        "--shrink",
+        "depth=0.5",
+        "--data",
+        npz,
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and "depth shrinking needs a transformers encoder" in err
+    code, _, err = run_cli(
+        capsys,
+        "distill",
+        "--teacher",
+        "slimkit.models.testing:ResidualNet",
+        "--shrink",
+        "depth",
+        "--data",
+        npz,
+        "--out",
+        str(tmp_path / "o"),
+    )
+    assert code == 2 and "key=value" in err

@@ -1,0 +1,50 @@
+import json
+
+import onnx
+import pytest
+
+from slimkit.cli import main
+
+
+def run_cli(capsys, *args):
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    captured = capsys.readouterr()
+    return exc.value.code, captured.out, captured.err
+
+
+MODEL = "slimkit.models.testing:GroupedConvNet"
+
+
+def test_export_writes_verified_files_and_refuses_existing(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "export", MODEL, "--to", "onnx,pt2", "--out", str(tmp_path), "--json")
+    assert code in (0, None)
+    sizes = json.loads(out)
+    assert set(sizes) == {str(tmp_path / "model.onnx"), str(tmp_path / "model.pt2")}
+    assert onnx.load(str(tmp_path / "model.onnx")).graph.node
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "--out", str(tmp_path))
+    assert code == 2 and "--overwrite" in err
+
+
+def test_export_bad_format_and_unwritable_out(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx,coreml", "--out", str(tmp_path))
+    assert code == 2 and "onnx, pte, tflite, pt2" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "--out", str(blocker / "sub"))
+    assert code == 2 and "cannot write" in err
+
+
+def test_bench_table_across_runtimes(capsys, tmp_path):
+    code, out, _ = run_cli(
+        capsys, "bench", MODEL, "--runtime", "torch,onnxruntime", "--batch-sizes", "1,2", "--threads", "1", "--json"
+    )
+    assert code in (0, None)
+    rows = json.loads(out)
+    assert {(r["runtime"], r["batch"]) for r in rows} == {(rt, b) for rt in ("torch", "onnxruntime") for b in (1, 2)}
+    assert all(r["p90_ms"] >= r["p50_ms"] > 0 for r in rows)
+
+
+def test_bench_unknown_runtime(capsys):
+    code, _, err = run_cli(capsys, "bench", MODEL, "--runtime", "tensorrt")
+    assert code == 2 and "torch, onnxruntime, executorch, tflite" in err

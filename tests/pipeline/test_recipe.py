@@ -1,0 +1,69 @@
+import pytest
+
+from slimkit.core.errors import InvalidConfigError
+from slimkit.pipeline import list_recipes, load_recipe, parse_recipe, show_recipe
+from slimkit.pipeline.recipe import Recipe
+
+
+def test_bundled_recipes_parse():
+    assert {"edge-int8", "prune-distill-int8", "tiny-int4", "transformer-int8"} <= set(list_recipes())
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        assert isinstance(recipe, Recipe) and recipe.stages
+        assert show_recipe(name).startswith("# ")
+
+
+def test_stage_labels_and_options():
+    recipe = parse_recipe({"stages": [{"finetune": {"epochs": 2}}], "export": ["onnx"]})
+    stage = recipe.stages[0]
+    assert stage.kind == "finetune" and stage.method is None and stage.label == "finetune"
+    assert recipe.export == ["onnx"] and recipe.target.runtime == "torch"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"stages": [{"squash": {}}]}, r"stages\[0\]: unknown stage 'squash'; valid stages: prune, quantize"),
+        (
+            {"stages": [{"finetune": {"epochs": 0}}]},
+            r"stages\[0\].finetune.epochs: Input should be greater than or equal to 1",
+        ),
+        (
+            {"stages": [{"finetune": {"epoch": 2}}]},
+            r"stages\[0\].finetune.epoch: unknown option \(valid options: epochs, lr, distill\)",
+        ),
+        ({"stages": [{"prune": {}, "quantize": {}}]}, "one key"),
+        ({"export": ["zip"]}, r"export\[0\]: Input should be 'onnx', 'pte', 'tflite' or 'pt2'"),
+        ({"target": {"runtime": "tensorrt"}}, r"target.runtime: Input should be 'torch', 'onnxruntime'"),
+        ({"target": {"max_metric_drop": -1}}, r"target.max_metric_drop: Input should be greater than or equal to 0"),
+        ({"stagez": []}, r"stagez: Extra inputs are not permitted"),
+    ],
+)
+def test_recipe_errors_name_the_field(raw, message):
+    with pytest.raises(InvalidConfigError, match=message):
+        parse_recipe(raw)
+
+
+def test_recipe_file_errors(tmp_path):
+    with pytest.raises(
+        InvalidConfigError, match="neither a .yaml file nor a bundled recipe; bundled recipes: edge-int8"
+    ):
+        load_recipe("nope")
+    with pytest.raises(InvalidConfigError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stages: [unclosed")
+    with pytest.raises(InvalidConfigError, match="not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("- just a list")
+    with pytest.raises(InvalidConfigError, match="must be a YAML mapping"):
+        load_recipe(bad)
+
+
+def test_recipe_reference_is_current():
+    from pathlib import Path
+
+    from slimkit.pipeline.schema import recipe_reference
+
+    docs = Path(__file__).parents[2] / "docs" / "recipes.md"
+    assert docs.read_text() == recipe_reference(), "regenerate: python -m slimkit.pipeline.schema > docs/recipes.md"

@@ -1,0 +1,34 @@
+import pytest
+
+from slimkit.core.errors import UnsupportedModelError
+from slimkit.measure import sqnr_db
+from slimkit.models.testing import ZOO
+from slimkit.runtime import load
+from slimkit.runtime.executorch_runtime import ExecuTorchRuntime
+from slimkit.runtime.export import export
+
+
+@pytest.mark.slow
+def test_pte_parity_dynamic_batch_and_thread_pool(tmp_path):
+    model = ZOO["attention"]()
+    path = export(model, tmp_path / "m.pte")
+    rt = load(path)
+    assert isinstance(rt, ExecuTorchRuntime)
+    x = model.example_inputs()[0]
+    for size in (1, 2, 40):  # 40 is past the memory-planned bound: run in slices
+        xb = x.repeat(20, 1, 1)[:size]
+        assert sqnr_db(model(xb), rt.run(xb)) >= 35.0
+    before = ExecuTorchRuntime.pool_threads()
+    other = before + 1
+    with pytest.warns(UserWarning, match=f"has {before} threads and cannot be resized safely"):
+        latency = rt.bench(batch_sizes=(1,), threads=other, budget_s=0.01)
+    assert latency[1].runs >= 1 and ExecuTorchRuntime.pool_threads() == before
+
+
+@pytest.mark.slow
+def test_pte_unsupported_op(tmp_path, svd_model):
+    with pytest.raises(
+        UnsupportedModelError, match=r"ExecuTorch cannot express the op aten._linalg_svd in layer 'body'"
+    ):
+        export(svd_model, tmp_path / "m.pte")
+    assert not (tmp_path / "m.pte").exists()
