@@ -16,11 +16,8 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
-    out,
-    parse_batch_sizes,
-    progress,
 )
-from slimkit.cli.profile import example_data
+from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = ("fuse", "winograd", "separable")
 
@@ -73,39 +70,15 @@ def accelerate_cmd(
 
         slimkit accelerate example:digits-cnn --method separable --finetune-epochs 3 --out out/
     """
-    import json
-
-    from slimkit.conv import accelerate
-    from slimkit.core.errors import InvalidConfigError
-    from slimkit.core.io import save
-    from slimkit.core.record import get_record
-    from slimkit.core.specs import load_data, load_model
-    from slimkit.measure.profile import compare, profile
-    from slimkit.report import comparison_table
-
-    sizes = parse_batch_sizes(batch_sizes)
+    # separable fine-tunes inside the method (distilling per layer), so it gets the train split itself
     options = _options(method, tile, rank, finetune_epochs)
-    data_spec = example_data(model, data)
-    if finetune_epochs and data_spec is None:
-        raise InvalidConfigError("--finetune-epochs needs --data (a dataset with a train split)")
-    with progress(f"accelerating {model} with {method}", quiet or as_json):
-        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
-        splits = load_data(data_spec) if data_spec else None
-        train = splits.train if splits is not None and finetune_epochs else None
-        result = accelerate(original, method, data=train, include=include, exclude=exclude, **options)
-        state = get_record(result).transforms[-1].state
-        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
-        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
-        save(result, out_dir)
-    before.name, after.name = model, f"{method} -> {out_dir}"
-    comparison = compare(before, after)
-    if as_json:
-        print(json.dumps({**comparison.to_dict(), **state, "out": str(out_dir)}, indent=2, default=str))
-        return
-    out.print(comparison_table(comparison))
-    for line in _summary(method, state):
-        out.print(line, markup=False)
-    out.print(f"saved to {out_dir}", markup=False)
+    technique = Technique("accelerate", method, options, split="train" if finetune_epochs else None)
+    technique.needs_data = bool(finetune_epochs)
+    comparison, state = run_technique(
+        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
+        batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
+    )  # fmt: skip
+    show_technique(comparison, state, _summary(method, state), out_dir, as_json)
 
 
 def _summary(method: str, state: dict[str, Any]) -> list[str]:

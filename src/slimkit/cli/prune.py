@@ -16,11 +16,8 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
-    out,
-    parse_batch_sizes,
-    progress,
 )
-from slimkit.cli.profile import example_data
+from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "channels, neurons, heads, unstructured, nm or gradual"
 SPARSITY_METHODS = ("unstructured", "gradual")
@@ -35,15 +32,6 @@ def _options(method: str, ratio: float | None, round_to: int | None, importance:
     if importance is not None:
         options["importance"] = importance
     return options
-
-
-def _finetune(model: Any, original: Any, splits: Any, epochs: int) -> Any:
-    """Recover accuracy (task loss) or fidelity (embedding distillation from the original)."""
-    from slimkit.distillation import finetune
-
-    if splits.metric == "fidelity":
-        return finetune(model, splits.train, epochs=epochs, teacher=original, distill="embedding")
-    return finetune(model, splits.train, epochs=epochs, eval_data=splits.calibration, metric=splits.metric)
 
 
 @app.command("prune")
@@ -76,46 +64,15 @@ def prune_cmd(
 
         slimkit prune example:minilm --method heads --ratio 0.25 --out out/
     """
-    import json
-    import warnings
-
-    from slimkit.core.errors import InvalidConfigError
-    from slimkit.core.io import save
-    from slimkit.core.record import get_record
-    from slimkit.core.specs import load_data, load_model
-    from slimkit.measure.profile import compare, profile
-    from slimkit.pruning import prune
-    from slimkit.report import comparison_table
-
-    sizes = parse_batch_sizes(batch_sizes)
-    data_spec = example_data(model, data)
-    if (finetune_epochs or method == "gradual") and data_spec is None:
-        raise InvalidConfigError(f"--finetune-epochs and --method gradual need --data (got method {method!r})")
-    with progress(f"pruning {model} with {method}", quiet or as_json):
-        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
-        splits = load_data(data_spec) if data_spec else None
-        train = splits.train if splits is not None else None
-        with warnings.catch_warnings():  # skipped layers are listed below
-            warnings.simplefilter("ignore", UserWarning)
-            result = prune(
-                original, method, data=train, include=include, exclude=exclude,
-                **_options(method, ratio, round_to, importance),
-            )  # fmt: skip
-        state = get_record(result).transforms[-1].state
-        if finetune_epochs and splits is not None:
-            result = _finetune(result, original, splits, finetune_epochs)
-        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
-        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
-        save(result, out_dir)
-    before.name, after.name = model, f"{method} -> {out_dir}"
-    comparison = compare(before, after)
+    technique = Technique(
+        "prune", method, _options(method, ratio, round_to, importance), split="train", needs_data=method == "gradual"
+    )
+    comparison, state = run_technique(
+        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
+        finetune_epochs=finetune_epochs, batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle,
+        quiet=quiet or as_json,
+    )  # fmt: skip
     summary = {"pruned": state.get("pruned", {}), "skipped": state.get("skipped", {})}
-    if as_json:
-        print(json.dumps({**comparison.to_dict(), **summary, "out": str(out_dir)}, indent=2, default=str))
-        return
-    out.print(comparison_table(comparison))
-    for name, (size, kept) in summary["pruned"].items():
-        out.print(f"  {name}: kept {kept} of {size}")
-    for name, reason in summary["skipped"].items():
-        out.print(f"  {name}: not pruned ({reason})")
-    out.print(f"saved to {out_dir}")
+    lines = [f"  {name}: kept {kept} of {size}" for name, (size, kept) in summary["pruned"].items()]
+    lines += [f"  {name}: not pruned ({reason})" for name, reason in summary["skipped"].items()]
+    show_technique(comparison, summary, lines, out_dir, as_json)

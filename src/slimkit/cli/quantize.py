@@ -16,11 +16,8 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
-    out,
-    parse_batch_sizes,
-    progress,
 )
-from slimkit.cli.profile import example_data
+from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "int8-dynamic, int8-static, weight-only, fp16, bf16 (and any other registered quantize method)"
 
@@ -67,39 +64,12 @@ def quantize_cmd(
 
         slimkit quantize example:minilm --method weight-only --bits 4 --group-size 128 --out out/
     """
-    import json
-    import warnings
-
-    from slimkit.core.io import save
-    from slimkit.core.record import get_record
-    from slimkit.core.specs import load_data, load_model
-    from slimkit.measure.profile import compare, profile
-    from slimkit.quantization import quantize
-    from slimkit.report import comparison_table
-
-    sizes = parse_batch_sizes(batch_sizes)
-    data_spec = example_data(model, data)
-    with progress(f"quantizing {model} with {method}", quiet or as_json):
-        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
-        splits = load_data(data_spec) if data_spec else None
-        calibration = splits.calibration if splits is not None else None
-        with warnings.catch_warnings():  # skipped layers are listed below
-            warnings.simplefilter("ignore", UserWarning)
-            result = quantize(
-                original, method, data=calibration, include=include, exclude=exclude,
-                **_options(bits, group_size, observer),
-            )  # fmt: skip
-        state = get_record(result).transforms[-1].state
-        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
-        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
-        save(result, out_dir)
-    before.name, after.name = model, f"{method} -> {out_dir}"
-    comparison = compare(before, after)
+    technique = Technique("quantize", method, _options(bits, group_size, observer), split="calibration")
+    comparison, state = run_technique(
+        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
+        batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
+    )  # fmt: skip
     summary = {"quantized": sorted(state.get("layers", {})), "skipped": state.get("skipped", {})}
-    if as_json:
-        print(json.dumps({**comparison.to_dict(), **summary, "out": str(out_dir)}, indent=2, default=str))
-        return
-    out.print(comparison_table(comparison))
-    out.print(f"  {len(summary['quantized'])} layer(s) quantized")
-    for name, reason in summary["skipped"].items():
-        out.print(f"  {name}: left in float ({reason})")
+    lines = [f"  {len(summary['quantized'])} layer(s) quantized"]
+    lines += [f"  {name}: left in float ({reason})" for name, reason in summary["skipped"].items()]
+    show_technique(comparison, summary, lines, out_dir, as_json)

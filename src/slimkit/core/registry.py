@@ -165,3 +165,47 @@ def replay(model: nn.Module, transform: Transform) -> nn.Module:
         return model
     config = found.config.build(**transform.config)
     return found.rebuild(model, config, transform.state)
+
+
+_VERB_DOC = """
+
+Args:
+    model: the model (deep-copied first unless ``inplace``).
+    method: a registered method name or a config object.
+    data: batches the method may use (calibration, importance, fine-tuning, timing).
+    example_inputs: inputs for tracing and timing.
+    include: glob patterns of module names the method may change.
+    exclude: glob patterns of module names it must leave alone.
+    inplace: change ``model`` itself.
+    device: where the work runs (``"auto"``: CUDA when present).
+    **options: fields of the method's config.
+
+Returns:
+    The transformed model; its record lists the transform, its config and what was skipped.
+"""
+
+
+def make_verb(verb: str, default_method: str, summary: str) -> Callable[..., nn.Module]:
+    """The public function of ``verb`` (``sk.quantize``, ``sk.prune``, ...): `apply` with the
+    shared signature, a default method and a docstring."""
+
+    def run(
+        model: nn.Module,
+        method: str | Config = default_method,
+        *,
+        data: Iterable[Any] | None = None,
+        example_inputs: Any = None,
+        include: str | Iterable[str] | None = None,
+        exclude: str | Iterable[str] | None = None,
+        inplace: bool = False,
+        device: str | torch.device = "auto",
+        **options: Any,
+    ) -> nn.Module:
+        return apply(
+            verb, model, method, data=data, example_inputs=example_inputs, include=include, exclude=exclude,
+            inplace=inplace, device=device, **options,
+        )  # fmt: skip
+
+    run.__name__ = run.__qualname__ = verb
+    run.__doc__ = summary + _VERB_DOC
+    return run

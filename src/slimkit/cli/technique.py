@@ -1,0 +1,103 @@
+"""The flow every single-technique command shares: load, apply, fine-tune, measure, save, print."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slimkit.cli.common import out, parse_batch_sizes, progress
+from slimkit.cli.profile import example_data
+
+Split = Literal["train", "calibration"]
+
+
+@dataclass
+class Technique:
+    """What a command asks for: the verb, its method and options, and how to use the data."""
+
+    verb: str
+    method: str
+    options: dict[str, Any]
+    split: Split | None = "train"
+    """Which data split the method itself receives (None: no data)."""
+    needs_data: bool = False
+
+
+def finetune_from(model: Any, original: Any, splits: Any, epochs: int) -> Any:
+    """Recover accuracy (task loss) or fidelity (embedding distillation from the original)."""
+    from slimkit.distillation import finetune
+
+    if splits.metric == "fidelity":
+        return finetune(model, splits.train, epochs=epochs, teacher=original, distill="embedding")
+    return finetune(model, splits.train, epochs=epochs, eval_data=splits.calibration, metric=splits.metric)
+
+
+def run_technique(
+    technique: Technique,
+    *,
+    model: str,
+    out_dir: Path,
+    data: str | None,
+    include: Iterable[str] | None,
+    exclude: Iterable[str] | None,
+    finetune_epochs: int = 0,
+    batch_sizes: str = "1",
+    weights: str | None = None,
+    trust_pickle: bool = False,
+    quiet: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """Apply ``technique`` to ``model``, optionally fine-tune, save to ``out_dir``.
+
+    Returns:
+        The before/after `Comparison` and the transform's recorded state.
+    """
+    from slimkit.core.errors import InvalidConfigError
+    from slimkit.core.io import save
+    from slimkit.core.record import get_record
+    from slimkit.core.registry import apply
+    from slimkit.core.specs import load_data, load_model
+    from slimkit.measure.profile import compare, profile
+
+    sizes = parse_batch_sizes(batch_sizes)
+    data_spec = example_data(model, data)
+    if finetune_epochs and data_spec is None:
+        raise InvalidConfigError("--finetune-epochs needs --data (a dataset with a train split)")
+    if technique.needs_data and data_spec is None:
+        raise InvalidConfigError(f"method {technique.method!r} needs --data (a dataset with a train split)")
+    with progress(f"{technique.verb}: {model} with {technique.method}", quiet):
+        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
+        splits = load_data(data_spec) if data_spec else None
+        given = getattr(splits, technique.split) if splits is not None and technique.split else None
+        with warnings.catch_warnings():  # skipped layers are in the state, printed by the command
+            warnings.simplefilter("ignore", UserWarning)
+            result = apply(
+                technique.verb, original, technique.method, data=given, include=include, exclude=exclude,
+                **technique.options,
+            )  # fmt: skip
+        state = get_record(result).transforms[-1].state
+        if finetune_epochs and splits is not None:
+            result = finetune_from(result, original, splits, finetune_epochs)
+        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
+        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
+        save(result, out_dir)
+    before.name, after.name = model, f"{technique.method} -> {out_dir}"
+    return compare(before, after), state
+
+
+def show_technique(
+    comparison: Any, summary: dict[str, Any], lines: Iterable[str], out_dir: Path, as_json: bool
+) -> None:
+    """Print the comparison table and one line per layer note, or all of it as JSON."""
+    from slimkit.report import comparison_table
+
+    if as_json:
+        print(json.dumps({**comparison.to_dict(), **summary, "out": str(out_dir)}, indent=2, default=str))
+        return
+    out.print(comparison_table(comparison))
+    for line in lines:
+        out.print(line, markup=False)
+    out.print(f"saved to {out_dir}", markup=False)
