@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -20,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-out = Console()
+# Tables are wide; when piped (no terminal to measure) rich would wrap them at 80 columns.
+out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 ModelSpec = Annotated[

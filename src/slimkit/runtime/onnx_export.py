@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ ONNX_QUANTIZE = ("int8", "int8-dynamic")
 
 def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int) -> None:
     require("onnxscript", "onnx")
+    # the exporter warns once per missing torchvision op, which slimkit models never use
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     program = trace(model, batch, fmt="ONNX")
     try:
         with warnings.catch_warnings():
@@ -38,7 +41,19 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int) -> None:
             )
     except Exception as exc:  # the exporter raises ConversionError / OnnxExporterError / RuntimeError
         raise unsupported_op_error(exc, program, "ONNX") from exc
-    onnx_program.save(str(path))
+    model_proto = onnx_program.model_proto
+    strip_debug_info(model_proto)
+    require("onnx", "onnx").save(model_proto, str(path))
+
+
+def strip_debug_info(model: Any) -> None:
+    """Drop the exporter's per-node debug metadata (source stack traces, module paths): it
+    does not change the graph and would otherwise be most of a small model's file."""
+    for node in model.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in (*model.graph.value_info, *model.graph.input, *model.graph.output, *model.graph.initializer):
+        del value.metadata_props[:]
 
 
 class _Reader:
