@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +10,10 @@ from slimkit.cli.common import (
     AsJson,
     BatchSizes,
     DataSpec,
+    Exclude,
+    Include,
     ModelSpec,
+    OutDir,
     Quiet,
     TrustPickle,
     Weights,
@@ -44,12 +46,12 @@ def _options(method: str, tile: str | None, rank: int | None, finetune_epochs: i
 @app.command("accelerate")
 def accelerate_cmd(
     model: ModelSpec,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the accelerated model into.")],
+    out_dir: OutDir,
     method: Annotated[str, typer.Option("--method", help="fuse, winograd or separable.")] = "fuse",
     tile: Annotated[str | None, typer.Option("--tile", help="Winograd tile: auto (measured), 2 or 4.")] = None,
     rank: Annotated[int | None, typer.Option("--rank", help="Separable: depthwise filters per channel.")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to convert.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
     data: DataSpec = None,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=0, help="Separable: distillation epochs on the train split.")

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -39,6 +40,14 @@ TrustPickle = Annotated[
 ]
 Threads = Annotated[int | None, typer.Option("--threads", min=1, help="Intra-op threads while timing.")]
 BatchSizes = Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes to time.")]
+OutDir = Annotated[Path, typer.Option("--out", help="Folder to save the result into (written atomically).")]
+Include = Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to change (repeatable).")]
+Exclude = Annotated[
+    list[str] | None, typer.Option("--exclude", help="Glob of module names to leave alone (repeatable).")
+]
+FinetuneEpochs = Annotated[
+    int, typer.Option("--finetune-epochs", min=0, help="Recovery epochs on the data's train split.")
+]
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:

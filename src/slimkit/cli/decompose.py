@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +10,11 @@ from slimkit.cli.common import (
     AsJson,
     BatchSizes,
     DataSpec,
+    Exclude,
+    FinetuneEpochs,
+    Include,
     ModelSpec,
+    OutDir,
     Quiet,
     TrustPickle,
     Weights,
@@ -25,19 +28,17 @@ METHODS = "svd, spatial-svd, tucker, cp or tt"
 @app.command("decompose")
 def decompose_cmd(
     model: ModelSpec,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the decomposed model into.")],
+    out_dir: OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Decomposition: {METHODS}.")] = "svd",
     rank: Annotated[
         str | None,
         typer.Option("--rank", help="16, 0.25, vbmf, energy:0.9, params:0.5 or macs:0.5 (default: the method's)."),
     ] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to decompose.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep dense.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
     force: Annotated[bool, typer.Option("--force", help="Decompose even where the rank saves nothing.")] = False,
     data: DataSpec = None,
-    finetune_epochs: Annotated[
-        int, typer.Option("--finetune-epochs", min=0, help="Recovery epochs on the data's train split.")
-    ] = 0,
+    finetune_epochs: FinetuneEpochs = 0,
     batch_sizes: BatchSizes = "1",
     weights: Weights = None,
     trust_pickle: TrustPickle = False,

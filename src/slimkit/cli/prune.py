@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +10,11 @@ from slimkit.cli.common import (
     AsJson,
     BatchSizes,
     DataSpec,
+    Exclude,
+    FinetuneEpochs,
+    Include,
     ModelSpec,
+    OutDir,
     Quiet,
     TrustPickle,
     Weights,
@@ -37,19 +40,17 @@ def _options(method: str, ratio: float | None, round_to: int | None, importance:
 @app.command("prune")
 def prune_cmd(
     model: ModelSpec,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the pruned model into.")],
+    out_dir: OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Pruning method: {METHODS}.")] = "channels",
     ratio: Annotated[
         float | None, typer.Option("--ratio", help="Fraction removed in [0, 1) (sparsity for unstructured/gradual).")
     ] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep multiples of this.")] = None,
     importance: Annotated[str | None, typer.Option("--importance", help="l1, l2, random, bn-scale or taylor.")] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to prune.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
     data: DataSpec = None,
-    finetune_epochs: Annotated[
-        int, typer.Option("--finetune-epochs", min=0, help="Recovery epochs on the data's train split.")
-    ] = 0,
+    finetune_epochs: FinetuneEpochs = 0,
     batch_sizes: BatchSizes = "1",
     weights: Weights = None,
     trust_pickle: TrustPickle = False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -11,7 +10,10 @@ from slimkit.cli.common import (
     AsJson,
     BatchSizes,
     DataSpec,
+    Exclude,
+    Include,
     ModelSpec,
+    OutDir,
     Quiet,
     TrustPickle,
     Weights,
@@ -36,7 +38,7 @@ def _options(bits: int | None, group_size: int | None, observer: str | None) -> 
 @app.command("quantize")
 def quantize_cmd(
     model: ModelSpec,
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to save the quantized model into.")],
+    out_dir: OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Quantization method: {METHODS}.")] = "int8-dynamic",
     bits: Annotated[int | None, typer.Option("--bits", help="Weight bits, 2..8 (weight-only).")] = None,
     group_size: Annotated[
@@ -45,8 +47,8 @@ def quantize_cmd(
     observer: Annotated[
         str | None, typer.Option("--observer", help="minmax, moving-average, percentile, mse or entropy (int8-static).")
     ] = None,
-    include: Annotated[list[str] | None, typer.Option("--include", help="Glob of module names to quantize.")] = None,
-    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Glob of module names to keep float.")] = None,
+    include: Include = None,
+    exclude: Exclude = None,
     data: DataSpec = None,
     batch_sizes: BatchSizes = "1",
     weights: Weights = None,
