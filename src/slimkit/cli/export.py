@@ -94,8 +94,8 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
         table.add_column(col, justify="left" if col == "runtime" else "right")
     base = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == "torch"}
     for r in rows:
-        ratio = r["p50_ms"] / base[r["batch"]] if r["batch"] in base else float("nan")
-        table.add_row(r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{ratio:.2f}x")
+        ratio = f"{r['p50_ms'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"  # no torch model to compare
+        table.add_row(r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", ratio)
     return table
 
 
