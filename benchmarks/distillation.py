@@ -81,7 +81,7 @@ def mnist1d(quick: bool) -> list[tuple[str, ...]]:
     y, yt = (torch.tensor(ds[k]).long() for k in ("y", "y_test"))
     train, test = TensorData(x, y, 100), TensorData(xt, yt, 500)
     torch.manual_seed(0)
-    teacher = finetune(Conv1dNet(32), train, epochs=8 if quick else 20, lr=3e-3, weight_decay=0.01)
+    teacher = finetune(Conv1dNet(32), train, epochs=20 if quick else 120, lr=1e-2)
     epochs = 10 if quick else 25
     alone, kd = _alone_vs_kd(MLP, teacher, train, test, epochs, range(3), 3e-3, KD(temperature=4.0, alpha=0.9))
     gain = 100 * (statistics.mean(kd) - statistics.mean(alone))
