@@ -135,7 +135,6 @@ def example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | N
     raise DataError("profile needs example_inputs or data to run the model")
 
 
-_example_batch = example_batch  # former private name, still used by other packages
 
 
 def _reference_for(model: nn.Module) -> nn.Module:
