@@ -135,8 +135,6 @@ def example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | N
     raise DataError("profile needs example_inputs or data to run the model")
 
 
-
-
 def _reference_for(model: nn.Module) -> nn.Module:
     source = get_record(model).source
     if not source:

@@ -188,12 +188,12 @@ def compress(
 
     original = model.eval()
     inputs = StageInputs(splits, example_inputs, original, str(resolve_device(device)), recipe.seed)
-    measure = lambda m: measure_on_target(m, recipe.target, splits, reference=original, example_inputs=example_inputs)  # noqa: E731
-    original_profile = measure(original)
-    baseline = None
-    if recipe.target.runtime != "torch":
-        eager = recipe.target.model_copy(update={"runtime": "torch"})
-        baseline = measure_on_target(original, eager, splits, reference=original, example_inputs=example_inputs)
+
+    def measure(m: nn.Module) -> tuple[Profile, Profile]:
+        return measure_on_target(m, recipe.target, splits, reference=original, example_inputs=example_inputs)
+
+    original_profile, eager = measure(original)
+    baseline = eager if recipe.target.runtime != "torch" else None  # the original in eager PyTorch
     results: list[StageResult] = []
     current, stopped = original, None
     if work is not None and work.completed:
@@ -203,7 +203,7 @@ def compress(
             continue
         start = time.perf_counter()
         candidate = run_stage(current, stage, inputs)
-        result = StageResult(stage.label, measure(candidate), time.perf_counter() - start)
+        result = StageResult(stage.label, measure(candidate)[0], time.perf_counter() - start)
         violation = (
             None
             if _recovers_later(recipe.stages, index)
