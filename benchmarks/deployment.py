@@ -3,8 +3,10 @@
 For the digits CNN and MiniLM, fp32 and int8, across torch / onnxruntime / ExecuTorch /
 TFLite: parity (fp32 SQNR against PyTorch, int8 against slimkit's own int8 model where
 slimkit quantized it), artifact size, batch-1 and batch-32 p50 latency as a ratio to torch
-eager, and the fastest runtime. int8 on ONNX is slimkit's ``int8-static`` model exported as
-QDQ; ExecuTorch and TFLite use their own int8 quantizers (labelled "own int8").
+eager, and the fastest runtime. int8 on torch and ONNX is slimkit's own int8 model (digits:
+``int8-static``, exported as QDQ; MiniLM: ``int8-dynamic`` with per-token activations,
+exported as DynamicQuantizeLinear + MatMulInteger); ExecuTorch and TFLite use their own
+int8 quantizers (labelled "own int8": static for digits, dynamic for MiniLM).
 
     PYTHONPATH=src .venv/bin/python benchmarks/deployment.py [--quick] [--models digits,minilm]
 """
@@ -25,15 +27,19 @@ from slimkit.measure.profile import example_batch
 from slimkit.runtime import load
 from slimkit.runtime.verify import parity
 
-MODELS = {"digits": ("example:digits-cnn", "example:digits"), "minilm": ("example:minilm", "example:sentences")}
+MODELS = {
+    "digits": ("example:digits-cnn", "example:digits", "int8-static", "int8"),
+    "minilm": ("example:minilm", "example:sentences", "int8-dynamic", "int8-dynamic"),
+}
+"""name -> (model, data, slimkit int8 method, the other runtimes' own int8 mode)."""
 SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
 
 
 def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, tmp: Path) -> list[dict]:
-    spec, data_spec = MODELS[name]
+    spec, data_spec, method, own = MODELS[name]
     model, data = sk.load(spec), sk.load_data(data_spec)
     batch = resize_batch(example_batch(model, None, data.test), 1)
-    int8 = sk.quantize(model, "int8-static", data=data.calibration)
+    int8 = sk.quantize(model, method, data=data.calibration)
     rows = []
     for precision in ("fp32", "int8"):
         source = model if precision == "fp32" else int8
@@ -46,10 +52,13 @@ def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, 
                     label, source, options = (
                         f"{runtime} (own int8)",
                         model,
-                        {"quantize": "int8", "data": data.calibration},
+                        {"quantize": own, "data": data.calibration},
                     )
                 path = sk.export(
-                    source, tmp / f"{name}-{precision}{SUFFIX[runtime]}", example_inputs=batch.args, **options
+                    source,
+                    tmp / f"{name}-{precision}{SUFFIX[runtime]}",
+                    example_inputs=batch.kwargs or batch.args,
+                    **options,
                 )
                 rt, size = load(path), path.stat().st_size
             reference = int8 if precision == "int8" and "own" not in label else model

@@ -94,6 +94,9 @@ def test_batch_from_inputs():
     assert batch_from_inputs({"a": x}).kwargs == {"a": x}
     with pytest.raises(DataError):
         batch_from_inputs(3)
+    for empty in ((), [], {}):
+        with pytest.raises(DataError, match="empty"):
+            batch_from_inputs(empty)
 
 
 @given(n=st.integers(1, 5), size=st.integers(1, 40))

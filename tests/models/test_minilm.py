@@ -128,3 +128,14 @@ def test_missing_extra_names_examples(monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(MissingExtraError, match=r"slimkit\[examples\]"):
         minilm.load_minilm()
+
+
+def test_docstring_sentences_are_clean_new_and_stable():
+    from slimkit.models.docstrings import docstring_sentences
+
+    sentences = docstring_sentences()
+    assert len(sentences) > 2000
+    assert not set(sentences) & set(minilm.read_sentences())  # the held-out test split stays held out
+    assert len(set(sentences)) == len(sentences)
+    assert all(minilm.is_clean_sentence(s) for s in sentences)
+    assert docstring_sentences() == sentences

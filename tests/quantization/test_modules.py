@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from slimkit.measure import count_params, sqnr_db
-from slimkit.quantization import Int8DynamicLinear, QDQLayer, WeightOnlyEmbedding, WeightOnlyLinear
+from slimkit.quantization import Int8DynamicLinear, QDQLayer, WeightOnlyEmbedding, WeightOnlyLinear, modules
 from slimkit.quantization.packing import unpack
 from slimkit.quantization.primitives import QuantSpec
 
@@ -39,6 +39,21 @@ def test_weight_only_embedding_reads_only_rows():
     assert q.packed.qweight.shape == (50, 32)
 
 
+@pytest.mark.parametrize("bits", [3, 4])
+def test_packing_in_row_chunks_matches_one_pass(monkeypatch, bits):
+    """Large weights are quantized and packed a few rows at a time; the result is unchanged."""
+    linear = nn.Linear(40, 37)
+    whole = WeightOnlyLinear.from_float(linear, bits, 16)
+    monkeypatch.setattr(modules, "CHUNK_VALUES", 100)  # 2 rows per chunk, last chunk partial
+    chunked = WeightOnlyLinear.from_float(linear, bits, 16)
+    codes = whole.packed.codes()
+    scales, zeros = whole.packed.scales, whole.packed.zero_points
+    stored = WeightOnlyLinear.from_codes(codes, scales, zeros, bits, 16, linear.bias)
+    for q in (chunked, stored):
+        for name, buffer in whole.packed.named_buffers():
+            assert torch.equal(getattr(q.packed, name), buffer), name
+
+
 def test_int8_dynamic_linear_close_to_float_and_deepcopy():
     linear = nn.Linear(64, 32)
     q = Int8DynamicLinear.from_float(linear)
@@ -50,6 +65,21 @@ def test_int8_dynamic_linear_close_to_float_and_deepcopy():
     q.weight_scale.mul_(2)
     q.repack()
     assert not torch.equal(clone(x), q(x))
+
+
+def test_int8_dynamic_per_token_scales_keep_quiet_rows_exact():
+    """One outlier token must not cost the other tokens their resolution (float64 reference)."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    x = torch.randn(8, 64)
+    x[0] *= 1000  # a token with a huge range, as after GELU in BERT's FFN
+    reference = linear.double()(x.double()).detach()
+    quiet = slice(1, None)
+    per_token = Int8DynamicLinear.from_float(linear.float(), per_token=True)(x)
+    per_call = Int8DynamicLinear.from_float(linear.float(), per_token=False)(x)
+    assert sqnr_db(reference[quiet], per_token[quiet]) > 30
+    assert sqnr_db(reference[quiet], per_call[quiet]) < 20
+    assert sqnr_db(reference[0], per_token[0]) > 30
 
 
 def test_qdq_conv_simulates_int8():

@@ -157,6 +157,8 @@ def batch_from_inputs(example_inputs: Any) -> Batch:
     """A `Batch` from ``example_inputs`` (a tensor, a tuple of tensors or a dict)."""
     if isinstance(example_inputs, torch.Tensor):
         return Batch(args=(example_inputs,))
+    if isinstance(example_inputs, (Mapping, tuple, list)) and not example_inputs:
+        raise DataError("example_inputs is empty: give at least one input tensor")
     if isinstance(example_inputs, Mapping):
         return Batch(kwargs=dict(example_inputs))
     if isinstance(example_inputs, (tuple, list)):

@@ -26,7 +26,11 @@ INT8_PER_CHANNEL = QuantSpec(bits=8, symmetric=True, signed=True, axis=0)
 class Int8DynamicLinear(nn.Module):
     """Linear with int8 per-output-channel weights and dynamically quantized activations.
 
-    Activations are quantized per tensor (uint8, per call) by the kernel. ``reduce_range``
+    The kernel quantizes its input with one uint8 scale per call. With ``per_token`` (the
+    default) each row (token) is first divided by its own max ``|x|`` and the output row
+    multiplied back: the linear map is homogeneous, so this is exact in float and gives every
+    token its own activation scale, which keeps a token with outliers from crushing the others'
+    resolution; it costs one max, one division and one multiplication per call. ``reduce_range``
     quantizes them to 7 bits (fbgemm's guard against 16-bit saturation on CPUs without
     AVX512-VNNI); with VNNI/AMX it only costs accuracy. On CUDA the forward falls back to a
     dequantized-weight float matmul (same weights, float activations).
@@ -34,11 +38,20 @@ class Int8DynamicLinear(nn.Module):
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
         reduce_range: 7-bit activations.
+        per_token: one activation scale per row instead of one per call.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, reduce_range: bool = False) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        reduce_range: bool = False,
+        per_token: bool = True,
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.reduce_range = in_features, out_features, reduce_range
+        self.per_token = per_token
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
@@ -46,10 +59,10 @@ class Int8DynamicLinear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, reduce_range: bool = False, weight: Tensor | None = None
+        cls, linear: nn.Linear, reduce_range: bool = False, weight: Tensor | None = None, per_token: bool = True
     ) -> Int8DynamicLinear:
         """Quantize ``linear`` (or ``weight`` in its place, e.g. after smoothing) per channel."""
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range)
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range, per_token)
         codes, scale, _ = INT8_PER_CHANNEL.quantize_tensor((linear.weight if weight is None else weight).detach())
         new.weight_int8.copy_(codes.cpu())
         new.weight_scale.copy_(scale.cpu())
@@ -76,7 +89,12 @@ class Int8DynamicLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu":
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        y = torch.ops.quantized.linear_dynamic(x.float(), self._prepacked(), self.reduce_range)
+        x32 = x.float()
+        if self.per_token:
+            row_max = x32.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+            y = torch.ops.quantized.linear_dynamic(x32 / row_max, self._prepacked(), self.reduce_range) * row_max
+        else:
+            y = torch.ops.quantized.linear_dynamic(x32, self._prepacked(), self.reduce_range)
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
@@ -104,5 +122,5 @@ class Int8DynamicLinear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, reduce_range={self.reduce_range}"
+            f"bias={self.bias is not None}, reduce_range={self.reduce_range}, per_token={self.per_token}"
         )

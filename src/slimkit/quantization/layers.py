@@ -78,13 +78,15 @@ def _weight_only_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) 
 def _dynamic(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
     if isinstance(layer, nn.Embedding):
         return WeightOnlyEmbedding.from_float(layer, bits=8, group_size=None)
-    return Int8DynamicLinear.from_float(layer, config.reduce_range)
+    return Int8DynamicLinear.from_float(layer, config.reduce_range, per_token=config.per_token)
 
 
 def _dynamic_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
     if isinstance(layer, nn.Embedding):
         return WeightOnlyEmbedding(layer.num_embeddings, layer.embedding_dim, 8, None, layer.padding_idx)
-    return Int8DynamicLinear(layer.in_features, layer.out_features, layer.bias is not None, config.reduce_range)
+    return Int8DynamicLinear(
+        layer.in_features, layer.out_features, layer.bias is not None, config.reduce_range, config.per_token
+    )
 
 
 def _static(layer: nn.Module, _config: Config, info: dict[str, Any]) -> nn.Module:

@@ -26,6 +26,9 @@ from slimkit.core.errors import InvalidConfigError
 from slimkit.quantization.packing import pack, packed_length, unpack
 from slimkit.quantization.primitives import QuantSpec, check_bits
 
+CHUNK_VALUES = 1 << 18
+"""Weights quantized and packed per step (their int64 packing copies take ~2 MB each)."""
+
 
 def weight_spec(bits: int, group_size: int, symmetric: bool) -> QuantSpec:
     """The spec of packed weights: unsigned codes, grouped along the last dim."""
@@ -56,16 +59,29 @@ class PackedWeight(nn.Module):
 
     def set_codes(self, codes: Tensor, scales: Tensor, zero_points: Tensor) -> None:
         """Store unsigned codes ``[rows, cols]`` with their ``[rows, n_groups]`` qparams."""
-        padded = F.pad(codes.to(torch.uint8), (0, self.n_groups * self.group_size - self.cols))
-        self.qweight.copy_(pack(padded, self.bits))
-        self.scales.copy_(scales.reshape(self.rows, self.n_groups))
-        self.zero_points.copy_(zero_points.reshape(self.rows, self.n_groups).to(torch.uint8))
+        scales = scales.reshape(self.rows, self.n_groups)
+        zero_points = zero_points.reshape(self.rows, self.n_groups)
+        for rows in self._row_chunks():
+            self._store(rows, codes[rows], scales[rows], zero_points[rows])
 
     def quantize_(self, weight: Tensor, symmetric: bool = False) -> None:
         """Round-to-nearest min-max quantization of a float ``weight`` into this storage."""
         spec = weight_spec(self.bits, self.group_size, symmetric)
-        codes, scales, zero_points = spec.quantize_tensor(weight.detach())
-        self.set_codes(codes, scales, zero_points)
+        for rows in self._row_chunks():
+            self._store(rows, *spec.quantize_tensor(weight[rows].detach()))
+
+    def _row_chunks(self) -> list[slice]:
+        """Row ranges of about `CHUNK_VALUES` weights: rows are quantized and packed
+        independently, so working a chunk at a time bounds the temporary copies."""
+        step = max(1, CHUNK_VALUES // self.cols)
+        return [slice(start, start + step) for start in range(0, self.rows, step)]
+
+    def _store(self, rows: slice, codes: Tensor, scales: Tensor, zero_points: Tensor) -> None:
+        """Pack the codes of ``rows`` and store them with their qparams."""
+        padded = F.pad(codes.to(torch.uint8), (0, self.n_groups * self.group_size - self.cols))
+        self.qweight[rows] = pack(padded, self.bits)
+        self.scales[rows] = scales.reshape(-1, self.n_groups)
+        self.zero_points[rows] = zero_points.reshape(-1, self.n_groups).to(torch.uint8)
 
     def codes(self, rows: Tensor | None = None) -> Tensor:
         """Unpacked ``uint8`` codes ``[rows, cols]`` (or of the selected ``rows`` only)."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from slimkit.core.config import Config
 from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.heap import trim
 from slimkit.core.registry import Context, get_method, register
 from slimkit.core.walk import Selector, check_matches, replace_module, select_modules
 from slimkit.quantization.calibration import Point, calibrate
@@ -127,6 +128,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
                 replace_module(model, extra["relu_module"], nn.Identity())
             recorded = {k: v for k, v in extra.items() if k in ("relu", "relu_module")}
             layers[name] = {"method": layer_cfg.method, "config": layer_cfg.model_dump(mode="json"), **recorded}
+    trim()  # the replaced float weights are free: hand their pages back
     if skipped:
         listed = "; ".join(f"{n} ({why})" for n, why in list(skipped.items())[:5])
         warnings.warn(f"{config.method}: {len(skipped)} layer(s) left in float: {listed}", stacklevel=4)

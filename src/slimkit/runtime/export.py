@@ -97,7 +97,9 @@ def export(
     model; only an artifact within ``min_sqnr_db`` is moved onto ``path``.
 
     Args:
-        model: the model (plain, pruned, decomposed or slimkit-quantized).
+        model: the model (plain, pruned, decomposed or slimkit-quantized; a slimkit
+            ``int8-dynamic`` model exports to ``.onnx`` only: for ``.pte`` / ``.tflite``
+            export the float model with ``quantize="int8-dynamic"``).
         path: ``*.onnx`` (dynamic batch), ``*.pte`` (ExecuTorch + XNNPACK, dynamic batch),
             ``*.tflite`` (LiteRT, fixed batch size ``batch_size=1``) or ``*.pt2``.
         example_inputs: sample inputs (default: first ``data`` batch, the model's
@@ -105,11 +107,13 @@ def export(
         overwrite: replace an existing file.
         verify: run the parity check (on by default).
         quantize: the runtime's own int8 path: ``"int8"`` (static, calibrated on ``data``;
-            all formats but ``.pt2``) or ``"int8-dynamic"`` (``.onnx``, ``.tflite``).
+            all formats but ``.pt2``) or ``"int8-dynamic"`` (int8 weights, activations
+            quantized at run time, no calibration; ``.onnx``, ``.pte``, ``.tflite``).
         data: calibration batches for ``quantize="int8"``.
         min_sqnr_db: parity floor (default 35 dB; 25 dB for slimkit-quantized models;
             15 dB against the float model when ``quantize`` is given).
-        **options: format options: ``opset`` (ONNX), ``batch_size`` (TFLite).
+        **options: format options: ``opset`` and ``accuracy_level`` (ONNX; see `export_onnx`),
+            ``batch_size`` (TFLite).
 
     Returns:
         The written path.

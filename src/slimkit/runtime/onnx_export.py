@@ -20,13 +20,18 @@ from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_e
 OPSET = 18
 ONNX_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.onnx``: static QDQ (calibrated) or dynamic (weights int8, activations at run time)."""
+ACCURACY_LEVELS = (0, 1, 2, 3, 4)
+"""``MatMulNBits`` ``accuracy_level`` values: 0 unset (float), 1 fp32, 2 fp16, 3 bf16, 4 int8 activations."""
 
 
-def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int) -> None:
+def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level: int = 0) -> None:
     require("onnxscript", "onnx")
+    from slimkit.runtime.onnx_quantized import export_standins, translation_table
+
     # the exporter warns once per missing torchvision op, which slimkit models never use
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    program = trace(model, batch, fmt="ONNX")
+    with export_standins(model):  # quantized layers as MatMulNBits / GatherBlockQuantized / MatMulInteger
+        program = trace(model, batch, fmt="ONNX")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -38,6 +43,7 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int) -> None:
                 dynamo=True,
                 verbose=False,
                 optimize=True,
+                custom_translation_table=translation_table(accuracy_level),
             )
     except Exception as exc:  # the exporter raises ConversionError / OnnxExporterError / RuntimeError
         raise unsupported_op_error(exc, program, "ONNX") from exc
@@ -97,26 +103,33 @@ def export_onnx(
     quantize: str | None = None,
     data: Iterable[Any] | None = None,
     opset: int = OPSET,
+    accuracy_level: int = 0,
 ) -> None:
     """Write the model as ONNX at ``path`` (batch dimension dynamic).
 
     Args:
-        model: the eval-mode model (a slimkit-quantized model exports its own QDQ ops).
+        model: the eval-mode model (a slimkit-quantized model exports its own quantized ops:
+            `slimkit.runtime.onnx_quantized` for weight-only and int8-dynamic layers).
         batch: positional sample inputs (batch of at least 2).
         path: the file to write.
         quantize: None (as the model is), ``"int8"`` (onnxruntime static QDQ, per-channel
             weights, calibrated on ``data``) or ``"int8-dynamic"`` (onnxruntime dynamic).
         data: calibration batches for ``"int8"`` (default: the sample batch).
         opset: ONNX opset (>= 17).
+        accuracy_level: ``accuracy_level`` of the ``MatMulNBits`` nodes written for slimkit's
+            weight-only linears: 0 computes in float (default), 4 quantizes activations to int8
+            per block (faster on CPU, less exact).
     """
     if opset < 17:
         raise InvalidConfigError(f"opset must be >= 17 for slimkit's ONNX export, got {opset}")
+    if accuracy_level not in ACCURACY_LEVELS:
+        raise InvalidConfigError(f"accuracy_level must be one of {ACCURACY_LEVELS}, got {accuracy_level!r}")
     if quantize is not None and quantize not in ONNX_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .onnx; valid: {', '.join(ONNX_QUANTIZE)}")
     if quantize is None:
-        _fp32(model, batch, path, opset)
+        _fp32(model, batch, path, opset, accuracy_level)
         return
     with tempfile.TemporaryDirectory(prefix="slimkit-onnx-", dir=path.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
-        _fp32(model, batch, fp32, opset)
+        _fp32(model, batch, fp32, opset, accuracy_level)
         _int8(fp32, path, quantize, model, batch, data)

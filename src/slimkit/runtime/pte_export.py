@@ -1,4 +1,5 @@
-"""Write ``.pte``: torch.export -> ExecuTorch edge dialect lowered to XNNPACK; int8 through the XNNPACK quantizer."""
+"""Write ``.pte``: torch.export -> ExecuTorch edge dialect lowered to XNNPACK; int8 (static or
+dynamic) through the XNNPACK quantizer."""
 
 from __future__ import annotations
 
@@ -13,22 +14,24 @@ from slimkit.core.data import Batch
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
 
-PTE_QUANTIZE = ("int8",)
-"""``quantize=`` values for ``.pte``: int8 static (per-channel weights) via pt2e and the XNNPACK quantizer."""
+PTE_QUANTIZE = ("int8", "int8-dynamic")
+"""``quantize=`` values for ``.pte`` (pt2e with the XNNPACK quantizer, per-channel int8 weights):
+int8 static (calibrated activations) or int8 dynamic (linear/conv activations quantized per call)."""
 
 
-def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None) -> nn.Module:
-    """The model with pt2e quantize/dequantize pairs from the XNNPACK quantizer, calibrated."""
+def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None, dynamic: bool) -> nn.Module:
+    """The model with pt2e quantize/dequantize pairs from the XNNPACK quantizer: static ones
+    calibrated on ``data``, or dynamic ones (one pass of ``batch`` sets the weight observers)."""
     quantizer_mod = require("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "executorch")
     pt2e = require("torchao.quantization.pt2e.quantize_pt2e", "executorch")
     to_eval = require("torchao.quantization.pt2e", "executorch").move_exported_model_to_eval
     quantizer = quantizer_mod.XNNPACKQuantizer().set_global(
-        quantizer_mod.get_symmetric_quantization_config(is_per_channel=True)
+        quantizer_mod.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
     )
     captured = trace(model, batch, fmt="ExecuTorch int8").module()
     prepared = pt2e.prepare_pt2e(captured, quantizer)
     with torch.no_grad():
-        for calib in calibration_batches(model, data, batch):
+        for calib in [batch] if dynamic else calibration_batches(model, data, batch):
             prepared(*calib.args)
     return to_eval(pt2e.convert_pt2e(prepared))
 
@@ -42,14 +45,19 @@ def export_pte(
         model: the eval-mode model.
         batch: positional sample inputs (batch of at least 2).
         path: the file to write.
-        quantize: None, or ``"int8"`` (XNNPACK quantizer through pt2e, calibrated on ``data``).
-        data: calibration batches (default: the sample batch).
+        quantize: None, ``"int8"`` (XNNPACK quantizer through pt2e, calibrated on ``data``) or
+            ``"int8-dynamic"`` (int8 weights, activations of linears and convolutions quantized
+            per call: no calibration).
+        data: calibration batches for ``"int8"`` (default: the sample batch).
+
+    Raises:
+        UnsupportedModelError: an op ExecuTorch cannot express, or slimkit int8-dynamic layers.
     """
     if quantize is not None and quantize not in PTE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .pte; valid: {', '.join(PTE_QUANTIZE)}")
     exir = require("executorch.exir", "executorch")
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
-    source = _pt2e_int8(model, batch, data) if quantize else model
+    source = _pt2e_int8(model, batch, data, quantize == "int8-dynamic") if quantize else model
     program = trace(source, batch, fmt="ExecuTorch")
     try:
         lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])

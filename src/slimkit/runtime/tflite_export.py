@@ -15,7 +15,7 @@ from torch import nn
 
 from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import InvalidConfigError, require
-from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
+from slimkit.runtime.tracing import calibration_batches, refuse_int8_dynamic, trace, unsupported_op_error
 
 TFLITE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.tflite``: full-integer static (calibrated) or dynamic-range int8."""
@@ -60,6 +60,7 @@ def export_tflite(
     if quantize is not None and quantize not in TFLITE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .tflite; valid: {', '.join(TFLITE_QUANTIZE)}")
     litert = require("litert_torch", "tflite")
+    refuse_int8_dynamic(model, "TFLite")
     sample = resize_batch(batch, batch_size)
     source, config = _quantized(model, sample, quantize, data) if quantize else (model.eval(), None)
     try:
@@ -68,7 +69,7 @@ def export_tflite(
     except Exception as exc:  # litert-torch raises RuntimeError / jax errors for unsupported ops
         program = None
         with contextlib.suppress(Exception):
-            program = trace(model, sample, dynamic=False)
+            program = trace(model, sample, dynamic=False, fmt="TFLite")
         raise unsupported_op_error(exc, program, "TFLite") from exc
     with _quiet():
         converted.export(str(path))

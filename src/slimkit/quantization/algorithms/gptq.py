@@ -19,6 +19,7 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.device import model_device
 from slimkit.core.errors import DataError, UnsupportedModelError
+from slimkit.core.heap import trim
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import check_matches, replace_module, select_modules
 from slimkit.quantization.algorithms.capture import block_units, flat_inputs, run_until
@@ -127,6 +128,7 @@ def quantize_gptq(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
             ctx.device,
             config.calibration_batches,
         )
+        trim()  # the forward's work copies (dequantized weights of earlier blocks) are free
         for name in names:
             layer, acc = linears.pop(name), accs.pop(name)
             spec = weight_spec(config.bits, config.group_size or layer.in_features, config.symmetric)
@@ -148,6 +150,7 @@ def quantize_gptq(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
             new = WeightOnlyLinear.from_codes(codes, scale, zero, config.bits, config.group_size, layer.bias)
             replace_module(model, name, new)
             del layer, codes
+        trim()  # the block's float weights and work copies are free: give their pages back
     if fallback:
         warnings.warn(
             f"gptq: {len(fallback)} Linear layer(s) never ran on the calibration data and were rounded "

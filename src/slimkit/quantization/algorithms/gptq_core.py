@@ -40,12 +40,13 @@ class HessianAccumulator:
 
 
 def _inverse_cholesky(hessian: Tensor, damp: float) -> Tensor:
-    """Upper Cholesky factor of ``(H + λI)⁻¹`` with ``λ = damp · mean(diag H)``."""
+    """Upper Cholesky factor of ``(H + λI)⁻¹`` with ``λ = damp · mean(diag H)``, computed
+    in the storage of ``hessian`` (no ``[in, in]`` copies are kept alive)."""
     h = hessian
     h.diagonal().add_(damp * float(h.diagonal().mean()))
-    h = torch.linalg.cholesky(h)
-    h = torch.cholesky_inverse(h)
-    return torch.linalg.cholesky(h, upper=True)
+    torch.linalg.cholesky(h, out=h)
+    torch.cholesky_inverse(h, out=h)
+    return torch.linalg.cholesky(h, upper=True, out=h)
 
 
 def gptq_quantize(
@@ -61,7 +62,8 @@ def gptq_quantize(
 
     Args:
         weight: the Linear weight (not modified).
-        hessian: ``2 XᵀX / N`` of the layer inputs (consumed: modified in place).
+        hessian: ``2 XᵀX / N`` of the layer inputs (consumed: overwritten by the inverse
+            factor, so no ``[in, in]`` copy of it is kept alive).
         spec: the grid: bits, symmetry and ``group_size`` (``None``: one scale per output row).
         block_size: columns per lazy-update block (rounded to whole groups).
         damp: dampening ``λ`` as a fraction of the mean Hessian diagonal.
@@ -95,7 +97,9 @@ def gptq_quantize(
         scale, zero = spec.with_(group_size=group).qparams(*spec.with_(group_size=group).minmax(w))
     perm = torch.argsort(h.diagonal(), descending=True) if act_order else None
     if perm is not None:
-        w, h = w[:, perm], h[perm][:, perm]
+        w = w[:, perm]
+        h.copy_(h[perm])  # permute in place, one [in, in] copy alive at a time
+        h.copy_(h[:, perm])
     hinv = _inverse_cholesky(h, damp)
     del h
     col_group = torch.arange(cols, device=w.device) // (group or cols)
@@ -103,7 +107,7 @@ def gptq_quantize(
         col_group = col_group[perm]
     if group:
         block_size = group * max(1, block_size // group)
-    codes = torch.zeros(rows, cols, dtype=torch.int32, device=w.device)
+    codes = torch.zeros(rows, cols, dtype=spec.dtype, device=w.device)
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         w1, err1, hinv1 = w[:, i1:i2].clone(), torch.zeros_like(w[:, i1:i2]), hinv[i1:i2, i1:i2]
@@ -114,7 +118,7 @@ def gptq_quantize(
                 scale[:, g], zero[:, g] = params(w1[:, i : i + group])
             g = int(col_group[col])
             q = col_spec.quantize(w1[:, i : i + 1], scale[:, g], zero[:, g])
-            codes[:, col] = q[:, 0].to(torch.int32)
+            codes[:, col] = q[:, 0]
             dq = col_spec.dequantize(q, scale[:, g], zero[:, g], dtype=dtype)[:, 0]
             err = (w1[:, i] - dq) / hinv1[i, i]
             w1[:, i:] -= err.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
@@ -124,4 +128,4 @@ def gptq_quantize(
         codes = codes[:, torch.argsort(perm)]
     if spec.group_size is None:
         scale, zero = scale[:, 0], zero[:, 0]
-    return codes.to(spec.dtype), scale.float(), zero
+    return codes, scale.float(), zero

@@ -1,0 +1,89 @@
+"""slimkit int8-dynamic layers exported as DynamicQuantizeLinear + MatMulInteger (onnxruntime's pattern)."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+from torch import nn
+
+import slimkit as sk
+from slimkit.measure import sqnr_db
+from slimkit.models.testing import ZOO
+from slimkit.quantization.dynamic import Int8DynamicLinear
+from slimkit.runtime import load
+from slimkit.runtime.onnx_quantized import Int8DynamicMatMul
+
+MIN_SQNR_DB = 35.0
+REDUCE_RANGE_MIN_SQNR_DB = 60.0
+"""The 7-bit emulation matches fbgemm to float rounding (8-bit codes would measure ~35 dB)."""
+
+
+def _mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 96), nn.ReLU(), nn.Linear(96, 32)).eval()
+
+
+def _export(q: nn.Module, tmp_path, x: torch.Tensor, min_sqnr_db: float = MIN_SQNR_DB) -> onnx.ModelProto:
+    """Export (verified against slimkit's model), check a fresh batch in onnxruntime."""
+    path = sk.export(q, tmp_path / "q.onnx", example_inputs=(x[:2],), min_sqnr_db=min_sqnr_db)
+    with torch.no_grad():
+        assert sqnr_db(q(x), load(path).run(x)) >= min_sqnr_db
+    return onnx.load(path)
+
+
+def _ops(proto: onnx.ModelProto) -> Counter:
+    return Counter(n.op_type for n in proto.graph.node)
+
+
+def _optimized_ops(proto: onnx.ModelProto, tmp_path) -> Counter:
+    """Op counts of the graph onnxruntime runs (after its fusions)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return _ops(onnx.load(options.optimized_model_filepath))
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_mlp_exports_the_dynamic_quantization_pattern(tmp_path, per_token):
+    q = sk.quantize(_mlp(), "int8-dynamic", per_token=per_token)
+    proto = _export(q, tmp_path, 4 * torch.randn(5, 64))
+    ops = _ops(proto)
+    assert ops["DynamicQuantizeLinear"] == ops["MatMulInteger"] == 2 and not ops["Gemm"] and not ops["MatMul"]
+    assert (ops["Abs"], ops["ReduceMax"]) == ((2, 2) if per_token else (0, 0))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    matmul = next(n for n in proto.graph.node if n.op_type == "MatMulInteger")
+    weight = inits[matmul.input[1]]
+    assert weight.dtype == np.int8 and np.array_equal(weight, q[0].weight_int8.numpy().T)  # [in, out], no copy
+    assert max(a.size for a in inits.values() if a.dtype == np.float32) == 96  # scales and biases only
+    fused = _optimized_ops(proto, tmp_path)
+    assert fused["DynamicQuantizeMatMul"] == 2 and not fused["MatMulInteger"]  # onnxruntime's fused kernel
+
+
+@pytest.mark.parametrize("per_token", [True, False])
+def test_reduce_range_is_written_as_7_bit_quantization(tmp_path, per_token):
+    q = sk.quantize(_mlp(), "int8-dynamic", reduce_range=True, per_token=per_token)
+    ops = _ops(_export(q, tmp_path, 4 * torch.randn(5, 64), REDUCE_RANGE_MIN_SQNR_DB))
+    assert ops["QuantizeLinear"] == ops["MatMulInteger"] == 2 and not ops["DynamicQuantizeLinear"]
+
+
+def test_attention_block_parity(tmp_path):
+    model = ZOO["attention"]()
+    q = sk.quantize(model, "int8-dynamic")
+    x = model.example_inputs()[0].repeat(3, 1, 1)
+    proto = _export(q, tmp_path, x + 0.1 * torch.randn(x.shape))
+    linears = sum(isinstance(m, Int8DynamicLinear) for m in q.modules())
+    assert _ops(proto)["MatMulInteger"] == linears and not _ops(proto)["Gemm"]
+
+
+@pytest.mark.parametrize(("per_token", "reduce_range"), [(True, False), (False, False), (True, True), (False, True)])
+def test_standin_computes_what_the_layer_computes(per_token, reduce_range):
+    torch.manual_seed(0)
+    layer = Int8DynamicLinear.from_float(nn.Linear(48, 20), reduce_range, per_token=per_token)
+    x = torch.randn(3, 7, 48) * torch.logspace(-2, 1, 7)[:, None]  # rows of very different scales
+    with torch.no_grad():
+        assert sqnr_db(layer(x), Int8DynamicMatMul(layer)(x)) >= 60.0  # a code off by one in a near-tie at most
+        assert torch.equal(Int8DynamicMatMul(layer)(torch.zeros(2, 48)), layer.bias.expand(2, -1))
