@@ -66,6 +66,33 @@ def test_hint_adapters_are_1x1_convs_mapping_student_to_teacher_channels() -> No
     assert (adapter.in_channels, adapter.out_channels) == (8, 16)
 
 
+def test_hints_without_adapter_compare_features_directly() -> None:
+    from slimkit.core.data import iter_batches
+    from slimkit.distillation.losses import hint_loss
+    from slimkit.distillation.objective import Objective, Teacher
+
+    teacher, _ = _pair()
+    torch.manual_seed(1)
+    student = ResidualNet(width=8, classes=4)  # same widths: the features line up one to one
+    config = Combined(hint=Hints(layers={"down": "down"}, adapter=False))
+    objective = Objective(student, config)
+    batch = next(iter_batches(_images()))
+    tap = Teacher(teacher, ["down"])
+    objective.prepare(batch, tap)
+    assert isinstance(objective.adapters["down"], nn.Identity) and not list(objective.adapters.parameters())
+    loss, _ = objective(batch, tap(batch))
+    outputs = []
+    hooks = [m.down.register_forward_hook(lambda _m, _i, o: outputs.append(o)) for m in (student, teacher)]
+    with torch.no_grad():
+        logits, _ = student(*batch.args), teacher(*batch.args)
+    for hook in hooks:
+        hook.remove()
+    expected = nn.functional.cross_entropy(logits, batch.target) + hint_loss(*outputs)  # labels + hint
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(UnsupportedModelError, match="hint features"):
+        Objective(_pair()[1], config).prepare(batch, tap)
+
+
 def test_attention_transfer_and_combined_losses_train() -> None:
     teacher, student = _pair()
     config = Combined(kd=KD(), attention=Attention(layers={"block": "block", "down": "down"}))

@@ -30,11 +30,14 @@ class Hints(Config):
     Attributes:
         layers: student module name -> teacher module name.
         weight: weight of the summed hint losses.
+        adapter: learn the adapter; ``False`` compares the features directly (same shapes
+            needed), e.g. a transformer student's hidden states with its teacher's.
     """
 
     method = "hint"
     layers: dict[str, str] = Field(min_length=1)
     weight: float = Field(1.0, ge=0)
+    adapter: bool = True
 
 
 class Attention(Config):

@@ -98,8 +98,8 @@ class Objective(nn.Module):
             t_out, t_feats = teacher(batch)
             if self.config and self.config.hint:
                 for s_name, t_name in self.config.hint.layers.items():
-                    adapter = _adapter(feats[s_name], t_feats[t_name]).to(feats[s_name].device)
-                    self.adapters[s_name.replace(".", "__")] = adapter
+                    adapter = _adapter(feats[s_name], t_feats[t_name]) if self.config.hint.adapter else nn.Identity()
+                    self.adapters[s_name.replace(".", "__")] = adapter.to(feats[s_name].device)
             self._loss(out, feats, t_out, t_feats, batch.target)
 
     def forward(self, batch: Batch, teacher_out: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
