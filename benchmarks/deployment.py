@@ -54,16 +54,22 @@ def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, 
                         model,
                         {"quantize": own, "data": data.calibration},
                     )
-                path = sk.export(
-                    source,
-                    tmp / f"{name}-{precision}{SUFFIX[runtime]}",
-                    example_inputs=batch.kwargs or batch.args,
-                    **options,
-                )
+                try:
+                    path = sk.export(
+                        source,
+                        tmp / f"{name}-{precision}{SUFFIX[runtime]}",
+                        example_inputs=batch.kwargs or batch.args,
+                        **options,
+                    )
+                except Exception as exc:  # noqa: BLE001 -- any export failure is reported, the other rows still run
+                    print(f"  {name} {precision} {label}: FAILED: {exc}", flush=True)
+                    rows.append({"model": name, "precision": precision, "runtime": label, "failed": str(exc)})
+                    continue
                 rt, size = load(path), path.stat().st_size
             reference = int8 if precision == "int8" and "own" not in label else model
             check = parity(rt, reference, batch, (1, 4))
-            lat = rt.bench(batch, sizes, threads=threads, budget_s=1.0)
+            rounds = [rt.bench(batch, sizes, threads=threads, budget_s=0.5) for _ in range(3)]
+            lat = {b: min((r[b] for r in rounds), key=lambda t: t.p50_ms) for b in sizes}  # least-disturbed round
             rows.append(
                 {
                     "model": name,
@@ -83,6 +89,11 @@ def _table(rows: list[dict], sizes: tuple[int, ...]) -> Table:
     for col in ("model", "precision", "runtime", "SQNR dB", "size KiB", *(f"bs{b} ms (x eager)" for b in sizes)):
         table.add_column(col, justify="left" if col in ("model", "precision", "runtime") else "right")
     for r in rows:
+        if "failed" in r:
+            table.add_row(
+                r["model"], r["precision"], r["runtime"], "export failed (see log)", "-", *("-" for _ in sizes)
+            )
+            continue
         base = next(
             x for x in rows if x["model"] == r["model"] and x["runtime"] == "torch" and x["precision"] == "fp32"
         )
@@ -108,7 +119,7 @@ def main() -> None:
     console = Console()
     console.print(_table(rows, sizes))
     for name in models:
-        mine = [r for r in rows if r["model"] == name]
+        mine = [r for r in rows if r["model"] == name and "failed" not in r]
         for b in sizes:
             best = min(mine, key=lambda r: r[f"bs{b}"])
             console.print(f"{name}: fastest at batch {b}: {best['runtime']} {best['precision']}")

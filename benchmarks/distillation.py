@@ -142,7 +142,7 @@ def digits(quick: bool) -> list[tuple[str, ...]]:
     gain = 100 * (statistics.mean(kd) - statistics.mean(alone))
     pruned = partial(shrink, teacher, width=0.5)  # the teacher's channels pruned by L1 norm
     p_alone, p_kd = _alone_vs_kd(
-        pruned, teacher, splits.train, splits.test, 1, seeds, 1e-3, KD(temperature=4.0, alpha=0.9)
+        pruned, teacher, splits.train, splits.test, epochs, seeds, 3e-3, KD(temperature=4.0, alpha=0.9)
     )
     return [
         ("digits teacher (example:digits-cnn)", f"{100 * _accuracy(teacher, splits.test):.1f}%", "", ""),
@@ -153,7 +153,7 @@ def digits(quick: bool) -> list[tuple[str, ...]]:
             f"{gain:+.1f} pt",
         ),
         (
-            f"digits teacher pruned to half width, then 1 ep, {len(seeds)} seed(s); before: "
+            f"digits teacher pruned to half width, then {epochs} ep, {len(seeds)} seed(s); before: "
             f"{100 * _accuracy(pruned(), splits.test):.1f}%",
             f"{100 * statistics.mean(p_alone):.1f}%",
             f"{100 * statistics.mean(p_kd):.1f}%",

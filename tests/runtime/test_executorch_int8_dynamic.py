@@ -33,3 +33,23 @@ def test_slimkit_int8_dynamic_model_is_refused_outside_onnx(tmp_path, suffix):
     with pytest.raises(UnsupportedModelError, match=r"int8-dynamic layers \('0' and 1 more.*quantize=\"int8-dynamic\""):
         sk.export(q, tmp_path / f"q{suffix}", example_inputs=(torch.randn(2, 64),))
     assert not (tmp_path / f"q{suffix}").exists()
+
+
+class _KeywordModel(nn.Module):
+    """Takes its inputs by name, as Hugging Face encoders do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.proj = nn.Embedding(50, 64), nn.Linear(64, 32)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.embed(input_ids) * attention_mask.unsqueeze(-1))
+
+
+@pytest.mark.slow
+def test_pte_int8_dynamic_with_keyword_inputs(tmp_path):
+    torch.manual_seed(0)
+    model = _KeywordModel().eval()
+    inputs = {"input_ids": torch.randint(0, 50, (2, 7)), "attention_mask": torch.ones(2, 7, dtype=torch.long)}
+    path = sk.export(model, tmp_path / "k.pte", example_inputs=inputs, quantize="int8-dynamic")
+    assert path.exists()  # sk.export verified it in ExecuTorch against the float model (>= 15 dB)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch
-from slimkit.core.errors import InvalidConfigError, require
+from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, require
 from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
 
 PTE_QUANTIZE = ("int8", "int8-dynamic")
@@ -29,11 +29,18 @@ def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None, dynam
         quantizer_mod.get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
     )
     captured = trace(model, batch, fmt="ExecuTorch int8").module()
-    prepared = pt2e.prepare_pt2e(captured, quantizer)
-    with torch.no_grad():
-        for calib in [batch] if dynamic else calibration_batches(model, data, batch):
-            prepared(*calib.args)
-    return to_eval(pt2e.convert_pt2e(prepared))
+    try:
+        prepared = pt2e.prepare_pt2e(captured, quantizer)
+        with torch.no_grad():
+            for calib in [batch] if dynamic else calibration_batches(model, data, batch):
+                prepared(*calib.args, **calib.kwargs)
+        return to_eval(pt2e.convert_pt2e(prepared))
+    except Exception as exc:  # pt2e raises IndexError / RuntimeError / AssertionError on graphs it mishandles
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"ExecuTorch's XNNPACK quantizer cannot quantize {type(model).__name__}: {first} -- export it "
+            'without quantize= (fp32), or to .onnx (quantize="int8-dynamic" or a slimkit int8-dynamic model)'
+        ) from exc
 
 
 def export_pte(
