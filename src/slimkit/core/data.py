@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.core.errors import DataError
+from slimkit.core.errors import DataError, first_line
 
 
 @dataclass
@@ -190,7 +190,7 @@ def run_model(model: nn.Module, batch: Batch) -> Any:
     try:
         return model(*batch.args, **batch.kwargs)
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise DataError(
             f"the model's forward failed on inputs of shape {batch.shapes()}: {first} "
             "-- check that the data matches what the model expects"

@@ -17,12 +17,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from slimkit.core.errors import UnsupportedModelError
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+from slimkit.core.errors import UnsupportedModelError, first_line
 
 
 def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any], *, hint: str = "") -> fx.GraphModule:
@@ -46,7 +41,7 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... for untraceable code
         suffix = f"; {hint}" if hint else ""
         raise UnsupportedModelError(
-            f"cannot trace {type(model).__name__} with torch.fx: {type(exc).__name__}: {_first_line(exc)}{suffix}"
+            f"cannot trace {type(model).__name__} with torch.fx: {type(exc).__name__}: {first_line(exc)}{suffix}"
         ) from exc
     names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     ordered = args + tuple(kwargs[name] for name in names[len(args) :] if name in kwargs)
@@ -56,7 +51,7 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any
     except Exception as exc:  # a failing forward inside the interpreter
         raise UnsupportedModelError(
             f"{type(model).__name__} does not run on the example inputs while capturing its graph: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
+            f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
     return gm
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch
-from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, require
+from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, first_line, require
 from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
 
 PTE_QUANTIZE = ("int8", "int8-dynamic")
@@ -32,11 +32,11 @@ def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None, dynam
     try:
         prepared = pt2e.prepare_pt2e(captured, quantizer)
         with torch.no_grad():
-            for calib in [batch] if dynamic else calibration_batches(model, data, batch):
+            for calib in calibration_batches(model, data, batch, dynamic=dynamic):
                 prepared(*calib.args, **calib.kwargs)
         return to_eval(pt2e.convert_pt2e(prepared))
     except Exception as exc:  # pt2e raises IndexError / RuntimeError / AssertionError on graphs it mishandles
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UnsupportedModelError(
             f"ExecuTorch's XNNPACK quantizer cannot quantize {type(model).__name__}: {first} -- export it "
             'without quantize= (fp32), or to .onnx (quantize="int8-dynamic" or a slimkit int8-dynamic model)'

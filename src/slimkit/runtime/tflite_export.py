@@ -31,8 +31,7 @@ def _quantized(model: nn.Module, batch: Batch, mode: str, data: Iterable[Any] | 
     quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
     prepared = pt2e.prepare_pt2e(trace(model, batch, dynamic=False, fmt="TFLite int8").module(), quantizer)
     with torch.no_grad():
-        dynamic = mode == "int8-dynamic"  # weight observers only: the sample batch is enough
-        for calib in [batch] if dynamic else calibration_batches(model, data, batch):
+        for calib in calibration_batches(model, data, batch, dynamic=mode == "int8-dynamic"):
             calib = resize_batch(calib, batch.size)
             prepared(*calib.args, **calib.kwargs)
     converted = to_eval(pt2e.convert_pt2e(prepared, fold_quantize=False))

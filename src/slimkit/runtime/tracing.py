@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch, iter_batches, resize_batch
-from slimkit.core.errors import UnsupportedModelError
+from slimkit.core.errors import UnsupportedModelError, first_line
 from slimkit.runtime.inputs import positional
 
 MAX_BATCH = 1024
@@ -73,16 +73,19 @@ def trace(
         with torch.no_grad():
             return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
     except Exception as exc:  # torch.export raises many error types (UserError, Unsupported, ...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise UnsupportedModelError(
             f"cannot capture {type(model).__name__} as a graph for {fmt} with torch.export: {first} -- "
             "make the forward traceable (no data-dependent Python control flow) or export a traceable submodule"
         ) from exc
 
 
-def calibration_batches(model: nn.Module, data: Iterable[Any] | None, sample: Batch, limit: int = 8) -> list[Batch]:
-    """Up to ``limit`` batches of ``data`` as positional CPU batches (the sample batch when no data)."""
-    if data is None:
+def calibration_batches(
+    model: nn.Module, data: Iterable[Any] | None, sample: Batch, limit: int = 8, dynamic: bool = False
+) -> list[Batch]:
+    """Up to ``limit`` batches of ``data`` as positional CPU batches; the sample batch alone when
+    there is no data or the quantization is ``dynamic`` (only weight observers to feed)."""
+    if data is None or dynamic:
         return [sample]
     return [positional(model, b).to("cpu") for b in iter_batches(data, limit=limit)]
 
@@ -112,7 +115,7 @@ def unsupported_op_error(
     hint = _OP_HINTS.search(text)
     match = _OP.search(hint.group(0)) if hint else None
     if match is None:
-        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        first = first_line(exc)
         return UnsupportedModelError(f"export to {fmt} failed: {first}")
     op = f"{match.group(1)}.{match.group(2)}"
     layer = _layer_of(program, op)
