@@ -63,32 +63,49 @@ def test_distill_cli_needs_exactly_one_student(capsys: pytest.CaptureFixture[str
     assert code == 2 and "exactly one of --student" in err
 
 
-def test_distill_cli_depth_shrink_of_a_cnn_is_refused(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ("depth=0.5", "depth shrinking needs a transformers encoder"),
+        ("depth", "key=value"),
+        ("depth=0.5,layers=3", "unknown: layers"),
+        ("depth=0.5,spacing=random", "spacing"),
+    ],
+)
+def test_distill_cli_bad_shrink_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str, shape: str, message: str
 ) -> None:
-    code, _, err = run_cli(
+    out = tmp_path / "o"
+    teacher = "slimkit.models.testing:ResidualNet"
+    code, _, err = run_cli(capsys, "distill", "--teacher", teacher, "--shrink", shape, "--data", npz, "--out", str(out))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_distill_cli_depth_shrink_adds_layer_hints(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    out = tmp_path / "student"
+    code, stdout, err = run_cli(
         capsys,
         "distill",
         "--teacher",
-        "slimkit.models.testing:ResidualNet",
+        "example:minilm",
         "--shrink",
         "depth=0.5",
         "--data",
-        npz,
+        "example:sentences",
+        "--options",
+        "loss=mse,steps=2",
         "--out",
-        str(tmp_path / "o"),
+        str(out),
+        "--json",
     )
-    assert code == 2 and "depth shrinking needs a transformers encoder" in err
-    code, _, err = run_cli(
-        capsys,
-        "distill",
-        "--teacher",
-        "slimkit.models.testing:ResidualNet",
-        "--shrink",
-        "depth",
-        "--data",
-        npz,
-        "--out",
-        str(tmp_path / "o"),
-    )
-    assert code == 2 and "key=value" in err
+    assert code in (0, None), err
+    assert "cosine" in json.dumps(json.loads(stdout)["metric_deltas"])
+    student = sk.load(out)
+    transform = sk.get_record(student).transforms[-1]
+    stack = "encoder.encoder.layer"
+    assert transform.method == "combined" and transform.config["embedding"]["loss"] == "mse"
+    assert transform.config["hint"]["layers"] == {f"{stack}.{i}": f"{stack}.{t}" for i, t in enumerate((2, 4, 5))}
+    assert (transform.config["hint"]["weight"], transform.config["hint"]["adapter"]) == (10.0, False)
+    assert len(student.encoder.encoder.layer) == 3

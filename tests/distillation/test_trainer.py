@@ -196,3 +196,48 @@ def test_eval_without_targets_needs_a_teacher() -> None:
     train, _ = _data()
     with pytest.raises(DataError, match="eval_data has no targets"):
         finetune(_net(), train, eval_data=[torch.randn(4, 10)])
+
+
+def _teacher_with_counter() -> tuple[nn.Module, list[int]]:
+    teacher = _net(seed=7).eval()
+    calls = [0]
+    teacher.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return teacher, calls
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_cached_teacher_runs_once_per_batch_and_changes_nothing(shuffle: bool) -> None:
+    """Same weights as without the cache; the teacher runs once per distinct batch, and a
+    cache that never hits (TensorData shuffled by sample) is dropped, not grown."""
+    train, _ = _data()
+    per_epoch, epochs = len(train), 3
+    states, counts = [], []
+    for cache in (False, True):
+        teacher, calls = _teacher_with_counter()
+        student = _net(seed=2)
+        finetune(student, train, epochs=epochs, teacher=teacher, lr=1e-2, shuffle=shuffle, cache_teacher=cache)
+        states.append(student.state_dict())
+        counts.append(calls[0])
+    for name, value in states[0].items():
+        assert torch.equal(value, states[1][name]), name
+    saved = counts[0] - counts[1]
+    assert saved == (0 if shuffle else (epochs - 1) * per_epoch)
+
+
+def test_batch_fingerprint_tells_inputs_apart() -> None:
+    from slimkit.core.data import Batch
+
+    x = torch.arange(12.0).reshape(3, 4)
+    same = Batch((x.clone(),), target=torch.zeros(3))
+    assert Batch((x,)).fingerprint() == same.fingerprint()  # the target is not an input
+    changed = x.clone()
+    changed[2, 3] += 1e-6
+    others = [
+        Batch((changed,)),
+        Batch((x.double(),)),
+        Batch((x.reshape(4, 3),)),
+        Batch(kwargs={"x": x}),
+        Batch((x, x)),
+    ]
+    prints = {Batch((x,)).fingerprint(), *(b.fingerprint() for b in others)}
+    assert len(prints) == 1 + len(others)

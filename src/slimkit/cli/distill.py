@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from slimkit.cli.common import AsJson, Quiet, TrustPickle, app, emit, out, progress
 from slimkit.core.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from slimkit.core.config import Config
+    from slimkit.distillation.methods import Combined
+
+SHRINK_KEYS = frozenset({"depth", "width", "spacing"})
+"""What ``--shrink`` accepts (the keyword arguments of `slimkit.distillation.shrink`)."""
 
 
 def parse_pairs(text: str | None, what: str) -> dict[str, object]:
@@ -25,6 +34,16 @@ def parse_pairs(text: str | None, what: str) -> dict[str, object]:
     return result
 
 
+def with_layer_hints(name: str, student: nn.Module, options: dict[str, object]) -> Combined:
+    """Loss ``name`` plus `layer_hints` for a depth-shrunk student; its options leave ``options``."""
+    from slimkit.distillation.methods import CONFIGS, Combined
+    from slimkit.distillation.students import layer_hints
+
+    config = CONFIGS[name]
+    own = {key: options.pop(key) for key in list(options) if key in config.model_fields}
+    return Combined(**{name: config.build(**own), "hint": layer_hints(student)})
+
+
 @app.command("distill")
 def distill_cmd(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec (example:NAME, hf:DIR, ...).")],
@@ -32,7 +51,11 @@ def distill_cmd(
     out_dir: Annotated[str, typer.Option("--out", help="Folder the distilled student is saved to.")],
     student: Annotated[str | None, typer.Option("--student", help="Student model spec.")] = None,
     shrink: Annotated[
-        str | None, typer.Option("--shrink", help="Build the student from the teacher: depth=0.5 and/or width=0.5.")
+        str | None,
+        typer.Option(
+            "--shrink",
+            help="Build the student from the teacher: depth=0.5[,spacing=stride] and/or width=0.5.",
+        ),
     ] = None,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Passes over the training split.")] = 1,
     method: Annotated[
@@ -67,17 +90,23 @@ def distill_cmd(
         raise InvalidConfigError("give exactly one of --student MODEL or --shrink depth=0.5")
     splits = sk.load_data(data)
     teacher_model = load_model(teacher, trust_pickle=trust_pickle)
+    shape: dict[str, object] = {}
     if student is not None:
         student_model = load_model(student, trust_pickle=trust_pickle)
     else:
-        student_model = shrink_model(teacher_model, **parse_pairs(shrink, "--shrink"))  # type: ignore[arg-type]
+        shape = parse_pairs(shrink, "--shrink")
+        if unknown := sorted(set(shape) - SHRINK_KEYS):
+            raise InvalidConfigError(f"--shrink takes {', '.join(sorted(SHRINK_KEYS))}; unknown: {', '.join(unknown)}")
+        student_model = shrink_model(teacher_model, **shape)  # type: ignore[arg-type]
     extra = parse_pairs(options, "--options")
     extra.update({k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None})
-    name = method or ("kd" if splits.metric == "accuracy" else "embedding")
+    loss: str | Config = method or ("kd" if splits.metric == "accuracy" else "embedding")
+    if method is None and "depth" in shape:
+        loss = with_layer_hints(str(loss), student_model, extra)
     trained = distill(
         student_model,
         teacher_model,
-        name,
+        loss,
         data=splits.train,
         epochs=epochs,
         eval_data=splits.test,

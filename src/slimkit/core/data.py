@@ -11,6 +11,7 @@ Accepted batch forms (from a DataLoader, a list, a generator, or a `TensorData`)
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,15 @@ class Batch:
         if first is None:
             first = next(iter(self.kwargs.values()))
         return int(first.shape[0]) if first.dim() else 1
+
+    def fingerprint(self) -> bytes:
+        """A digest of the inputs' names, dtypes, shapes and values (not of the target)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in [*enumerate(self.args), *self.kwargs.items()]:
+            values = tensor.detach().cpu().contiguous().flatten()
+            digest.update(f"{name}:{values.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(values.view(torch.uint8).numpy().tobytes())
+        return digest.digest()
 
     def shapes(self) -> str:
         """A short human description of the input shapes, for error messages."""

@@ -15,7 +15,7 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.distillation.config import TrainConfig
 from slimkit.distillation.methods import KD, Attention, Combined, Embedding, Hints
-from slimkit.distillation.students import Shrink, shrink
+from slimkit.distillation.students import Shrink, layer_hints, layer_pairs, shrink
 from slimkit.distillation.trainer import NonFiniteLossError, StopTraining, Trainer, TrainEvent
 from slimkit.distillation.verb import distill
 
@@ -78,5 +78,7 @@ __all__ = [
     "Trainer",
     "distill",
     "finetune",
+    "layer_hints",
+    "layer_pairs",
     "shrink",
 ]

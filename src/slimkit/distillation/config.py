@@ -27,6 +27,11 @@ class TrainConfig(Config):
         shuffle: shuffle the data each epoch (in-memory data only), seeded by seed + epoch.
         checkpoint_dir: folder for the last and best checkpoints (safetensors + JSON).
         resume: continue from the checkpoint in ``checkpoint_dir``.
+        cache_teacher: keep the teacher's outputs for each batch of the first epoch and
+            reuse them later (memory: one epoch of the outputs the loss uses). Pays when
+            the data repeats its batches, in any order: a list of batches,
+            `SentenceBatches`, `TensorData` with ``shuffle=False``; not with random
+            augmentation. The cache is dropped after an epoch without a hit.
         amp: mixed precision on CUDA (bf16 when supported, else fp16 with loss scaling).
         seed: seeds torch, numpy and random; also the data order.
         quiet: no progress bar.
@@ -49,6 +54,7 @@ class TrainConfig(Config):
     shuffle: bool = True
     checkpoint_dir: str | None = None
     resume: bool = False
+    cache_teacher: bool = False
     amp: bool = False
     seed: int = 0
     quiet: bool = True

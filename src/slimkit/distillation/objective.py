@@ -23,6 +23,9 @@ from slimkit.distillation.losses import (
 )
 from slimkit.distillation.methods import Combined
 
+TeacherOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
+"""The teacher's primary output and its tapped layers' outputs for one batch."""
+
 
 def _adapter(student: torch.Tensor, teacher: torch.Tensor) -> nn.Module:
     """1x1 conv for (N, C, H, W) maps, linear over the last dimension otherwise."""
@@ -38,20 +41,47 @@ def layer_names(config: Combined | None) -> tuple[list[str], list[str]]:
 
 
 class Teacher:
-    """Runs the frozen teacher (eval mode, no grad) and taps its named layers."""
+    """Runs the frozen teacher (eval mode, no grad) and taps its named layers.
 
-    def __init__(self, model: nn.Module, layers: list[str]):
+    Args:
+        model: the teacher.
+        layers: names of the layers whose outputs the loss needs.
+        cache: keep the outputs of up to this many distinct batches and reuse them when the
+            same inputs come again (recognized by content), so data that repeats its batches
+            runs the teacher once per batch, not once per epoch. When as many batches again
+            bring no hit (the data never repeats), the cache is dropped.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[str], cache: int = 0):
         self.model = model
         self.tap = FeatureTap(model, layers, "teacher")
+        self.cache_size = cache
+        self._cache: dict[bytes, TeacherOutput] = {}
+        self._misses = 0
 
     @torch.no_grad()
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = primary_output(run_model(self.model, batch))
-        return out, self.tap.take()
+    def __call__(self, batch: Batch) -> TeacherOutput:
+        key = batch.fingerprint() if self.cache_size else None
+        if key is not None and key in self._cache:
+            return self._cache[key]
+        result = primary_output(run_model(self.model, batch)), self.tap.take()
+        if key is not None:
+            self._remember(key, result)
+        return result
+
+    def _remember(self, key: bytes, result: TeacherOutput) -> None:
+        if len(self._cache) < self.cache_size:
+            self._cache[key] = result
+            return
+        self._misses += 1
+        if self._misses >= self.cache_size:  # a whole epoch without a hit: the batches differ each time
+            self._cache.clear()
+            self.cache_size = 0
 
     def close(self) -> None:
-        """Remove the hooks."""
+        """Remove the hooks and drop the cache."""
         self.tap.close()
+        self._cache.clear()
 
 
 class Objective(nn.Module):

@@ -1,29 +1,43 @@
 """Build a student from the teacher: fewer transformer layers, or narrower CNNs.
 
-``shrink(model, depth=0.5)`` keeps every other layer of a transformers encoder
-(DistilBERT-style initialization: the kept layers' weights are copied) and is recorded
-as a structural transform, so `sk.save` / `sk.load` rebuild the shorter model.
+``shrink(model, depth=0.5)`` keeps every other layer of a transformers encoder, spread
+from the first to the last as DistilBERT picked them (its weights are copied), and is
+recorded as a structural transform, so `sk.save` / `sk.load` rebuild the shorter model;
+`layer_pairs` says which teacher layer each kept layer stands in for (feature hints).
 ``width`` uses structured channel pruning (`slimkit.pruning`).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import math
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
 
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
+from slimkit.core.record import get_record
 from slimkit.core.registry import Context, apply, register
+from slimkit.distillation.methods import Hints
+
+Spacing = Literal["spread", "stride"]
 
 
 class Shrink(Config):
-    """Keep a fraction ``depth`` of a transformer's layers, evenly spaced from the first."""
+    """Keep a fraction ``depth`` of a transformer's layers.
+
+    Attributes:
+        depth: fraction of the layers kept (``round(n·depth)``, at least one).
+        spacing: ``"spread"``: evenly spaced from the first layer to the last, DistilBERT's
+            pick (12 -> 0, 2, 4, 7, 9, 11; 6 -> 0, 3, 5); ``"stride"``: every k-th layer
+            from the first (6 -> 0, 2, 4), which drops the teacher's last layer.
+    """
 
     method = "shrink"
     depth: float = Field(0.5, gt=0, le=1)
+    spacing: Spacing = "spread"
 
 
 def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList, Any]:
@@ -49,11 +63,39 @@ def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList, Any]:
     )
 
 
-def kept_layers(count: int, depth: float) -> list[int]:
-    """Indices of the layers kept: ``round(count·depth)`` (at least 1), evenly spaced from 0
-    (6 layers, depth 0.5 -> 0, 2, 4)."""
+def kept_layers(count: int, depth: float, spacing: Spacing = "spread") -> list[int]:
+    """Indices of the layers kept: ``round(count·depth)`` of them (at least 1), see `Shrink`."""
     keep = max(1, round(count * depth))
-    return [i * count // keep for i in range(keep)]
+    if spacing == "stride" or keep == 1:
+        return [i * count // keep for i in range(keep)]
+    return [math.floor(i * (count - 1) / (keep - 1) + 0.5) for i in range(keep)]
+
+
+def layer_pairs(student: nn.Module) -> dict[str, str]:
+    """``{student layer: teacher layer}`` for a student made by ``shrink(teacher, depth=...)``.
+
+    Each kept layer stands in for the teacher's layers up to the next kept one, so its
+    output is paired with the last of them: the pairs `Hints` (``adapter=False``) needs.
+
+    Raises:
+        InvalidConfigError: when ``student`` was not shrunk in depth by slimkit.
+    """
+    shrinks = [t for t in get_record(student).transforms if (t.verb, t.method) == ("distill", "shrink")]
+    if not shrinks:
+        raise InvalidConfigError(
+            "layer_pairs needs a student made by shrink(teacher, depth=...); name the hint layers yourself"
+        )
+    path, kept, count = (shrinks[-1].state[key] for key in ("path", "kept", "original_layers"))
+    ends = [*kept[1:], count]
+    return {f"{path}.{i}": f"{path}.{end - 1}" for i, end in enumerate(ends)}
+
+
+def layer_hints(student: nn.Module, weight: float = 10.0) -> Hints:
+    """Direct hidden-state hints for a depth-shrunk student: `layer_pairs`, no adapter.
+
+    Weight 10 was best of 0.1-30 for MiniLM 6 -> 3 (docs/distillation.md, Benchmarks).
+    """
+    return Hints(layers=layer_pairs(student), adapter=False, weight=weight)
 
 
 def _drop_layers(model: nn.Module, path: str, kept: list[int]) -> nn.Module:
@@ -78,7 +120,7 @@ def _rebuild_shrink(model: nn.Module, config: Config, state: dict[str, Any]) -> 
 @register("distill", "shrink", Shrink, rebuild=_rebuild_shrink)
 def _shrink_depth(model: nn.Module, config: Shrink, ctx: Context) -> nn.Module:
     path, layers, _ = find_layer_stack(model)
-    kept = kept_layers(len(layers), config.depth)
+    kept = kept_layers(len(layers), config.depth, config.spacing)
     ctx.state.update(path=path, kept=kept, original_layers=len(layers))
     return _drop_layers(model, path, kept)
 
@@ -102,15 +144,18 @@ def shrink(
     *,
     depth: float | None = None,
     width: float | None = None,
+    spacing: Spacing = "spread",
     example_inputs: Any = None,
 ) -> nn.Module:
     """A smaller copy of ``model`` to use as a student (the input is never changed).
 
     Args:
         model: the teacher.
-        depth: fraction of transformer layers kept (0.5: layers 0, 2, 4 of 6), weights copied.
+        depth: fraction of transformer layers kept (0.5: layers 0, 3, 5 of 6), weights copied.
         width: fraction of channels kept, by structured channel pruning (needs
             ``example_inputs`` for models whose graph must be traced).
+        spacing: which layers ``depth`` keeps: ``"spread"`` (first to last, DistilBERT)
+            or ``"stride"`` (every k-th from the first).
         example_inputs: inputs for the width pruning's graph capture.
 
     Raises:
@@ -124,7 +169,7 @@ def shrink(
         raise InvalidConfigError(f"width must be in (0, 1): the fraction of channels kept, got {width}")
     student = model
     if depth is not None:
-        student = apply("distill", model, Shrink.build(depth=depth))
+        student = apply("distill", model, Shrink.build(depth=depth, spacing=spacing))
     if width is not None:
         student = _narrow(student, width, example_inputs, inplace=student is not model)
     return student
