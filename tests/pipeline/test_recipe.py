@@ -67,3 +67,38 @@ def test_recipe_reference_is_current():
 
     docs = Path(__file__).parents[2] / "docs" / "recipes.md"
     assert docs.read_text() == recipe_reference(), "regenerate: python -m slimkit.pipeline.schema > docs/recipes.md"
+
+
+def test_recipe_reference_says_what_every_option_means():
+    from slimkit.pipeline.schema import recipe_reference
+
+    rows = [line for line in recipe_reference().splitlines() if line.startswith("| `")]
+    assert len(rows) > 50
+    unexplained = [row.split("|")[1].strip() for row in rows if row.endswith("|  |")]
+    assert not unexplained, f"options without a meaning: {unexplained}"
+
+
+def test_attribute_docs_read_google_sections_through_the_bases():
+    from slimkit.pipeline.schema import attribute_docs
+
+    class Base:
+        """Base.
+
+        Attributes:
+            rank (int): the rank,
+                over two lines.
+            seed: the seed.
+
+        Raises:
+            ValueError: never an attribute.
+        """
+
+    class Child(Base):
+        """Child.
+
+        Attributes:
+            seed: the child's seed.
+        """
+
+    assert attribute_docs(Child) == {"rank": "the rank, over two lines.", "seed": "the child's seed."}
+    assert attribute_docs(int) == {}

@@ -134,6 +134,21 @@ def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
     assert list((tmp_path / "out").iterdir()) == []  # no staging leftovers
 
 
+def test_artifact_its_runtime_cannot_run_is_refused_cleanly(tmp_path, monkeypatch):
+    from slimkit.runtime.onnx_runtime import OnnxRuntime
+
+    def refuse(self, batch):
+        raise RuntimeError("kernel EMBEDDING_LOOKUP failed to prepare\nlong native trace")
+
+    monkeypatch.setattr(OnnxRuntime, "run_batch", refuse)
+    target = tmp_path / "out" / "m.onnx"
+    message = r"does not run in its own runtime \(batch 1\): kernel EMBEDDING"
+    with pytest.raises(UnsupportedModelError, match=message) as err:
+        export(nn.Sequential(nn.Linear(4, 2)).eval(), target, example_inputs=(torch.randn(2, 4),))
+    assert "long native trace" not in str(err.value) and "no file was written" in str(err.value)
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+
+
 def test_existing_file_is_refused_unless_overwrite(tmp_path):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"keep me")

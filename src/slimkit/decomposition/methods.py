@@ -21,7 +21,12 @@ from slimkit.decomposition.tt import TTLinear
 
 
 class _Decomposition(Config):
-    """Options every decomposition shares."""
+    """Options every decomposition shares.
+
+    Attributes:
+        rank: per layer: an int, a fraction of the full rank, "energy:X" (share of the
+            spectrum's energy kept), "params:X" / "macs:X" (budget), or "vbmf".
+    """
 
     layers: ClassVar[tuple[type[FactorizedLayer], ...]] = ()
     rank: RankValue = "energy:0.9"

@@ -14,13 +14,17 @@ Scope = Literal["layer", "global"]
 
 class _Structured(Config):
     ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of channels removed, in [0, 1)")
-    importance: ImportanceName = "l1"
+    importance: ImportanceName = Field(
+        "l1",
+        description="how channels are ranked: l1/l2 weight norm, bn-scale (|gamma| of the next BatchNorm), "
+        "taylor (|w x grad|, needs data), random",
+    )
     scope: Scope = Field("layer", description="'layer': the ratio in every group; 'global': one threshold")
     round_to: int = Field(1, ge=1, description="kept channels are a multiple of this (and at least this)")
     groups: list[list[str]] | None = Field(
         None, description="explicit groups, e.g. [['fc1:out', 'fc2:in']], instead of tracing the model"
     )
-    seed: int = 0
+    seed: int = Field(0, description="seed of the random importance")
 
 
 class Channels(_Structured):
@@ -47,19 +51,19 @@ class Unstructured(Config):
 
     method = "unstructured"
     sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of weights zeroed, in [0, 1)")
-    scope: Scope = "layer"
-    importance: Literal["l1", "random"] = "l1"
+    scope: Scope = Field("layer", description="'layer': the sparsity in every layer; 'global': one threshold")
+    importance: Literal["l1", "random"] = Field("l1", description="smallest |w| first, or random")
     permanent: bool = Field(True, description="store sparse now; False keeps trainable masks (parametrize)")
-    seed: int = 0
+    seed: int = Field(0, description="seed of the random importance")
 
 
 class NM(Config):
     """N:M semi-structured sparsity: N non-zeros in every M consecutive input weights."""
 
     method = "nm"
-    n: int = Field(2, ge=1)
-    m: int = Field(4, ge=2)
-    permanent: bool = True
+    n: int = Field(2, ge=1, description="non-zeros kept in each group")
+    m: int = Field(4, ge=2, description="group length along the input dimension")
+    permanent: bool = Field(True, description="store the pruned weights now; False keeps trainable masks")
 
     @model_validator(mode="after")
     def _n_below_m(self) -> NM:
@@ -77,11 +81,11 @@ class Gradual(Config):
     steps: int = Field(5, ge=1, description="pruning steps n")
     epochs_per_step: int = Field(1, ge=1, description="fine-tuning epochs between steps (delta t)")
     final_epochs: int = Field(2, ge=0, description="fine-tuning epochs after the last step")
-    scope: Scope = "global"
+    scope: Scope = Field("global", description="'global': one threshold over all layers; 'layer': per layer")
     distill: bool = Field(False, description="fine-tune by distilling from the unpruned model")
-    lr: float = Field(1e-3, gt=0)
-    permanent: bool = True
-    seed: int = 0
+    lr: float = Field(1e-3, gt=0, description="fine-tuning learning rate")
+    permanent: bool = Field(True, description="store sparse at the end; False keeps trainable masks")
+    seed: int = Field(0, description="seed of the fine-tuning")
 
     @model_validator(mode="after")
     def _ordered(self) -> Gradual:

@@ -21,7 +21,9 @@ ObserverName = Literal["minmax", "moving-average", "percentile", "mse", "entropy
 class QuantConfig(Config):
     """Base of the PTQ configs: per-layer ``overrides`` (see the module doc)."""
 
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="{module glob: config, dict of fields, or null to keep float}"
+    )
 
     @field_validator("overrides", mode="before")
     @classmethod

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch, resize_batch, run_model
-from slimkit.core.errors import UnsupportedModelError
+from slimkit.core.errors import UnsupportedModelError, first_line
 from slimkit.measure.metrics import sqnr_db
 from slimkit.runtime.base import Runtime
 from slimkit.runtime.inputs import flat_outputs
@@ -30,12 +30,23 @@ def _reference(model: nn.Module, batch: Batch) -> list[torch.Tensor]:
 
 
 def parity(runtime: Runtime, model: nn.Module, batch: Batch, batch_sizes: tuple[int, ...] = (1, 3)) -> Parity:
-    """Compare ``runtime``'s outputs with ``model``'s on ``batch`` cut/tiled to each batch size."""
+    """Compare ``runtime``'s outputs with ``model``'s on ``batch`` cut/tiled to each batch size.
+
+    Raises:
+        UnsupportedModelError: the runtime cannot run the artifact, or its outputs do not
+            match the model's in number or shape.
+    """
     worst_err, worst_sqnr = 0.0, float("inf")
     for size in batch_sizes:
         sized = resize_batch(batch, size)
         expected = _reference(model, sized)
-        got = flat_outputs(runtime.run_batch(sized))
+        try:
+            got = flat_outputs(runtime.run_batch(sized))
+        except RuntimeError as exc:  # a kernel of the runtime refuses the artifact (e.g. LiteRT's int8 lookups)
+            raise UnsupportedModelError(
+                f"the {runtime.name} artifact does not run in its own runtime (batch {size}): {first_line(exc)}; "
+                "no file was written -- export without quantize=, or try another format"
+            ) from None
         if len(got) != len(expected):
             raise UnsupportedModelError(
                 f"the {runtime.name} artifact returns {len(got)} outputs but the model returns {len(expected)}"
