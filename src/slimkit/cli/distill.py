@@ -13,7 +13,6 @@ from slimkit.core.errors import InvalidConfigError
 if TYPE_CHECKING:
     from torch import nn
 
-    from slimkit.core.config import Config
     from slimkit.distillation.methods import Combined
 
 SHRINK_KEYS = frozenset({"depth", "width", "spacing"})
@@ -100,9 +99,8 @@ def distill_cmd(
         student_model = shrink_model(teacher_model, **shape)  # type: ignore[arg-type]
     extra = parse_pairs(options, "--options")
     extra.update({k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None})
-    loss: str | Config = method or ("kd" if splits.metric == "accuracy" else "embedding")
-    if method is None and "depth" in shape:
-        loss = with_layer_hints(str(loss), student_model, extra)
+    name = method or ("kd" if splits.metric == "accuracy" else "embedding")
+    loss = with_layer_hints(name, student_model, extra) if method is None and "depth" in shape else name
     trained = distill(
         student_model,
         teacher_model,

@@ -46,18 +46,21 @@ class Teacher:
     Args:
         model: the teacher.
         layers: names of the layers whose outputs the loss needs.
-        cache: keep the outputs of up to this many distinct batches and reuse them when the
-            same inputs come again (recognized by content), so data that repeats its batches
-            runs the teacher once per batch, not once per epoch. When as many batches again
-            bring no hit (the data never repeats), the cache is dropped.
     """
 
-    def __init__(self, model: nn.Module, layers: list[str], cache: int = 0):
+    def __init__(self, model: nn.Module, layers: list[str]):
         self.model = model
         self.tap = FeatureTap(model, layers, "teacher")
-        self.cache_size = cache
+        self.cache_size = 0
         self._cache: dict[bytes, TeacherOutput] = {}
         self._misses = 0
+
+    def cache(self, batches: int) -> None:
+        """Keep the outputs of up to ``batches`` distinct batches and reuse them when the same
+        inputs come again (recognized by content): data that repeats its batches runs the
+        teacher once per batch, not once per epoch. When as many batches again bring no hit
+        (the data never repeats), the cache is dropped."""
+        self.cache_size = batches
 
     @torch.no_grad()
     def __call__(self, batch: Batch) -> TeacherOutput:

@@ -148,7 +148,7 @@ class Trainer:
                 raise DataError(f"the data has fewer batches than the {self.dist.world} training processes")
             total = cfg.steps or cfg.epochs * per_epoch
             if teacher is not None and cfg.cache_teacher:
-                teacher.cache_size = per_epoch
+                teacher.cache(per_epoch)
             optimizer = build_optimizer(objective.parameters(), cfg)
             skip, bad_evals = self._resume(objective, optimizer)
             self.good_state = ckpt.cpu_state(self.model)
