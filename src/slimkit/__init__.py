@@ -19,6 +19,7 @@ from slimkit.core.errors import (
     UnsupportedModelError,
 )
 from slimkit.core.io import save
+from slimkit.core.outcome import Outcome, explain
 from slimkit.core.record import get_record
 from slimkit.core.specs import load_data
 from slimkit.core.specs import load_model as load
@@ -65,12 +66,14 @@ __all__ = [
     "DataSplits",
     "InvalidConfigError",
     "MissingExtraError",
+    "Outcome",
     "Profile",
     "SlimkitError",
     "TensorData",
     "UnsafeFileError",
     "UnsupportedModelError",
     "compare",
+    "explain",
     "get_record",
     "load",
     "load_data",

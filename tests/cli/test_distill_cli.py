@@ -59,7 +59,9 @@ def test_distill_cli_saves_student_and_prints_comparison(
 
 
 def test_distill_cli_needs_exactly_one_student(capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str) -> None:
-    code, _, err = run_cli(capsys, "distill", "--teacher", "example:digits-cnn", "--data", npz, "--out", str(tmp_path))
+    code, _, err = run_cli(
+        capsys, "distill", "--teacher", "example:digits-cnn", "--data", npz, "--out", str(tmp_path / "out")
+    )
     assert code == 2 and "exactly one of --student" in err
 
 

@@ -17,17 +17,17 @@ MODEL = "slimkit.models.testing:GroupedConvNet"
 
 
 def test_export_writes_verified_files_and_refuses_existing(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "export", MODEL, "--to", "onnx,pt2", "--out", str(tmp_path), "--json")
+    code, out, _ = run_cli(capsys, "export", MODEL, "--to", "onnx,pt2", "--out", str(tmp_path / "out"), "--json")
     assert code in (0, None)
     sizes = json.loads(out)
-    assert set(sizes) == {str(tmp_path / "model.onnx"), str(tmp_path / "model.pt2")}
-    assert onnx.load(str(tmp_path / "model.onnx")).graph.node
-    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "--out", str(tmp_path))
+    assert set(sizes) == {str(tmp_path / "out" / "model.onnx"), str(tmp_path / "out" / "model.pt2")}
+    assert onnx.load(str(tmp_path / "out" / "model.onnx")).graph.node
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "--out", str(tmp_path / "out"))
     assert code == 2 and "--overwrite" in err
 
 
 def test_export_bad_format_and_unwritable_out(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx,coreml", "--out", str(tmp_path))
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx,coreml", "--out", str(tmp_path / "out"))
     assert code == 2 and "onnx, pte, tflite, pt2" in err
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -106,3 +106,35 @@ def test_resize_batch_property(n, size):
     assert out.args[0].shape == (size, 3) and out.kwargs["m"].shape == (size, 3)
     # rows are the original rows, cycled
     torch.testing.assert_close(out.args[0], x[torch.arange(size) % n])
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    from slimkit.core.data import DataSplits
+
+    x, y = torch.arange(30.0).unsqueeze(1), torch.arange(30) % 3
+    splits = DataSplits.split(x, y, batch_size=100)
+    parts = [next(iter(s)) for s in (splits.train, splits.calibration, splits.test)]
+    sizes = [len(p[0]) for p in parts]
+    assert sizes == [24, 3, 3]
+    rows = torch.cat([p[0] for p in parts]).squeeze(1).sort().values
+    assert torch.equal(rows, x.squeeze(1))
+    assert all(torch.equal(p[1], p[0].squeeze(1).long() % 3) for p in parts)
+    again = DataSplits.split(x, y, batch_size=100)
+    assert torch.equal(next(iter(again.test))[0], parts[2][0])
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (torch.tensor([0, 10]), r"labels range 0\.\.10 but the model outputs 10 classes"),
+        (torch.tensor([-1, 2]), r"labels range -1\.\.2"),
+        (torch.tensor([0.0, 1.0]), "integer class indices"),
+        (torch.zeros(2, 3, dtype=torch.long), "1-D"),
+    ],
+)
+def test_check_targets_refuses_labels_that_do_not_fit(target, message):
+    from slimkit.core.data import check_targets
+
+    with pytest.raises(DataError, match=message):
+        check_targets(torch.zeros(2, 10), target)
+    check_targets(torch.zeros(2, 10), torch.tensor([0, 9]))  # in range: fine

@@ -48,15 +48,63 @@ def test_artifact_and_weights_only_files(tmp_path):
         load_model(tmp_path)
 
 
-def test_npz_data(tmp_path):
-    x = np.random.default_rng(0).normal(size=(10, 4)).astype(np.float32)
-    y = np.arange(10) % 3
+def _rows(data):
+    return torch.cat([b[0] for b in data])
+
+
+def test_npz_data_is_split_80_10_10_seeded_and_disjoint(tmp_path):
+    x = np.arange(200, dtype=np.float32).reshape(50, 4)
+    y = np.arange(50) % 3
     np.savez(tmp_path / "d.npz", x=x, y=y)
     splits = load_data(str(tmp_path / "d.npz"), batch_size=4)
     assert isinstance(splits, DataSplits) and splits.metric == "accuracy"
+    train, cal, test = (_rows(s)[:, 0].tolist() for s in (splits.train, splits.calibration, splits.test))
+    assert (len(train), len(cal), len(test)) == (40, 5, 5)
+    assert sorted(train + cal + test) == sorted(x[:, 0].tolist())  # disjoint, nothing lost
+    again = load_data(str(tmp_path / "d.npz"), batch_size=4)
+    assert _rows(again.test)[:, 0].tolist() == test  # seeded: the same split every run
     xb, yb = next(iter(splits.test))
-    torch.testing.assert_close(xb, torch.from_numpy(x[:4]))
-    assert yb.dtype == torch.int64
+    assert yb.dtype == torch.int64 and torch.equal(yb, (xb[:, 0] / 4).long() % 3)  # labels follow their rows
+
+
+def test_npz_explicit_splits_are_used_as_given(tmp_path):
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((6, 2), np.float32), y_train=np.zeros(6, np.int64),
+        x_test=np.ones((3, 2), np.float32), y_test=np.ones(3, np.int64),
+    )  # fmt: skip
+    splits = load_data(str(tmp_path / "d.npz"))
+    assert len(_rows(splits.train)) == 6 and len(_rows(splits.test)) == 3
+    assert bool((_rows(splits.test) == 1).all())
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (np.array([0.5, 1, 2, 0]), "non-integer"),
+        (np.zeros((4, 2), np.int64), "1-D"),
+        (np.array([0, -1, 1, 2]), "negative"),
+        (np.array(["a", "b", "c", "d"]), "numeric"),
+    ],
+)
+def test_npz_bad_labels_are_refused(tmp_path, y, message):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=y)
+    with pytest.raises(DataError, match=message):
+        load_data(str(tmp_path / "d.npz"))
+
+
+def test_npz_header_declaring_a_huge_array_is_refused_before_allocation(tmp_path):
+    import zipfile
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros((2, 4), np.float32))
+    header["shape"] = (10**12, 4)
+    member = __import__("io").BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(b"\0" * 32)
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as archive:
+        archive.writestr("x.npy", member.getvalue())
+    with pytest.raises(UnsafeFileError, match="more than the file holds"):
+        load_data(str(tmp_path / "d.npz"))
 
 
 def test_npz_without_x_and_with_pickles(tmp_path):
@@ -84,7 +132,7 @@ def test_function_data_spec(monkeypatch):
     monkeypatch.setitem(sys.modules, "userdata_mod", mod)
     splits = load_data("userdata_mod:pairs")
     xb, yb = next(iter(splits.train))
-    assert xb.shape == (4, 2) and yb.dtype == torch.int64
+    assert xb.shape == (2, 2) and yb.dtype == torch.int64  # (x, y) pairs are split like .npz: 2/1/1
 
 
 @pytest.mark.parametrize("spec", ["example:nope", "nothing here", "missing.npz", "a/b.csv"])

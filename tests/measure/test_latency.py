@@ -6,6 +6,7 @@ import torch
 
 from slimkit.core.errors import InvalidConfigError
 from slimkit.measure import Latency, fixed_threads, measure_latency
+from slimkit.measure.latency import MAX_SPREAD
 
 
 class FakeClock:
@@ -33,17 +34,39 @@ def test_statistics_exclude_warmup_and_match_numpy(monkeypatch):
     assert result.mean_ms == pytest.approx(np.mean(timed_ms), rel=1e-9)
 
 
-def test_stops_once_budget_spent_after_min_runs(monkeypatch):
+def test_stops_once_budget_spent_after_min_runs_while_noisy(monkeypatch):
+    clock = FakeClock(monkeypatch, [0.05, 0.05, 0.3, 0.3])  # p90/p50 stays far above MAX_SPREAD
+    result = measure_latency(clock.fn, warmup=1, min_runs=4, max_runs=200, budget_s=1.0, sync=lambda: None)
+    assert result.runs == 6  # 0.05 + 0.3 + 0.3 + 0.05 + 0.05 + 0.3 s reaches the 1 s budget
+    assert clock.calls == 7
+    assert result.noisy and result.spread > MAX_SPREAD
+
+
+def test_stops_as_soon_as_the_spread_settles(monkeypatch):
     clock = FakeClock(monkeypatch, [0.25])
-    result = measure_latency(clock.fn, warmup=1, min_runs=2, max_runs=200, budget_s=1.0, sync=lambda: None)
-    assert result.runs == 4  # 4 x 0.25 s reaches the 1 s budget
-    assert clock.calls == 5
+    result = measure_latency(clock.fn, warmup=1, min_runs=3, max_runs=200, budget_s=100.0, sync=lambda: None)
+    assert result.runs == 3 and result.spread == pytest.approx(1.0) and not result.noisy
+
+
+def test_repeats_past_a_noisy_start_until_the_spread_is_small(monkeypatch):
+    clock = FakeClock(monkeypatch, [0.5, 0.5] + [0.1] * 1000)  # two slow runs, then steady
+    result = measure_latency(clock.fn, warmup=0, min_runs=5, max_runs=1000, budget_s=1e9, sync=lambda: None)
+    assert 5 < result.runs < 50
+    assert result.spread <= MAX_SPREAD and not result.noisy
+    assert result.p50_ms == pytest.approx(100.0)
 
 
 def test_min_runs_win_over_budget_and_max_runs_over_everything(monkeypatch):
     clock = FakeClock(monkeypatch, [0.25])
     assert measure_latency(clock.fn, warmup=0, min_runs=7, budget_s=0.0, sync=lambda: None).runs == 7
-    assert measure_latency(clock.fn, warmup=0, min_runs=3, max_runs=5, budget_s=1e9, sync=lambda: None).runs == 5
+    noisy = FakeClock(monkeypatch, [0.05, 0.05, 0.3, 0.3])
+    result = measure_latency(noisy.fn, warmup=0, min_runs=4, max_runs=5, budget_s=1e9, sync=lambda: None)
+    assert result.runs == 5 and result.noisy
+
+
+def test_latency_records_without_spread_still_load():
+    old = Latency(p50_ms=2.0, p90_ms=3.0, mean_ms=2.5, runs=10)
+    assert old.spread == pytest.approx(1.5) and not old.noisy
 
 
 def test_sync_runs_after_every_call_inside_the_timed_span(monkeypatch):
@@ -73,7 +96,7 @@ def test_real_clock_structure():
 
 @pytest.mark.parametrize(
     "options",
-    [{"warmup": -1}, {"min_runs": 0}, {"min_runs": 5, "max_runs": 4}, {"budget_s": -1.0}],
+    [{"warmup": -1}, {"min_runs": 0}, {"min_runs": 5, "max_runs": 4}, {"budget_s": -1.0}, {"max_spread": 0.5}],
 )
 def test_invalid_options(options):
     with pytest.raises(InvalidConfigError, match="min_runs"):

@@ -161,5 +161,70 @@ def test_evaluate_fidelity_needs_a_reference():
 
 def test_evaluate_rejects_unknown_metric():
     model, data = classification_data()
-    with pytest.raises(InvalidConfigError, match="'f1'.*valid metrics: accuracy, fidelity"):
+    with pytest.raises(InvalidConfigError, match="'f1'.*valid: accuracy, fidelity, or package.module:function"):
         evaluate(model, data, "f1")
+
+
+def cross_entropy(outputs, targets):
+    """Lower is better; called once on the whole split."""
+    return float(nn.functional.cross_entropy(outputs, targets))
+
+
+cross_entropy.higher_is_better = False
+
+
+def test_user_metric_sees_the_whole_split_at_once():
+    model, data = classification_data()
+    calls = []
+
+    def top1(outputs, targets):
+        calls.append((outputs.shape, targets.shape))
+        return float((outputs.argmax(-1) == targets).double().mean())
+
+    result = evaluate(model, data, top1)
+    assert result == {"top1": pytest.approx(evaluate(model, data, "accuracy")["accuracy"], abs=TIGHT)}
+    n = len(data.y)
+    assert len(calls) == 1 and calls[0][0][0] == n and calls[0][1] == (n,)
+
+
+def test_lower_is_better_metric_resolves_and_matches_torch():
+    from slimkit.measure.metrics import Metric, resolve_metric
+
+    model, data = classification_data()
+    metric = resolve_metric(cross_entropy)
+    assert metric == Metric("cross_entropy", cross_entropy, higher_is_better=False)
+    xs, ys = data.x, data.y
+    with torch.no_grad():
+        expected = float(nn.functional.cross_entropy(model.eval()(xs), ys))
+    assert evaluate(model, data, metric)["cross_entropy"] == pytest.approx(expected, rel=1e-6)
+    # the spec form and an explicit direction
+    spec = resolve_metric(f"{__name__}:cross_entropy")
+    assert spec.fn is cross_entropy and not spec.higher_is_better
+    assert resolve_metric(cross_entropy, higher_is_better=True).higher_is_better
+    assert resolve_metric(lambda o, t: 0.0).name == "metric"
+    assert resolve_metric(None) == Metric("accuracy") and resolve_metric("fidelity").key == "cosine"
+
+
+def test_bad_user_metrics_are_one_clear_error():
+    from slimkit.measure.metrics import resolve_metric
+
+    model, data = classification_data()
+    with pytest.raises(InvalidConfigError, match="cannot import module 'no_such_module'"):
+        resolve_metric("no_such_module:fn")
+    with pytest.raises(InvalidConfigError, match="cannot be reversed"):
+        resolve_metric("accuracy", higher_is_better=False)
+    with pytest.raises(DataError, match="must return a number"):
+        evaluate(model, data, lambda o, t: "high")
+    with pytest.raises(DataError, match="failed on the model's outputs: ZeroDivisionError"):
+        evaluate(model, data, lambda o, t: 1 / 0)
+
+
+def test_model_bugs_propagate_and_data_mismatches_become_data_errors():
+    class Buggy(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        evaluate(Buggy(), [(torch.ones(2, 3), torch.zeros(2, dtype=torch.long))], "accuracy")
+    with pytest.raises(DataError, match="forward failed"):
+        evaluate(nn.Linear(4, 2), [(torch.ones(2, 3), torch.zeros(2, dtype=torch.long))], "accuracy")

@@ -78,7 +78,7 @@ def test_compare_ratios_and_tables():
     console.print(profile_table(a))
     console.print(comparison_table(c))
     text = console.export_text()
-    assert "MACs" in text and "after/before" in text
+    assert "MACs" in text and "ratio" in text
     json.dumps(c.to_dict())
 
 
@@ -92,5 +92,86 @@ def test_profile_bad_inputs():
         sk.profile(model, data=[torch.randn(2, 3, 16, 16)], metric="bleu")
     with pytest.raises(DataError, match="NaN or Inf"):
         sk.profile(model, data=[torch.full((2, 3, 16, 16), float("nan"))])
-    with pytest.raises(DataError, match="example_inputs or data"):
+    with pytest.raises(DataError, match=r"pass data= .*--data.* example_inputs=.*example_inputs\(\) method"):
         sk.profile(torch.nn.Linear(2, 2))
+
+
+def mean_squared_error(outputs, targets):
+    """A lower-is-better metric over the whole split."""
+    return float(((outputs - targets) ** 2).mean())
+
+
+mean_squared_error.higher_is_better = False
+
+
+class Regressor(torch.nn.Module):
+    """A model without example_inputs(): sample inputs must come from the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def _regression_data(model, noise=0.0, n=24):
+    x = torch.randn(n, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        y = model(x) + noise
+    return TensorData(x, y, batch_size=8)
+
+
+def test_profile_takes_example_inputs_from_data_and_defaults_to_one_thread():
+    model = Regressor()
+    prof = sk.profile(model, data=_regression_data(model), metric=mean_squared_error, budget_s=0.02)
+    assert prof.threads == 1 and prof.macs == 12
+    assert prof.metrics == {"mean_squared_error": pytest.approx(0.0, abs=1e-10)}
+    assert prof.lower_is_better == ["mean_squared_error"]
+    lat = prof.latency[1]
+    assert lat.spread == pytest.approx(lat.p90_ms / lat.p50_ms) and isinstance(lat.noisy, bool)
+    assert sk.Profile.from_dict(json.loads(json.dumps(prof.to_dict()))) == prof
+
+
+def test_lower_is_better_metric_in_comparison_table():
+    model = Regressor()
+    worse = Regressor()
+    data = _regression_data(model, noise=0.5)
+    a = sk.profile(model, data=data, metric=mean_squared_error, budget_s=0.01)
+    b = sk.profile(worse, data=data, metric=mean_squared_error, budget_s=0.01)
+    assert a.metrics["mean_squared_error"] == pytest.approx(0.25, rel=1e-5)
+    c = sk.compare(a, b)
+    from rich.console import Console
+
+    console = Console(record=True, width=80)
+    console.print(comparison_table(c))
+    text = console.export_text()
+    assert "mean_squared_error" in text and "(lower is" in text and "better)" in text and "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_export_takes_example_inputs_from_data(tmp_path):
+    pytest.importorskip("onnxruntime")
+    model = Regressor()
+    with pytest.raises(DataError, match="export needs sample inputs.*pass data="):
+        sk.export(model, tmp_path / "none.onnx")
+    path = sk.export(model, tmp_path / "m.onnx", data=_regression_data(model))
+    prof = sk.profile(path, data=_regression_data(model), metric=mean_squared_error, budget_s=0.01)
+    assert prof.runtime == "onnxruntime" and prof.threads == 1
+    assert prof.metrics["mean_squared_error"] < 1e-10 and prof.lower_is_better == ["mean_squared_error"]
+
+
+def test_budget_follows_the_metric_direction():
+    from slimkit.pipeline.compress import budget_violation
+    from slimkit.pipeline.recipe import load_recipe
+
+    model, worse = Regressor(), Regressor()
+    data = _regression_data(model, noise=0.2)
+    a = sk.profile(model, data=data, metric=mean_squared_error, budget_s=0.01)  # mse 0.04
+    b = sk.profile(worse, data=data, metric=mean_squared_error, budget_s=0.01)  # mse much larger
+    recipe = load_recipe({"stages": [], "target": {"max_metric_drop": 0.01}})
+    assert recipe.target.threads == 1
+    assert "mean_squared_error rose by" in budget_violation(a, b, recipe)
+    assert budget_violation(b, a, recipe) is None  # a lower error is an improvement, whatever its size
+    flipped = load_recipe({"stages": [], "target": {"max_metric_drop": 0.01, "higher_is_better": True}})
+    assert budget_violation(a, b, flipped) is None

@@ -59,7 +59,8 @@ def test_stage_over_budget_stops_and_keeps_previous_model(splits, model):
         "target": {"max_metric_drop": 0.0},
     }
     result = compress(model, recipe, data=splits)
-    assert result.stopped is not None and "stage 1 (prune:channels)" in result.stopped
+    assert result.stopped is not None and "stage 2 (prune:channels)" in result.stopped
+    assert result.published == "stage 1 (accelerate:fuse)"
     assert [s.kept for s in result.stages] == [True, False]
     fused = compress(model, {"stages": [{"accelerate": {"method": "fuse"}}]}, data=splits).model
     x = next(iter(splits.test))[0]

@@ -12,12 +12,17 @@ from slimkit.cli.common import (
     DataSpec,
     Exclude,
     Include,
+    LowerIsBetter,
+    MetricSpec,
     ModelSpec,
     OutDir,
+    Overwrite,
     Quiet,
+    Threads,
     TrustPickle,
     Weights,
     app,
+    metric_option,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -61,6 +66,10 @@ def accelerate_cmd(
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 1,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
 ) -> None:
     """Make convolutions cheaper, save the result and print before/after.
 
@@ -79,6 +88,7 @@ def accelerate_cmd(
     comparison, state = run_technique(
         technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
         batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
+        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
     show_technique(comparison, state, _summary(method, state), out_dir, as_json)
 

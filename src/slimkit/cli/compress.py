@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from slimkit.cli.common import AsJson, Quiet, app, err, out, progress
+from slimkit.cli.common import AsJson, LowerIsBetter, MetricSpec, Quiet, app, err, out, progress
 
 recipes_app = typer.Typer(help="List and show the bundled recipes.", no_args_is_help=True)
 app.add_typer(recipes_app, name="recipes")
@@ -30,6 +30,10 @@ def stage_table(result) -> Table:  # noqa: ANN001 (CompressResult, imported lazi
     return table
 
 
+EXIT_BUDGET = 3
+"""Exit code of a run the budget stopped (0: success, 2: bad input)."""
+
+
 def run_compress(
     recipe: str,
     out_dir: Path,
@@ -39,26 +43,55 @@ def run_compress(
     overwrite: bool,
     as_json: bool,
     quiet: bool,
+    metric: str | None = None,
+    lower_is_better: bool = False,
+    threads: int | None = None,
 ) -> None:
-    """Run a recipe and print the stage table (or JSON)."""
+    """Run a recipe, print the stage table (or JSON) and what was published; exit 3 when the
+    budget stopped the run."""
     import json
 
     from slimkit.pipeline import compress
+    from slimkit.pipeline.recipe import load_recipe
 
-    def announce(stage) -> None:  # noqa: ANN001
+    def announce(stage) -> None:  # noqa: ANN001 (StageResult)
         if not (quiet or as_json):
-            err.print(f"finished stage {stage.name} in {stage.seconds:.1f} s")
+            note = f": {stage.status}, {stage.reason}" if stage.reason else ""
+            err.print(f"finished {stage.title} in {stage.seconds:.1f} s{note}", markup=False)
 
+    chosen: object = recipe
+    if metric is not None or lower_is_better or threads is not None:
+        if lower_is_better and metric is None:
+            from slimkit.core.errors import InvalidConfigError
+
+            raise InvalidConfigError("--lower-is-better goes with --metric package.module:function")
+        loaded = load_recipe(recipe)
+        update: dict[str, object] = {}
+        if metric is not None:
+            update["metric"] = metric
+        if lower_is_better:
+            update["higher_is_better"] = False
+        if threads is not None:
+            update["threads"] = threads
+        chosen = loaded.model_copy(update={"target": loaded.target.model_copy(update=update)})
     with progress(f"compressing with {recipe}", quiet or as_json):
-        result = compress(model, recipe, data=data, out=out_dir, resume=resume, overwrite=overwrite, on_stage=announce)
+        result = compress(model, chosen, data=data, out=out_dir, resume=resume, overwrite=overwrite, on_stage=announce)
+    for note in result.notes:
+        err.print(note, markup=False)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
-        return
-    out.print(stage_table(result))
-    final, original = result.final, result.original
-    out.print(f"artifact {final.size_bytes / original.size_bytes:.3f}x the original; written to {out_dir}")
-    for note in ([result.stopped] if result.stopped else []) + [f"target missed: {m}" for m in result.unmet]:
-        err.print(note, style="yellow", markup=False)
+    else:
+        out.print(stage_table(result))
+        for note in ([result.stopped] if result.stopped else []) + [f"target missed: {m}" for m in result.unmet]:
+            err.print(note, style="yellow", markup=False)
+        final, original = result.final, result.original
+        out.print(
+            f"published {result.published}: artifact {final.size_bytes / max(original.size_bytes, 1):.3f}x "
+            f"the original, in {out_dir}",
+            markup=False,
+        )
+    if result.stopped:
+        raise typer.Exit(EXIT_BUDGET)
 
 
 @app.command("compress")
@@ -67,12 +100,31 @@ def compress_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder (model, exports, reports).")],
     model: Annotated[str | None, typer.Option("--model", help="Model spec overriding the recipe's.")] = None,
     data: Annotated[str | None, typer.Option("--data", help="Data spec overriding the recipe's.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run after its last stage.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue an interrupted run after its last finished stage.")
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output folder.")] = False,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Intra-op threads while timing (default: the recipe's, 1).")
+    ] = None,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
     """Run a multi-stage compression recipe and report every stage.
+
+    Each stage is measured on the recipe's target runtime. A stage that breaks
+    target.max_metric_drop stops the run: the last stage that met the budget (or the
+    original model) is published. A stage followed by a finetune is excused from the
+    check but does not count as meeting it.
+
+    Exit codes: 0 success; 2 bad input (recipe, model, data, --out); 3 the budget stopped
+    the run (the output is written, with the last stage that met the budget).
+
+    Crash safety: finished stages are kept beside --out; rerun with --resume to continue
+    after a crash. A run killed while publishing is completed by the next run. A second
+    run on the same --out is refused while the first runs (lock file .OUT.slimkit-lock).
 
     Examples:
 
@@ -80,7 +132,7 @@ def compress_cmd(
 
         slimkit compress my-recipe.yaml --model hf:./bert --data mypkg.data:load --out out/
     """
-    run_compress(recipe, out_dir, model, data, resume, overwrite, as_json, quiet)
+    run_compress(recipe, out_dir, model, data, resume, overwrite, as_json, quiet, metric, lower_is_better, threads)
 
 
 @app.command("demo")

@@ -13,12 +13,17 @@ from slimkit.cli.common import (
     Exclude,
     FinetuneEpochs,
     Include,
+    LowerIsBetter,
+    MetricSpec,
     ModelSpec,
     OutDir,
+    Overwrite,
     Quiet,
+    Threads,
     TrustPickle,
     Weights,
     app,
+    metric_option,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -44,6 +49,10 @@ def decompose_cmd(
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 1,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
 ) -> None:
     """Factorize Linear/Embedding/Conv2d layers, save the result and print before/after.
 
@@ -58,6 +67,7 @@ def decompose_cmd(
         Technique("decompose", method, options, split=None), model=model, out_dir=out_dir, data=data,
         include=include, exclude=exclude, finetune_epochs=finetune_epochs, batch_sizes=batch_sizes,
         weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
+        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
     lines = [f"  {name}: rank {e['rank']}, relative error {e['error']:.4f}" for name, e in state["layers"].items()]
     lines += [f"  {name}: left dense ({reason})" for name, reason in state["skipped"].items()]

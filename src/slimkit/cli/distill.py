@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from slimkit.cli.common import AsJson, Quiet, TrustPickle, app, emit, out, progress
+from slimkit.cli.common import (
+    AsJson,
+    LowerIsBetter,
+    MetricSpec,
+    Overwrite,
+    Quiet,
+    Threads,
+    TrustPickle,
+    app,
+    check_out,
+    emit,
+    metric_option,
+    out,
+    progress,
+    staged_out,
+)
 from slimkit.core.errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -47,7 +63,7 @@ def with_layer_hints(name: str, student: nn.Module, options: dict[str, object]) 
 def distill_cmd(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec (example:NAME, hf:DIR, ...).")],
     data: Annotated[str, typer.Option("--data", help="Data spec: example:NAME, pkg.mod:fn, file.npz (x, y).")],
-    out_dir: Annotated[str, typer.Option("--out", help="Folder the distilled student is saved to.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder the distilled student is saved to.")],
     student: Annotated[str | None, typer.Option("--student", help="Student model spec.")] = None,
     shrink: Annotated[
         str | None,
@@ -70,8 +86,15 @@ def distill_cmd(
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 1,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
 ) -> None:
     """Distill TEACHER into a student and print a before/after comparison.
+
+    The best epoch is chosen on the data's calibration split; the table reports the test
+    split. An existing --out is refused unless --overwrite.
 
     Examples:
 
@@ -87,6 +110,8 @@ def distill_cmd(
 
     if (student is None) == (shrink is None):
         raise InvalidConfigError("give exactly one of --student MODEL or --shrink depth=0.5")
+    check_out(out_dir, overwrite, teacher, student)
+    chosen = metric_option(metric, lower_is_better)
     splits = sk.load_data(data)
     teacher_model = load_model(teacher, trust_pickle=trust_pickle)
     shape: dict[str, object] = {}
@@ -107,18 +132,20 @@ def distill_cmd(
         loss,
         data=splits.train,
         epochs=epochs,
-        eval_data=splits.test,
+        eval_data=splits.calibration,
         lr=lr,
         quiet=quiet or as_json,
         **extra,
     )
-    sk.save(trained, out_dir)
+    with staged_out(out_dir, overwrite) as stage:
+        sk.save(trained, stage)
+    judge = chosen or splits.metric
     reference = teacher_model if splits.metric == "fidelity" else None
-    with progress("profiling teacher and student", quiet or as_json):
-        before = sk.profile(
-            teacher_model, data=splits.test, metric=splits.metric, reference=reference, batch_sizes=(1,)
+    with progress(f"profiling teacher and student ({threads} thread{'s' if threads > 1 else ''})", quiet or as_json):
+        before, after = (
+            sk.profile(m, data=splits.test, metric=judge, reference=reference, batch_sizes=(1,), threads=threads)
+            for m in (teacher_model, trained)
         )
-        after = sk.profile(trained, data=splits.test, metric=splits.metric, reference=reference, batch_sizes=(1,))
     before.name, after.name = teacher, f"student ({out_dir})"
     emit(sk.compare(before, after), as_json, comparison_table)
     if not as_json and not quiet:

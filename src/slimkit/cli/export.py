@@ -10,15 +10,22 @@ import typer
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
+    DataSpec,
+    LowerIsBetter,
+    MetricSpec,
     ModelSpec,
+    Overwrite,
     Quiet,
     Threads,
     TrustPickle,
     Weights,
     app,
+    check_out,
+    metric_option,
     out,
     parse_batch_sizes,
     progress,
+    staged_out,
 )
 from slimkit.core.errors import InvalidConfigError
 
@@ -41,9 +48,9 @@ def export_cmd(
     model: ModelSpec,
     to: Annotated[str, typer.Option("--to", help="Formats: onnx,pte,tflite,pt2 or all.")] = "onnx",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for model.<format> files.")] = Path("export"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing files.")] = False,
+    overwrite: Overwrite = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 through each runtime's own static quantizer.")] = False,
-    data: Annotated[str | None, typer.Option("--data", help="Calibration data spec for --int8.")] = None,
+    data: DataSpec = None,
     weights: Weights = None,
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
@@ -51,9 +58,14 @@ def export_cmd(
 ) -> None:
     """Export a model to ONNX / ExecuTorch / TFLite, each verified in its own runtime.
 
+    --data gives the example inputs (its first batch) and, with --int8, the calibration
+    batches. An existing --out is refused unless --overwrite (which replaces it whole).
+
     Examples:
 
         slimkit export example:digits-cnn --to onnx,pte,tflite --out deploy/
+
+        slimkit export out/ --to onnx --data mypkg.data:splits --out deploy/
 
         slimkit export out/ --to onnx --int8 --data example:digits --out deploy/ --overwrite
     """
@@ -65,37 +77,44 @@ def export_cmd(
     from slimkit.runtime.export import export
 
     formats = _choices(to, FORMAT_SUFFIX, "--to")
-    paths = [out_dir / f"model{FORMAT_SUFFIX[f]}" for f in formats]
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise InvalidConfigError(f"{', '.join(existing)} exist already: pass --overwrite to replace them")
+    check_out(out_dir, overwrite, model)
     loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
     data_spec = example_data(model, data) if int8 else data
-    calibration = load_data(data_spec).calibration if data_spec else None
+    if int8 and data_spec is None:
+        raise InvalidConfigError("--int8 needs --data: calibration batches for the runtime's quantizer")
+    splits = load_data(data_spec) if data_spec else None
     written = []
-    for path in paths:
-        with progress(f"exporting {model} to {path}", quiet or as_json):
-            written.append(
-                export(loaded, path, overwrite=overwrite, quantize="int8" if int8 else None, data=calibration)
-            )
+    with staged_out(out_dir, overwrite) as stage:
+        for fmt in formats:
+            name = f"model{FORMAT_SUFFIX[fmt]}"
+            with progress(f"exporting {model} to {out_dir / name}", quiet or as_json):
+                export(loaded, stage / name, quantize="int8" if int8 else None, data=splits)
+            written.append(out_dir / name)
     if as_json:
         print(json.dumps({str(p): p.stat().st_size for p in written}, indent=2))
         return
     for fmt, path in zip(formats, written, strict=True):
-        out.print(f"{fmt:7s} {path}  {human_bytes(path.stat().st_size)}  (verified)")
+        out.print(f"{fmt:7s} {path}  {human_bytes(path.stat().st_size)}  (verified)", markup=False)
 
 
 def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
-    """One rich table: runtime x batch size, p50/p90 and the p50 ratio to torch eager."""
+    """One rich table: runtime x batch size, p50/p90, spread, ratio to torch eager (and the metric)."""
     from rich.table import Table
 
+    from slimkit.report.tables import format_metric
+
+    metric_names = list(dict.fromkeys(k for r in rows for k in r.get("metrics", {})))
     table = Table(title=title)
-    for col in ("runtime", "batch", "p50 ms", "p90 ms", "vs torch eager"):
-        table.add_column(col, justify="left" if col == "runtime" else "right")
+    for col in ("runtime", "batch", "p50 ms", "p90 ms", "p90/p50", "vs torch", *metric_names):
+        table.add_column(col, justify="left" if col == "runtime" else "right", overflow="fold")
     base = {r["batch"]: r["p50_ms"] for r in rows if r["runtime"] == "torch"}
     for r in rows:
         ratio = f"{r['p50_ms'] / base[r['batch']]:.2f}x" if r["batch"] in base else "-"  # no torch model to compare
-        table.add_row(r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", ratio)
+        spread = f"{r['spread']:.2f}" + (" noisy" if r["noisy"] else "")
+        values = [format_metric(k, r["metrics"][k]) if k in r.get("metrics", {}) else "-" for k in metric_names]
+        table.add_row(r["runtime"], str(r["batch"]), f"{r['p50_ms']:.3f}", f"{r['p90_ms']:.3f}", spread, ratio, *values)
+    if any(r["noisy"] for r in rows):
+        table.caption = "noisy: p90/p50 stayed high; the machine was busy, rerun for steadier figures"
     return table
 
 
@@ -105,8 +124,11 @@ def bench_cmd(
     runtime: Annotated[
         str, typer.Option("--runtime", help="torch,onnxruntime,executorch,tflite or all.")
     ] = "torch,onnxruntime",
+    data: DataSpec = None,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
     batch_sizes: BatchSizes = "1,32",
-    threads: Threads = None,
+    threads: Threads = 1,
     weights: Weights = None,
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
@@ -114,42 +136,72 @@ def bench_cmd(
 ) -> None:
     """Time a model on each runtime (exported and verified on the fly) at each batch size.
 
+    Sample inputs come from --data's first batch (else the model's example_inputs());
+    with --metric the metric is also computed on --data's test split on every runtime.
+    Timing uses 1 thread unless --threads.
+
     Examples:
 
         slimkit bench example:digits-cnn --runtime all --batch-sizes 1,32
 
-        slimkit bench model.onnx --batch-sizes 1,8
+        slimkit bench mypkg.models:trained_net --data mypkg.data:splits --metric accuracy
+
+        slimkit bench model.onnx --data mypkg.data:splits --batch-sizes 1,8
     """
     import json
     import tempfile
 
     from torch import nn
 
-    from slimkit.core.specs import ARTIFACT_SUFFIXES, load_model
+    from slimkit.cli.profile import example_data
+    from slimkit.core.data import DataSplits, iter_batches, resize_batch
+    from slimkit.core.specs import ARTIFACT_SUFFIXES, load_data, load_model
+    from slimkit.measure.metrics import evaluate
     from slimkit.measure.profile import example_batch
     from slimkit.runtime import load
+    from slimkit.runtime.artifact import RuntimeModule
     from slimkit.runtime.export import export
 
     sizes = parse_batch_sizes(batch_sizes)
     names = _choices(runtime, BENCH_RUNTIMES, "--runtime")
+    chosen = metric_option(metric, lower_is_better)
+    data_spec = example_data(model, data) if chosen is not None else data
+    if chosen is not None and data_spec is None:
+        raise InvalidConfigError("--metric needs --data (its test split is scored)")
+    splits: DataSplits | None = load_data(data_spec) if data_spec else None
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="slimkit-bench-") as tmp,
         progress(f"benchmarking {model}", quiet or as_json),
     ):
         if Path(model).suffix in ARTIFACT_SUFFIXES:
-            runtimes, batch = [load(model)], None
+            batch = resize_batch(next(iter_batches(splits.test)), 1) if splits is not None else None
+            runtimes = [load(model)]
         else:
             loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
-            batch = example_batch(loaded, None, None)
+            batch = example_batch(loaded, None, splits, "bench")
             targets = [loaded if BENCH_RUNTIMES[n] is None else Path(tmp) / f"model{BENCH_RUNTIMES[n]}" for n in names]
-            runtimes = [load(t if isinstance(t, nn.Module) else export(loaded, t)) for t in targets]
+            runtimes = [
+                load(t if isinstance(t, nn.Module) else export(loaded, t, example_inputs=batch.kwargs or batch.args))
+                for t in targets
+            ]
         for rt in runtimes:
+            scores = evaluate(RuntimeModule(rt), splits.test, chosen) if chosen is not None and splits else {}
             stats = rt.bench(batch, sizes, threads)
             rows += [
-                {"runtime": rt.name, "batch": bs, "p50_ms": s.p50_ms, "p90_ms": s.p90_ms} for bs, s in stats.items()
+                {
+                    "runtime": rt.name,
+                    "batch": bs,
+                    "p50_ms": s.p50_ms,
+                    "p90_ms": s.p90_ms,
+                    "spread": s.spread,
+                    "noisy": s.noisy,
+                    "threads": rt.threads_used(threads),
+                    "metrics": scores,
+                }
+                for bs, s in stats.items()
             ]
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
-        out.print(bench_table(rows, f"latency of {model}" + (f" ({threads} threads)" if threads else "")))
+        out.print(bench_table(rows, f"latency of {model} ({threads} thread{'s' if threads > 1 else ''})"))

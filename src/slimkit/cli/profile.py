@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
     DataSpec,
+    LowerIsBetter,
+    MetricSpec,
     ModelSpec,
     Quiet,
     Threads,
@@ -17,6 +15,7 @@ from slimkit.cli.common import (
     Weights,
     app,
     emit,
+    metric_option,
     parse_batch_sizes,
     progress,
 )
@@ -35,29 +34,42 @@ def example_data(model: str, data: str | None) -> str | None:
 def profile_cmd(
     model: ModelSpec,
     data: DataSpec = None,
-    metric: Annotated[str | None, typer.Option("--metric", help="accuracy or fidelity (default: the data's).")] = None,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
     batch_sizes: BatchSizes = "1,32",
-    threads: Threads = None,
+    threads: Threads = 1,
     weights: Weights = None,
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
 ) -> None:
-    """Measure params, size, MACs, latency, memory and the metric of a model.
+    """Measure params, size, MACs, latency, memory and the metric of a model or a deployed file.
+
+    MODEL may be a .onnx / .pte / .tflite file: it is profiled on its own runtime. Sample
+    inputs come from --data's first batch (else the model's example_inputs()). Timing
+    uses 1 thread unless --threads.
 
     Examples:
 
         slimkit profile example:digits-cnn
 
-        slimkit profile out/ --data example:digits --batch-sizes 1,8,32 --json
+        slimkit profile mypkg.models:trained_net --data mypkg.data:splits --metric mypkg.metrics:mse --lower-is-better
+
+        slimkit profile deploy/model.onnx --data example:digits --batch-sizes 1,8,32 --json
     """
-    from slimkit.core.specs import load_model
+    from pathlib import Path
+
+    from slimkit.core.specs import ARTIFACT_SUFFIXES, load_model
     from slimkit.measure.profile import profile
     from slimkit.report import profile_table
 
     sizes = parse_batch_sizes(batch_sizes)
+    chosen = metric_option(metric, lower_is_better)
     with progress(f"profiling {model}", quiet or as_json):
-        loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
-        result = profile(loaded, data=example_data(model, data), metric=metric, batch_sizes=sizes, threads=threads)
+        if Path(model).suffix.lower() in ARTIFACT_SUFFIXES:
+            target = model
+        else:
+            target = load_model(model, weights=weights, trust_pickle=trust_pickle)
+        result = profile(target, data=example_data(model, data), metric=chosen, batch_sizes=sizes, threads=threads)
     result.name = model
     emit(result, as_json, profile_table)

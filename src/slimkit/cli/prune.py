@@ -13,12 +13,17 @@ from slimkit.cli.common import (
     Exclude,
     FinetuneEpochs,
     Include,
+    LowerIsBetter,
+    MetricSpec,
     ModelSpec,
     OutDir,
+    Overwrite,
     Quiet,
+    Threads,
     TrustPickle,
     Weights,
     app,
+    metric_option,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -56,6 +61,10 @@ def prune_cmd(
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
     quiet: Quiet = False,
+    overwrite: Overwrite = False,
+    threads: Threads = 1,
+    metric: MetricSpec = None,
+    lower_is_better: LowerIsBetter = False,
 ) -> None:
     """Prune channels, neurons, heads or weights; save the result and print before/after.
 
@@ -72,6 +81,7 @@ def prune_cmd(
         technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
         finetune_epochs=finetune_epochs, batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle,
         quiet=quiet or as_json,
+        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
     summary = {"pruned": state.get("pruned", {}), "skipped": state.get("skipped", {})}
     lines = [f"  {name}: kept {kept} of {size}" for name, (size, kept) in summary["pruned"].items()]

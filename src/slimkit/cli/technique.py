@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slimkit.cli.common import out, parse_batch_sizes, progress
+from slimkit.cli.common import check_out, out, parse_batch_sizes, progress, staged_out
 from slimkit.cli.profile import example_data
+
+log = logging.getLogger(__name__)
 
 Split = Literal["train", "calibration"]
 
@@ -27,13 +30,17 @@ class Technique:
     needs_data: bool = False
 
 
-def finetune_from(model: Any, original: Any, splits: Any, epochs: int) -> Any:
-    """Recover accuracy (task loss) or fidelity (embedding distillation from the original)."""
+def finetune_from(model: Any, original: Any, splits: Any, epochs: int, quiet: bool = False) -> Any:
+    """Recover accuracy (task loss) or fidelity (embedding distillation from the original).
+
+    The best epoch is chosen on the calibration split, never on the test split the result
+    is reported on. A progress bar shows the epochs unless ``quiet``.
+    """
     from slimkit.distillation import finetune
 
     if splits.metric == "fidelity":
-        return finetune(model, splits.train, epochs=epochs, teacher=original, distill="embedding")
-    return finetune(model, splits.train, epochs=epochs, eval_data=splits.calibration, metric=splits.metric)
+        return finetune(model, splits.train, epochs=epochs, teacher=original, distill="embedding", quiet=quiet)
+    return finetune(model, splits.train, epochs=epochs, eval_data=splits.calibration, metric=splits.metric, quiet=quiet)
 
 
 def run_technique(
@@ -49,8 +56,15 @@ def run_technique(
     weights: str | None = None,
     trust_pickle: bool = False,
     quiet: bool = False,
+    overwrite: bool = False,
+    threads: int = 1,
+    metric: Any = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Apply ``technique`` to ``model``, optionally fine-tune, save to ``out_dir``.
+
+    ``out_dir`` must not exist unless ``overwrite``; the result is written beside it and
+    renamed into place, so a failed run leaves the old folder (or none) untouched. Sample
+    inputs come from the data's first batch when there is data.
 
     Returns:
         The before/after `Comparison` and the transform's recorded state.
@@ -60,9 +74,10 @@ def run_technique(
     from slimkit.core.record import get_record
     from slimkit.core.registry import apply
     from slimkit.core.specs import load_data, load_model
-    from slimkit.measure.profile import compare, profile
+    from slimkit.measure.profile import compare, example_batch, profile
 
     sizes = parse_batch_sizes(batch_sizes)
+    check_out(out_dir, overwrite, model)
     data_spec = example_data(model, data)
     if finetune_epochs and data_spec is None:
         raise InvalidConfigError("--finetune-epochs needs --data (a dataset with a train split)")
@@ -72,18 +87,23 @@ def run_technique(
         original = load_model(model, weights=weights, trust_pickle=trust_pickle)
         splits = load_data(data_spec) if data_spec else None
         given = getattr(splits, technique.split) if splits is not None and technique.split else None
+        sample = example_batch(original, None, splits, technique.verb) if splits is not None else None
         with warnings.catch_warnings():  # skipped layers are in the state, printed by the command
             warnings.simplefilter("ignore", UserWarning)
             result = apply(
                 technique.verb, original, technique.method, data=given, include=include, exclude=exclude,
-                **technique.options,
+                example_inputs=None if sample is None else (sample.kwargs or sample.args), **technique.options,
             )  # fmt: skip
         state = get_record(result).transforms[-1].state
-        if finetune_epochs and splits is not None:
-            result = finetune_from(result, original, splits, finetune_epochs)
-        before = profile(original, data=splits, reference=original, batch_sizes=sizes)
-        after = profile(result, data=splits, reference=original, batch_sizes=sizes)
-        save(result, out_dir)
+    if finetune_epochs and splits is not None:
+        log.info("fine-tuning for %d epoch(s) on the train split", finetune_epochs)
+        result = finetune_from(result, original, splits, finetune_epochs, quiet=quiet)
+    with progress(f"measuring {model} and the result ({threads} thread{'s' if threads > 1 else ''})", quiet):
+        before = profile(original, data=splits, metric=metric, reference=original, batch_sizes=sizes, threads=threads)
+        after = profile(result, data=splits, metric=metric, reference=original, batch_sizes=sizes, threads=threads)
+        with staged_out(out_dir, overwrite) as stage:
+            save(result, stage)
+    log.info("saved %s", out_dir)
     before.name, after.name = model, f"{technique.method} -> {out_dir}"
     return compare(before, after), state
 

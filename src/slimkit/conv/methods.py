@@ -20,7 +20,7 @@ from slimkit.core.config import Config
 from slimkit.core.data import run_model
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.core.walk import replace_module, select_modules
 
 # ----------------------------------------------------------------------------- fuse
 
@@ -71,7 +71,6 @@ def _channels_last_decision(model: nn.Module, config: Fuse, ctx: Context) -> tup
 
 @torch.no_grad()
 def _fuse(model: nn.Module, config: Fuse, ctx: Context) -> nn.Module:
-    check_matches(model, ctx.selector)
     if model.training:
         warnings.warn(
             "fuse folds BatchNorm running statistics: the result behaves like the model in eval mode", stacklevel=4
@@ -178,7 +177,6 @@ def _auto_tiles(model: nn.Module, names: list[str], config: Winograd, ctx: Conte
 
 @torch.no_grad()
 def _winograd(model: nn.Module, config: Winograd, ctx: Context) -> nn.Module:
-    check_matches(model, ctx.selector)
     model.to(ctx.device)
     convs = dict(select_modules(model, ctx.selector, nn.Conv2d))
     skipped = {name: why for name, conv in convs.items() if (why := winograd_ineligible(conv))}
@@ -223,7 +221,6 @@ class Separable(Config):
 
 
 def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
-    check_matches(model, ctx.selector)
     if config.finetune_epochs and ctx.data is None:
         raise InvalidConfigError("separable with finetune_epochs > 0 needs data to fine-tune on: pass data=...")
     model.to(ctx.device)

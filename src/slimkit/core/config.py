@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from slimkit.core.errors import InvalidConfigError
 
@@ -18,6 +19,26 @@ class Config(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
     method: ClassVar[str] = ""
+    renamed: ClassVar[dict[str, str]] = {}
+    """Old field name -> new one: the old spelling still works for one release, with a warning."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_fields(cls, raw: Any) -> Any:
+        """Accept a renamed field's old spelling (a `DeprecationWarning` says the new one)."""
+        if not isinstance(raw, dict) or not cls.renamed:
+            return raw
+        raw = dict(raw)
+        for old, new in cls.renamed.items():
+            if old in raw:
+                warnings.warn(
+                    f"{cls.method or cls.__name__}: option {old!r} is now {new!r}; "
+                    "the old name goes in the next release",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                raw.setdefault(new, raw.pop(old))
+        return raw
 
     @classmethod
     def build(cls, **options: Any) -> Config:

@@ -12,6 +12,7 @@ Accepted batch forms (from a DataLoader, a list, a generator, or a `TensorData`)
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,16 +196,34 @@ def primary_output(output: Any) -> torch.Tensor:
     raise DataError(f"cannot find a tensor in the model output of type {type(output).__name__}")
 
 
+_DATA_MISMATCH = re.compile(
+    r"shape|size mismatch|sizes? of tensor|must match the size|mat1 and mat2|cannot be multiplied|dtype|scalar type"
+    r"|expected (input|object|all tensors|\d+d|\d+D|.*channels)|input type|channels|dimension|index out of range"
+    r"|positional argument|keyword argument|required argument|unexpected keyword|missing \d+ required",
+    re.IGNORECASE,
+)
+"""Messages of forward errors caused by inputs that do not fit the model (shape, dtype, arguments)."""
+
+
 def run_model(model: nn.Module, batch: Batch) -> Any:
-    """Call ``model`` on a batch, turning a failed forward into one clear `DataError`."""
+    """Call ``model`` on a batch, turning a forward that fails because the data does not fit the
+    model (shape, dtype, argument or missing key) into one clear `DataError`; other errors (a bug
+    in the model, out of memory) propagate as they are."""
     try:
         return model(*batch.args, **batch.kwargs)
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+    except (RuntimeError, ValueError, TypeError, IndexError, KeyError) as exc:
+        if not (isinstance(exc, KeyError) or _DATA_MISMATCH.search(str(exc))):
+            raise
         first = first_line(exc)
         raise DataError(
             f"the model's forward failed on inputs of shape {batch.shapes()}: {first} "
             "-- check that the data matches what the model expects"
         ) from exc
+
+
+SPLIT_SEED = 0
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+"""How `DataSplits.split` divides one set of samples: train, calibration, test."""
 
 
 @dataclass
@@ -226,8 +245,58 @@ class DataSplits:
 
     @classmethod
     def single(cls, data: Iterable[Any], metric: str = "accuracy") -> DataSplits:
-        """All three splits served by the same data (a user file with one set)."""
+        """All three splits served by the same data (a user iterable with one set)."""
         return cls(train=data, calibration=data, test=data, metric=metric)
+
+    @classmethod
+    def split(
+        cls, x: torch.Tensor, y: torch.Tensor | None, batch_size: int = 64, *, seed: int = SPLIT_SEED
+    ) -> DataSplits:
+        """Disjoint train/calibration/test splits of one set of samples.
+
+        A seeded shuffle (``seed``, default 0, so every run gets the same split) puts 80 %
+        of the samples in ``train``, 10 % in ``calibration`` and 10 % in ``test`` (at least
+        one each). Fewer than 3 samples cannot be split: all splits are then the same set.
+        """
+        n = len(x)
+        if y is not None and len(y) != n:
+            raise DataError(f"inputs have {n} samples but targets have {len(y)}: they must match")
+        metric = "accuracy" if y is not None else "fidelity"
+        if n < 3:
+            return cls.single(TensorData(x, y, batch_size), metric=metric)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        n_test = max(1, round(n * SPLIT_FRACTIONS[2]))
+        n_cal = max(1, round(n * SPLIT_FRACTIONS[1]))
+        parts = order[: n - n_test - n_cal], order[n - n_test - n_cal : n - n_test], order[n - n_test :]
+        train, calibration, test = (
+            TensorData(x[idx], None if y is None else y[idx], batch_size) for idx in (p.sort().values for p in parts)
+        )
+        return cls(train, calibration, test, metric=metric)
+
+
+def check_targets(output: Any, target: Any) -> None:
+    """Check class-index targets against the model's output on the first batch.
+
+    Raises:
+        DataError: targets that are not 1-D integer class indices in ``0..C-1``, where ``C``
+            is the size of the output's last dimension (out-of-range labels would otherwise
+            score 0 silently or crash the loss).
+    """
+    if not isinstance(target, torch.Tensor):
+        return
+    logits = primary_output(output)
+    if logits.dim() != 2:
+        return  # not a classifier output: nothing to check against
+    if target.dim() != 1:
+        raise DataError(f"targets must be 1-D class indices, one per sample; got shape {tuple(target.shape)}")
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise DataError(f"targets must be integer class indices, got dtype {target.dtype}")
+    classes = logits.shape[-1]
+    if len(target) and (int(target.min()) < 0 or int(target.max()) >= classes):
+        raise DataError(
+            f"labels range {int(target.min())}..{int(target.max())} but the model outputs {classes} classes "
+            f"(labels must be 0..{classes - 1})"
+        )
 
 
 def resize_batch(batch: Batch, size: int) -> Batch:

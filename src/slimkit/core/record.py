@@ -8,6 +8,9 @@ from typing import Any
 from torch import nn
 
 _ATTR = "_slimkit_record"
+TRAINING = "train"
+"""The verb of training transforms (fine-tuning, distillation inside `compress`): they change
+values only, so loading a saved model skips them (the weights already hold their effect)."""
 
 
 @dataclass(frozen=True)
@@ -18,15 +21,33 @@ class Transform:
     method: str
     config: dict[str, Any]
     state: dict[str, Any] = field(default_factory=dict)
+    changed: tuple[str, ...] = ()
+    """Modules the transform changed (measured by `core.registry.apply`)."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Modules it left alone, with the reason for each."""
+
+    @property
+    def structural(self) -> bool:
+        """False for a values-only record (training): `core.registry.replay` skips it."""
+        return self.verb != TRAINING
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return asdict(self)
+        raw = asdict(self)
+        raw["changed"] = list(self.changed)
+        return raw
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Transform:
         """Inverse of `to_dict`."""
-        return cls(raw["verb"], raw["method"], dict(raw.get("config", {})), dict(raw.get("state", {})))
+        return cls(
+            raw["verb"],
+            raw["method"],
+            dict(raw.get("config", {})),
+            dict(raw.get("state", {})),
+            tuple(raw.get("changed", ())),
+            dict(raw.get("skipped", {})),
+        )
 
 
 @dataclass

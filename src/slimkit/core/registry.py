@@ -5,15 +5,19 @@ Technique packages register their methods on import::
     @register("prune", "channels", ChannelsConfig)
     def prune_channels(model, config, ctx): ...
 
-Handlers receive a copy of the model (unless ``inplace``), the validated config and a
-`Context`, and return the transformed model. `apply` is the one place where every verb's
-shared conventions live (method resolution, copying, the transform record).
+Handlers receive a copy of the model (unless ``inplace``) already on the work device, the
+validated config and a `Context`, and return the transformed model or an `Outcome` (the
+model plus the layers skipped and why). `apply` is the one place where every verb's shared
+conventions live: method resolution, include/exclude validation, copying, moving to the
+work device and back, measuring what changed, and the transform record.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import logging
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,12 +26,17 @@ import torch
 from torch import nn
 
 from slimkit.core.config import Config
-from slimkit.core.device import resolve_device
+from slimkit.core.device import model_device, resolve_device
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.hf import remember_config
+from slimkit.core.layers import linearize
+from slimkit.core.outcome import Outcome, changed_modules, fingerprint, normalize_skipped
 from slimkit.core.record import Transform, append_transform
-from slimkit.core.walk import Selector
+from slimkit.core.walk import Selector, check_matches
 
-Handler = Callable[[nn.Module, Config, "Context"], nn.Module]
+log = logging.getLogger(__name__)
+
+Handler = Callable[[nn.Module, Config, "Context"], "nn.Module | Outcome"]
 Rebuild = Callable[[nn.Module, Config, dict[str, Any]], nn.Module]
 
 
@@ -73,6 +82,8 @@ _PACKAGES: dict[str, str] = {
     "accelerate": "slimkit.conv",
 }
 """Which package registers each verb's methods; imported on first use (e.g. by `load`)."""
+LINEARIZED_VERBS = {"quantize", "decompose"}
+"""Verbs whose methods see linear-like layers (transformers' ``Conv1D``) as ``nn.Linear``."""
 
 
 def register_verb(verb: str, package: str) -> None:
@@ -115,7 +126,9 @@ def get_method(verb: str, name: str) -> Method:
 def resolve(verb: str, method: str | Config, options: dict[str, Any]) -> tuple[Method, Config]:
     """Turn a method name + options, or a config object (+ overriding options), into both."""
     if isinstance(method, Config):
-        found = next((m for m in methods(verb).values() if m.config is type(method)), None)
+        matches = [m for m in methods(verb).values() if m.config is type(method)]
+        # a config class registered under several names (hint/fitnets) resolves to its own name
+        found = next((m for m in matches if m.name == type(method).method), matches[0] if matches else None)
         if found is None:
             raise InvalidConfigError(f"{type(method).__name__} is not a {verb} config")
         return found, method.with_options(**options) if options else method
@@ -145,22 +158,49 @@ def apply(
     found, config = resolve(verb, method, options)
     if example_inputs is not None and not isinstance(example_inputs, (tuple, dict)):
         example_inputs = (example_inputs,)
+    selector = Selector.of(include, exclude)
+    check_matches(model, selector)
     ctx = Context(
         data=data,
         example_inputs=example_inputs,
-        selector=Selector.of(include, exclude),
+        selector=selector,
         device=resolve_device(device),
         extras=extras or {},
     )
-    target = model if inplace else copy.deepcopy(model)
-    result = found.handler(target, config, ctx)
-    append_transform(result, Transform(verb, found.name, config.model_dump(mode="json"), ctx.state))
+    home = model_device(model)
+    before = fingerprint(model)
+    target = remember_config(model if inplace else copy.deepcopy(model))  # a transformers config, before changes
+    if verb in LINEARIZED_VERBS and (linearized := linearize(target, selector)):
+        ctx.state["linearized"] = linearized
+    returned = found.handler(target.to(ctx.device), config, ctx)
+    outcome = returned if isinstance(returned, Outcome) else Outcome(returned)
+    if outcome.model is None:
+        raise TypeError(f"the {verb} handler of {found.name!r} returned an Outcome without a model")
+    result = outcome.model.to(home)
+    changed = changed_modules(before, fingerprint(result))
+    skipped = outcome.skipped or normalize_skipped(ctx.state.get("skipped"), found.name)
+    _report(verb, found.name, changed, skipped)
+    transform = Transform(verb, found.name, config.model_dump(mode="json"), ctx.state, changed, skipped)
+    append_transform(result, transform)
     return result
+
+
+def _report(verb: str, method: str, changed: tuple[str, ...], skipped: dict[str, str]) -> None:
+    """Log what a transform did; warn when it changed nothing, so no no-op is silent."""
+    outcome = Outcome(changed=changed, skipped=skipped, verb=verb, method=method)
+    log.info(outcome.summary())
+    if not changed:
+        reason = f" (skipped: {outcome.summary().partition('skipped ')[2]})" if skipped else ""
+        warnings.warn(f"{verb}:{method} changed nothing in this model{reason}", UserWarning, stacklevel=4)
 
 
 def replay(model: nn.Module, transform: Transform) -> nn.Module:
     """Re-apply a recorded structural transform (no data) while loading a saved model."""
+    if not transform.structural:  # training: values only, the saved weights hold its effect
+        return model
     found = get_method(transform.verb, transform.method)
+    if transform.state.get("linearized"):
+        linearize(model, names=list(transform.state["linearized"]))
     if found.rebuild is None:
         return model
     config = found.config.build(**transform.config)

@@ -54,12 +54,15 @@ def select_modules(
 
 
 def check_matches(model: nn.Module, selector: Selector) -> None:
-    """Raise `InvalidConfigError` when an include pattern matches no module (likely a typo)."""
+    """Raise `InvalidConfigError` when an include or exclude pattern matches no module (likely a typo)."""
     names = [n for n, _ in model.named_modules() if n]
-    for pattern in selector.include:
-        if not any(fnmatchcase(n, pattern) for n in names):
-            sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise InvalidConfigError(f"include pattern {pattern!r} matches no module; module names look like: {sample}")
+    for kind, patterns in (("include", selector.include), ("exclude", selector.exclude)):
+        for pattern in patterns:
+            if not any(fnmatchcase(n, pattern) for n in names):
+                sample = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                raise InvalidConfigError(
+                    f"{kind} pattern {pattern!r} matches no module; module names look like: {sample}"
+                )
 
 
 def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:

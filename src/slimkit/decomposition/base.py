@@ -64,6 +64,15 @@ class FactorizedLayer(nn.Module, ABC):
     def empty_like(cls, dense: nn.Module, rank: Rank, **extra: Any) -> FactorizedLayer:
         """The factorized structure for ``dense`` at ``rank``, weights uninitialized."""
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight the factors stand for, rebuilt on each read.
+
+        Model code that reads ``layer.weight`` (its dtype, device or values, as transformers'
+        T5 and ViT do) keeps working after the layer is replaced; the forward never uses it.
+        """
+        return self.to_dense().weight
+
     @abstractmethod
     def load_factors(self, weight: torch.Tensor) -> None:
         """Set the factors from the dense float64 ``weight`` (the decomposition itself)."""

@@ -11,8 +11,9 @@ from torch import nn
 
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.layers import overrides_forward
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.core.walk import replace_module, select_modules
 from slimkit.decomposition.base import FactorizedLayer, Rank, relative_error
 from slimkit.decomposition.conv_layers import CPConv, SpatialSVDConv, TuckerConv
 from slimkit.decomposition.layers import LowRankEmbedding, LowRankLinear
@@ -20,17 +21,28 @@ from slimkit.decomposition.rank import RankSpec, RankValue, budget_ranks, parse_
 from slimkit.decomposition.tt import TTLinear
 
 
+LARGE_ERROR = 0.5
+"""A relative weight error above this is large: warned about, and the default limit for VBMF."""
+
+
 class _Decomposition(Config):
     """Options every decomposition shares.
 
     Attributes:
         rank: per layer: an int, a fraction of the full rank, "energy:X" (share of the
-            spectrum's energy kept), "params:X" / "macs:X" (budget), or "vbmf".
+            spectrum's energy kept), "params:X" / "macs:X" (budget), or "vbmf" (EVBMF,
+            floored at half the energy).
+        max_error: largest relative weight error ‖W − Ŵ‖ / ‖W‖ accepted for a layer; a layer
+            above it stays dense and is listed as skipped with its error. None: 0.5 for
+            ``vbmf`` (an estimate, not your choice); no limit for ranks you gave, but a
+            warning names every layer above 0.5.
+        force: decompose even where the rank saves no weights or MACs, or exceeds ``max_error``.
     """
 
     layers: ClassVar[tuple[type[FactorizedLayer], ...]] = ()
     rank: RankValue = "energy:0.9"
-    force: bool = Field(False, description="decompose even where the rank saves no weights or MACs")
+    max_error: float | None = Field(None, gt=0)
+    force: bool = False
 
 
 class SVD(_Decomposition):
@@ -75,8 +87,9 @@ class TT(_Decomposition):
 
 
 def _layer_class(config: _Decomposition, module: nn.Module) -> type[FactorizedLayer] | None:
-    """The factorized layer class this method uses for ``module`` (exact dense types only)."""
-    return next((cls for cls in config.layers if type(module) in cls.dense_types), None)
+    """The factorized layer class this method uses for ``module`` (its dense types and their
+    subclasses that keep the base ``forward``)."""
+    return next((cls for cls in config.layers if isinstance(module, cls.dense_types)), None)
 
 
 def _fixed(rank: int, full: tuple[int, ...], cls: type[FactorizedLayer], name: str) -> tuple[int, ...]:
@@ -92,9 +105,19 @@ def _fixed(rank: int, full: tuple[int, ...], cls: type[FactorizedLayer], name: s
 
 
 def choose_rank(
-    spec: RankSpec, cls: type[FactorizedLayer], dense: nn.Module, name: str, device: torch.device, **extra: Any
+    spec: RankSpec,
+    cls: type[FactorizedLayer],
+    dense: nn.Module,
+    name: str,
+    device: torch.device,
+    max_error: float = 1.0,
+    **extra: Any,
 ) -> Rank | None:
-    """The rank of ``dense`` under ``spec``; ``None`` when a budget cannot be met at rank 1."""
+    """The rank of ``dense`` under ``spec``; ``None`` when a budget cannot be met at rank 1.
+
+    A ``vbmf`` rank keeps at least ``1 - max_error² / modes`` of each mode's energy, the
+    truncation that bounds the (HOSVD) relative error by ``max_error``.
+    """
     full = cls.full_ranks(dense, **extra)
     if spec.kind == "fixed":
         per_mode = _fixed(int(spec.value), full, cls, name)
@@ -102,7 +125,10 @@ def choose_rank(
         per_mode = ranks_at(spec.value, full)
     elif spec.kind in ("energy", "vbmf"):
         matrices = cls.unfoldings(dense, **extra)
-        per_mode = tuple(min(f, spectrum_rank(spec, m.to(device))) for m, f in zip(matrices, full, strict=True))
+        floor = max(0.0, 1 - max_error**2 / len(full))
+        per_mode = tuple(
+            min(f, spectrum_rank(spec, m.to(device), floor)) for m, f in zip(matrices, full, strict=True)
+        )
     else:
         found = budget_ranks(
             spec, full, lambda r: cls.cost(dense, cls.combine(r), **extra), cls.dense_cost(dense, **extra)
@@ -126,7 +152,6 @@ def _saving(cls: type[FactorizedLayer], dense: nn.Module, rank: Rank, **extra: A
 
 def _candidates(model: nn.Module, config: _Decomposition, ctx: Context) -> list[tuple[str, nn.Module]]:
     """Selected modules of a type the method handles, outside already-factorized layers."""
-    check_matches(model, ctx.selector)
     factorized = [n + "." for n, m in model.named_modules() if isinstance(m, FactorizedLayer)]
     return [
         (name, module)
@@ -142,13 +167,16 @@ def decompose_layers(model: nn.Module, config: _Decomposition, ctx: Context) -> 
     `rebuild` needs in ``ctx.state["layers"]``; skipped layers and why in ``ctx.state["skipped"]``.
     """
     spec = parse_rank(config.rank)
+    max_error = config.max_error or (LARGE_ERROR if spec.kind == "vbmf" else None)
     layers: dict[str, Any] = {}
     skipped: dict[str, str] = {}
     for name, dense in _candidates(model, config, ctx):
         cls = _layer_class(config, dense)
         extra = cls.plan(dense, config)
-        reason = cls.unsupported(dense, **extra)
-        rank = None if reason else choose_rank(spec, cls, dense, name, ctx.device, **extra)
+        base = overrides_forward(dense, cls.dense_types)
+        reason = f"{type(dense).__name__} overrides the forward of {base.__name__}" if base else None
+        reason = reason or cls.unsupported(dense, **extra)
+        rank = None if reason else choose_rank(spec, cls, dense, name, ctx.device, max_error or 1.0, **extra)
         if reason is None and rank is None:
             reason = f"even rank 1 exceeds the {spec.kind} budget {spec.value}"
         if reason is None and not config.force:
@@ -157,14 +185,29 @@ def decompose_layers(model: nn.Module, config: _Decomposition, ctx: Context) -> 
             skipped[name] = reason
             continue
         layer = cls.from_dense(dense, rank, ctx.device, **extra)
+        error = relative_error(dense.weight, layer.to_dense().weight)
+        if max_error is not None and error > max_error and not config.force:
+            skipped[name] = (
+                f"rank {rank} leaves a relative weight error of {error:.2f} > max_error={max_error}; "
+                "raise the rank or max_error, or pass force=True"
+            )
+            continue
         params, _ = cls.cost(dense, rank, **extra)
         layers[name] = {
             "rank": list(rank) if isinstance(rank, tuple) else rank,
-            "error": relative_error(dense.weight, layer.to_dense().weight),
+            "error": error,
             "params": [cls.dense_cost(dense, **extra)[0], params],
             "extra": layer.extra_state_for_rebuild(),
         }
         replace_module(model, name, layer)
+    large = {n: info["error"] for n, info in layers.items() if info["error"] > LARGE_ERROR}
+    if large:
+        warnings.warn(
+            f"{config.method}: {len(large)} layer(s) lose much of their weight (relative error > {LARGE_ERROR}): "
+            + ", ".join(f"{n} {e:.2f}" for n, e in list(large.items())[:5])
+            + "; check the metric, or set max_error to keep such layers dense",
+            stacklevel=4,
+        )
     if skipped:
         warnings.warn(
             f"{config.method}: {len(skipped)} layer(s) left dense: "

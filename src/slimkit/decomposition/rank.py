@@ -95,10 +95,16 @@ def energy_rank(singular_values: torch.Tensor, fraction: float) -> int:
     return min(int((kept < fraction - 1e-12).sum()) + 1, len(singular_values))
 
 
-def spectrum_rank(spec: RankSpec, matrix: torch.Tensor) -> int:
-    """Rank of one unfolding ``matrix`` for an ``energy`` or ``vbmf`` spec."""
+def spectrum_rank(spec: RankSpec, matrix: torch.Tensor, floor_energy: float = 0.0) -> int:
+    """Rank of one unfolding ``matrix`` for an ``energy`` or ``vbmf`` spec; a ``vbmf`` rank is
+    raised to keep at least ``floor_energy`` of the energy Σσ².
+
+    On small trained layers EVBMF often reads most of the spectrum as noise and answers
+    rank 1, which destroys the model (a digits CNN fell from 0.999 to 0.101 accuracy).
+    """
     if spec.kind == "vbmf":
-        return vbmf_rank(matrix)
+        floor = energy_rank(singular_values(matrix), floor_energy) if floor_energy > 0 else 1
+        return max(vbmf_rank(matrix), floor)
     return energy_rank(singular_values(matrix), spec.value)
 
 

@@ -1,14 +1,16 @@
-"""Quality metrics: top-1 accuracy, and fidelity to a reference (cosine, SQNR in dB).
+"""Quality metrics: top-1 accuracy, fidelity to a reference (cosine, SQNR in dB), or the user's own.
 
 All reductions run in float64; `evaluate` accumulates sums over batches so that the
-result equals the metric over the whole data set, whatever the batching.
+result equals the metric over the whole data set, whatever the batching. A user metric
+is a function ``fn(outputs, targets) -> float`` called once on the whole split.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +20,81 @@ from slimkit.core.data import iter_batches, primary_output, run_model
 from slimkit.core.errors import DataError, InvalidConfigError
 
 METRICS = ("accuracy", "fidelity")
-"""Metric names `evaluate` accepts."""
+"""Built-in metric names; any ``fn(outputs, targets) -> float`` (or ``"package.module:function"``) works too."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a model's quality is judged.
+
+    Attributes:
+        name: the key the value is reported under (``accuracy``; ``fidelity`` reports
+            ``cosine`` and ``sqnr_db``; a user metric its function's name).
+        fn: ``fn(outputs, targets) -> float`` over the whole split, None for the built-ins.
+        higher_is_better: the direction budgets and comparisons use.
+    """
+
+    name: str
+    fn: Callable[[Any, Any], float] | None = None
+    higher_is_better: bool = True
+
+    @property
+    def key(self) -> str:
+        """The entry of `evaluate`'s result that budgets and model selection read."""
+        return "cosine" if self.name == "fidelity" else self.name
+
+    @property
+    def spec(self) -> str:
+        """A readable name: the built-in's, else ``module:function``."""
+        if self.fn is None:
+            return self.name
+        return f"{getattr(self.fn, '__module__', '?')}:{getattr(self.fn, '__qualname__', self.name)}"
+
+
+MetricLike = str | Callable[[Any, Any], float] | Metric
+"""What ``metric=`` accepts everywhere: a name, a ``"package.module:function"`` spec, a function or a `Metric`."""
+
+
+def resolve_metric(metric: MetricLike | None, higher_is_better: bool | None = None) -> Metric:
+    """The one place a ``metric=`` argument becomes a `Metric`.
+
+    Direction: ``higher_is_better`` when given, else the function's own
+    ``higher_is_better`` attribute, else higher is better.
+
+    Args:
+        metric: ``"accuracy"``, ``"fidelity"``, ``"package.module:function"``, a function
+            ``fn(outputs, targets) -> float``, or a `Metric` (None: accuracy).
+        higher_is_better: the direction, overriding the function's attribute.
+
+    Raises:
+        InvalidConfigError: an unknown name, or a spec that does not import.
+    """
+    if isinstance(metric, Metric):
+        if metric.fn is None and metric.name not in METRICS:
+            raise InvalidConfigError(f"Metric {metric.name!r} needs fn=: only {', '.join(METRICS)} are built in")
+        if higher_is_better is None or higher_is_better == metric.higher_is_better:
+            return metric
+        return Metric(metric.name, metric.fn, higher_is_better)
+    if metric is None or metric in METRICS:
+        if higher_is_better is False:
+            raise InvalidConfigError(f"metric {metric or 'accuracy'!r} is higher-is-better; it cannot be reversed")
+        return Metric(metric or "accuracy")
+    if isinstance(metric, str):
+        if ":" not in metric:
+            raise InvalidConfigError(
+                f"unknown metric {metric!r}; valid: {', '.join(METRICS)}, or package.module:function "
+                "naming a function fn(outputs, targets) -> float"
+            )
+        from slimkit.core.specs import _import_attr
+
+        metric = _import_attr(metric, "metric")
+    if not callable(metric):
+        raise InvalidConfigError(f"metric must be a name or a function fn(outputs, targets) -> float, got {metric!r}")
+    name = getattr(metric, "__name__", None) or type(metric).__name__
+    if name in METRICS or name in ("cosine", "sqnr_db", "<lambda>"):
+        name = "metric" if name == "<lambda>" else f"user_{name}"
+    direction = higher_is_better if higher_is_better is not None else getattr(metric, "higher_is_better", True)
+    return Metric(name, metric, bool(direction))
 
 
 def _correct(logits: torch.Tensor, targets: torch.Tensor) -> tuple[int, int]:
@@ -98,10 +174,38 @@ def _device_of(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+def _joined(parts: list[Any]) -> Any:
+    """Batches' tensors joined along the first dimension; the list itself when shapes differ."""
+    if parts and all(isinstance(p, torch.Tensor) for p in parts):
+        try:
+            return torch.cat([p if p.dim() else p.reshape(1) for p in parts])
+        except RuntimeError:
+            return parts
+    return parts
+
+
+def _user_metric(model: nn.Module, data: Iterable[Any], metric: Metric, device: Any, limit: int | None) -> float:
+    outputs, targets = [], []
+    for batch in iter_batches(data, device, limit):
+        outputs.append(primary_output(run_model(model, batch)).detach().cpu())
+        targets.append(batch.target.detach().cpu() if isinstance(batch.target, torch.Tensor) else batch.target)
+    if not outputs:
+        raise DataError(f"metric {metric.name!r} got no batches: the data is empty")
+    given = None if all(t is None for t in targets) else _joined(targets)
+    try:
+        value = metric.fn(_joined(outputs), given)  # type: ignore[misc]
+    except Exception as exc:
+        raise DataError(f"metric {metric.spec} failed on the model's outputs: {type(exc).__name__}: {exc}") from exc
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise DataError(f"metric {metric.spec} must return a number, got {type(value).__name__}") from None
+
+
 def evaluate(
     model: nn.Module,
     data: Iterable[Any],
-    metric: str,
+    metric: MetricLike,
     reference: nn.Module | None = None,
     device: torch.device | str | None = None,
     limit: int | None = None,
@@ -112,17 +216,25 @@ def evaluate(
         model: the model to evaluate (its train/eval flags are restored afterwards).
         data: any data `iter_batches` reads.
         metric: ``"accuracy"`` -> ``{"accuracy"}`` (needs targets); ``"fidelity"`` ->
-            ``{"cosine", "sqnr_db"}`` of the model's outputs against ``reference``'s.
+            ``{"cosine", "sqnr_db"}`` of the model's outputs against ``reference``'s; a
+            function ``fn(outputs, targets) -> float`` (or its ``package.module:function``
+            spec, or a `Metric`) -> ``{its name: fn(all outputs, all targets)}``, outputs and
+            targets of the whole split joined along the first dimension (lists when their
+            shapes differ; targets None when the data has none).
         reference: the model to compare with, for ``"fidelity"``.
         device: where batches go; by default the model's device. Models are not moved.
         limit: evaluate at most this many batches.
 
     Raises:
         InvalidConfigError: for an unknown metric, or ``"fidelity"`` without a reference.
-        DataError: for ``"accuracy"`` on batches without targets, or unusable data.
+        DataError: for ``"accuracy"`` on batches without targets, unusable data, or a
+            user metric that fails.
     """
-    if metric not in METRICS:
-        raise InvalidConfigError(f"unknown metric {metric!r}; valid metrics: {', '.join(METRICS)}")
+    resolved = resolve_metric(metric)
+    if resolved.fn is not None:
+        with torch.no_grad(), _eval_mode(model):
+            return {resolved.name: _user_metric(model, data, resolved, device or _device_of(model), limit)}
+    metric = resolved.name
     if metric == "fidelity" and reference is None:
         raise InvalidConfigError("metric 'fidelity' compares against a reference model: pass reference=...")
     models = (model,) if reference is None else (model, reference)

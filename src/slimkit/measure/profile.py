@@ -9,7 +9,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from slimkit.core.data import Batch, DataSplits, batch_from_inputs, iter_batches, resize_batch
@@ -17,10 +16,10 @@ from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.io import save
 from slimkit.core.record import get_record
 from slimkit.core.specs import ARTIFACT_SUFFIXES, load_data, load_model
-from slimkit.measure.latency import Latency, fixed_threads
+from slimkit.measure.latency import DEFAULT_THREADS, Latency
 from slimkit.measure.macs import count_macs
 from slimkit.measure.memory import peak_memory
-from slimkit.measure.metrics import evaluate
+from slimkit.measure.metrics import MetricLike, evaluate, resolve_metric
 from slimkit.measure.params import count_nonzero, count_params
 from slimkit.measure.size import artifact_bytes
 from slimkit.runtime import TorchRuntime
@@ -38,8 +37,10 @@ class Profile:
         macs: multiply-accumulates of one forward at batch 1 (``macs_by_kind`` splits them).
         latency: per batch size, p50/p90 over timed runs (warm-up excluded).
         peak_memory_bytes: weights + peak activations of one batch-1 forward.
-        metrics: ``accuracy`` or ``cosine``/``sqnr_db`` on the data, when data was given.
+        metrics: ``accuracy``, ``cosine``/``sqnr_db``, or the user metric's value on the data,
+            when data was given.
         threads: intra-op threads used while timing (0: the runtime's default).
+        lower_is_better: the names in ``metrics`` where a smaller value is better.
 
     For a deployed artifact (``.onnx``/``.pte``/``.tflite``) ``params`` are the stored weight
     elements where the format exposes them (ONNX) and None otherwise; ``macs`` and
@@ -57,6 +58,7 @@ class Profile:
     peak_memory_bytes: int | None
     metrics: dict[str, float] = field(default_factory=dict)
     threads: int = 1
+    lower_is_better: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (latency keyed by batch size as a string)."""
@@ -113,17 +115,32 @@ def _saved_size(model: nn.Module) -> int:
         return artifact_bytes(save(model, Path(tmp) / "model", source=get_record(model).source or "unsaved"))
 
 
-def example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | None) -> Batch:
-    """Sample inputs for a model: ``example_inputs``, else the first data batch cut to 1 sample,
-    else the model's own ``example_inputs()``, else its bundled example's.
+NO_EXAMPLE_INPUTS = (
+    "{what} needs sample inputs to run the model: pass data= (its first batch is used; CLI: --data "
+    "package.module:function or file.npz) or example_inputs=(tensor,), or give the model an "
+    "example_inputs() method"
+)
+
+
+def example_batch(
+    model: nn.Module, example_inputs: Any, data: Iterable[Any] | DataSplits | None, what: str = "this"
+) -> Batch:
+    """Sample inputs for a model: ``example_inputs``, else the first data batch cut to 1 sample
+    (the test split of `DataSplits`), else the model's own ``example_inputs()``, else its bundled example's.
 
     Raises:
-        DataError: when none of these is available.
+        DataError: when none of these is available, saying what to pass.
     """
     if example_inputs is not None:
         return batch_from_inputs(example_inputs)
+    if isinstance(data, DataSplits):
+        data = data.test
     if data is not None:
-        return resize_batch(next(iter_batches(data)), 1)
+        try:
+            first = next(iter_batches(data))
+        except StopIteration:
+            raise DataError(f"{what} got empty data: it needs at least one batch for sample inputs") from None
+        return resize_batch(first, 1)
     own = getattr(model, "example_inputs", None)
     if callable(own):
         return batch_from_inputs(own())
@@ -132,7 +149,7 @@ def example_batch(model: nn.Module, example_inputs: Any, data: Iterable[Any] | N
         from slimkit import models
 
         return batch_from_inputs(models.get_example(source.removeprefix("example:")).example_inputs())
-    raise DataError("profile needs example_inputs or data to run the model")
+    raise DataError(NO_EXAMPLE_INPUTS.format(what=what))
 
 
 def _reference_for(model: nn.Module) -> nn.Module:
@@ -146,10 +163,10 @@ def profile(
     model_or_artifact: nn.Module | str | os.PathLike[str],
     example_inputs: Any = None,
     data: Iterable[Any] | DataSplits | str | None = None,
-    metric: str | None = None,
+    metric: MetricLike | None = None,
     reference: nn.Module | str | None = None,
     batch_sizes: Sequence[int] = (1,),
-    threads: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
     budget_s: float = 1.0,
 ) -> Profile:
     """Measure a model or saved artifact: params, size, MACs, latency, memory and metric.
@@ -160,12 +177,15 @@ def profile(
         example_inputs: inputs for MACs/latency (default: first data batch, the model's
             own ``example_inputs()``, or its bundled example's).
         data: held-out data (iterable, `DataSplits` -> its test split, or a data spec).
-        metric: ``"accuracy"`` or ``"fidelity"`` (default: the data's own, else accuracy).
+        metric: ``"accuracy"``, ``"fidelity"``, a function ``fn(outputs, targets) -> float``,
+            its ``"package.module:function"`` spec or a `Metric` (default: the data's own,
+            else accuracy); see `slimkit.measure.metrics.resolve_metric`.
         reference: the model fidelity is measured against (default: rebuilt from the
             model's source spec).
         batch_sizes: batch sizes to time.
-        threads: intra-op threads while timing (default: all cores torch uses now).
-        budget_s: timing budget per batch size.
+        threads: intra-op threads while timing: 1 unless told otherwise (None: whatever
+            the runtime uses now, usually every core -- noisy on a shared machine).
+        budget_s: timing budget per batch size (timing stops earlier once p90/p50 settles).
     """
     if any(not isinstance(b, int) or b < 1 for b in batch_sizes) or not batch_sizes:
         raise InvalidConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
@@ -188,22 +208,14 @@ def profile(
     if isinstance(data, DataSplits):
         metric = metric or data.metric
         data = data.test
-    batch = example_batch(model, example_inputs, data)
+    batch = example_batch(model, example_inputs, data, "profile")
     runtime = TorchRuntime(model, batch)
-    with fixed_threads(threads):
-        runtime.run_batch(batch)  # one clear error early if the model can't run the inputs
-        macs = count_macs(model, batch)
-        latency = runtime.bench(batch_sizes=batch_sizes, budget_s=budget_s)
-        memory = peak_memory(model, batch)
-        used_threads = torch.get_num_threads()
-        metrics: dict[str, float] = {}
-        if data is not None:
-            metric = metric or "accuracy"
-            if metric == "fidelity" and reference is None:
-                reference = _reference_for(model)
-            if isinstance(reference, (str, os.PathLike)):
-                reference = load_model(reference)
-            metrics = evaluate(model, data, metric, reference=reference)
+    runtime.run_batch(batch)  # one clear error early if the model can't run the inputs
+    macs = count_macs(model, batch)
+    latency = runtime.bench(batch_sizes=batch_sizes, threads=threads, budget_s=budget_s)
+    used_threads = runtime.threads_used(threads)
+    memory = peak_memory(model, batch)
+    metrics, lower = measure_metric(model, data, metric, reference)
     return Profile(
         name=name,
         runtime=runtime.name,
@@ -216,4 +228,20 @@ def profile(
         peak_memory_bytes=memory,
         metrics=metrics,
         threads=used_threads,
+        lower_is_better=lower,
     )
+
+
+def measure_metric(
+    model: nn.Module, data: Iterable[Any] | None, metric: MetricLike | None, reference: nn.Module | str | None
+) -> tuple[dict[str, float], list[str]]:
+    """The metric of ``model`` on ``data`` (nothing without data) and the names where lower is better."""
+    if data is None:
+        return {}, []
+    resolved = resolve_metric(metric)
+    if resolved.name == "fidelity" and reference is None:
+        reference = _reference_for(model)
+    if isinstance(reference, (str, os.PathLike)):
+        reference = load_model(reference)
+    metrics = evaluate(model, data, resolved, reference=reference)
+    return metrics, [] if resolved.higher_is_better else [resolved.key]

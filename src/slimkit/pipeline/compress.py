@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,33 +20,77 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.io import save
+from slimkit.core.io import load_folder, save
 from slimkit.core.specs import load_data, load_model
 from slimkit.measure.profile import Profile
-from slimkit.pipeline.recipe import Recipe, Stage, load_recipe
+from slimkit.pipeline.recipe import Recipe, Stage, check_against_model, load_recipe
 from slimkit.pipeline.stages import StageInputs, run_stage
-from slimkit.pipeline.target import measure_on_target
-from slimkit.pipeline.workdir import WorkDir
+from slimkit.pipeline.target import measure_on_target, sha256_file
+from slimkit.pipeline.workdir import ORIGINAL, OUTPUT, TMP, WorkDir, write_error
 
 
 @dataclass
 class StageResult:
-    """One finished stage: its label, the profile after it, and how long it took."""
+    """One finished stage: its label, the profile after it, and how long it took.
+
+    Attributes:
+        name: the stage label (``prune:channels``).
+        profile: the stage's model measured on the target.
+        seconds: time the stage and its measurement took.
+        kept: False when the stage's model was discarded (it broke the budget, or it was an
+            excused stage whose recovery failed).
+        index: 1-based position in the recipe.
+        status: ``met`` (within the budget), ``excused`` (outside the budget, but a later
+            finetune may recover it) or ``discarded``.
+        reason: why the stage was excused or discarded.
+        measured: the file the target profile was measured on (path inside the working
+            folder, e.g. ``stage-2/model.onnx``), None on the torch target.
+        sha256: that file's sha256.
+    """
 
     name: str
     profile: Profile
     seconds: float
     kept: bool = True
-    """False when the stage broke the budget and its model was discarded."""
+    index: int = 0
+    status: str = "met"
+    reason: str | None = None
+    measured: str | None = None
+    sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"name": self.name, "seconds": self.seconds, "kept": self.kept, "profile": self.profile.to_dict()}
+        return {
+            "name": self.name,
+            "index": self.index,
+            "seconds": self.seconds,
+            "kept": self.kept,
+            "status": self.status,
+            "reason": self.reason,
+            "measured": {"file": self.measured, "sha256": self.sha256} if self.measured else None,
+            "profile": self.profile.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StageResult:
         """Inverse of `to_dict` (used by resume)."""
-        return cls(raw["name"], Profile.from_dict(raw["profile"]), raw["seconds"], raw.get("kept", True))
+        measured = raw.get("measured") or {}
+        return cls(
+            raw["name"],
+            Profile.from_dict(raw["profile"]),
+            raw["seconds"],
+            raw.get("kept", True),
+            raw.get("index", 0),
+            raw.get("status", "met"),
+            raw.get("reason"),
+            measured.get("file"),
+            measured.get("sha256"),
+        )
+
+    @property
+    def title(self) -> str:
+        """``stage 2 (finetune)``: how messages name it (1-based)."""
+        return f"stage {self.index} ({self.name})"
 
 
 @dataclass
@@ -51,12 +98,14 @@ class CompressResult:
     """What `compress` produced.
 
     Attributes:
-        model: the final model (the last kept stage's).
+        model: the final model (the last stage that met the budget, or the original).
         original: the profile of the input model.
         stages: a result per stage run, in order.
         artifacts: exported files by format.
-        stopped: why the run stopped early, or None.
+        stopped: why the budget stopped the run early, or None.
         recipe: the recipe that ran.
+        published: which model was published: ``stage N (label)`` or ``the original model``.
+        measured: for the original row, the file measured and its sha256.
     """
 
     model: nn.Module
@@ -70,6 +119,10 @@ class CompressResult:
     """The original model in eager PyTorch, when the target runtime is another one."""
     unmet: list[str] = field(default_factory=list)
     """Final size/latency targets of the recipe that the final model misses."""
+    published: str = "the original model"
+    measured: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the run recovered from an interrupted one (not part of the report)."""
 
     @property
     def final(self) -> Profile:
@@ -77,11 +130,19 @@ class CompressResult:
         kept = [s for s in self.stages if s.kept]
         return kept[-1].profile if kept else self.original
 
+    @property
+    def final_stage(self) -> StageResult | None:
+        """The stage whose model is the result (None: the original)."""
+        kept = [s for s in self.stages if s.kept]
+        return kept[-1] if kept else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "original": self.original.to_dict(),
+            "original_measured": self.measured,
             "stages": [s.to_dict() for s in self.stages],
+            "published": self.published,
             "artifacts": {k: str(v) for k, v in self.artifacts.items()},
             "stopped": self.stopped,
             "baseline": self.baseline.to_dict() if self.baseline else None,
@@ -104,23 +165,32 @@ def _splits(data: Any, eval_data: Any, recipe: Recipe) -> DataSplits:
 
 
 def _main_metric(p: Profile) -> tuple[str, float] | None:
-    for name in ("accuracy", "cosine"):
+    """The metric budgets read: a user metric when there is one, else accuracy, else cosine."""
+    own = [name for name in p.metrics if name not in ("accuracy", "cosine", "sqnr_db")]
+    for name in (*own, "accuracy", "cosine"):
         if name in p.metrics:
             return name, p.metrics[name]
     return None
 
 
 def budget_violation(original: Profile, current: Profile, recipe: Recipe) -> str | None:
-    """Why ``current`` breaks the recipe's budget (metric drop), or None."""
+    """Why ``current`` breaks the recipe's budget (metric worse by more than max_metric_drop), or None.
+
+    The direction is ``target.higher_is_better`` when set, else the profile's own
+    (`Profile.lower_is_better`): for a lower-is-better metric a rise is what counts.
+    """
     limit = recipe.target.max_metric_drop
     before, after = _main_metric(original), _main_metric(current)
     if limit is None or before is None or after is None:
         return None
-    drop = before[1] - after[1]
-    if drop > limit:
-        return (
-            f"{before[0]} dropped by {drop:.4f} ({before[1]:.4f} -> {after[1]:.4f}), more than max_metric_drop={limit}"
-        )
+    name = before[0]
+    higher = recipe.target.higher_is_better
+    if higher is None:
+        higher = name not in original.lower_is_better
+    worse = before[1] - after[1] if higher else after[1] - before[1]
+    if worse > limit:
+        moved = "dropped" if higher else "rose"
+        return f"{name} {moved} by {worse:.4f} ({before[1]:.4f} -> {after[1]:.4f}), more than max_metric_drop={limit}"
     return None
 
 
@@ -162,6 +232,16 @@ def compress(
 ) -> CompressResult:
     """Run a recipe: every stage in order, each measured; export; write ``out`` if given.
 
+    Budget: a stage whose metric drops by more than ``target.max_metric_drop`` stops the
+    run, and the result is the last stage that met the budget (or the original model).
+    A stage followed by a ``finetune`` is excused from the check (the finetune may recover
+    it), but it does not count as having met the budget.
+
+    Crash safety (with ``out``): each finished stage is committed to a working folder
+    beside ``out`` in one atomic step; ``resume=True`` continues after the last committed
+    stage, and a run killed while publishing is finished by the next run. A lock file
+    beside ``out`` refuses a second run on the same output.
+
     Args:
         model: a module, a model spec, or None to use the recipe's ``model``.
         recipe: a YAML path, a bundled recipe name, a mapping or a `Recipe`.
@@ -175,78 +255,270 @@ def compress(
         on_stage: called after each stage (progress display).
 
     Raises:
-        InvalidConfigError: bad recipe, missing data, existing ``out`` without overwrite.
+        InvalidConfigError: bad recipe, missing data, existing ``out`` without overwrite,
+            another run writing ``out``, a full or read-only destination.
     """
+    recipe_file = str(recipe) if isinstance(recipe, (str, os.PathLike)) else None
     recipe = load_recipe(recipe)
     spec = model if isinstance(model, str) else recipe.model
     if model is None and spec is None:
         raise InvalidConfigError("compress needs a model: pass one or set `model:` in the recipe")
     model = load_model(model if model is not None else spec)
     splits = _splits(data, eval_data, recipe)
-    torch.manual_seed(recipe.seed)
-    work = WorkDir.open(out, recipe_digest(recipe, str(spec)), resume=resume, overwrite=overwrite) if out else None
-
+    check_against_model(recipe, model, splits)  # include patterns, labels: before any stage runs
     original = model.eval()
-    inputs = StageInputs(splits, example_inputs, original, str(resolve_device(device)), recipe.seed)
+    if out is None:
+        with tempfile.TemporaryDirectory(prefix="slimkit-compress-") as tmp:
+            return _Run(recipe, original, splits, example_inputs, device, on_stage, None, Path(tmp)).run()
+    inputs = tuple(str(x) for x in (spec, recipe_file, data, eval_data) if isinstance(x, (str, os.PathLike)))
+    work = WorkDir.open(
+        out,
+        recipe_digest(recipe, str(spec)),
+        resume=resume,
+        overwrite=overwrite,
+        inputs=inputs,
+        need_bytes=_needed_bytes(original, len(recipe.stages)),
+    )
+    try:
+        if work.done:
+            result = _finished_result(work, recipe, original)
+            result.notes = list(work.notes)
+            return result
+        with _temp_folder(work.root / TMP):
+            try:
+                result = _Run(recipe, original, splits, example_inputs, device, on_stage, work, work.root).run()
+                _finish(result, work, example_inputs, splits)
+                result.notes = list(work.notes)
+            except OSError as exc:
+                clear = write_error(exc, work)
+                if clear is None:
+                    raise
+                raise clear from None
+        return result
+    finally:
+        work.close()
 
-    def measure(m: nn.Module) -> tuple[Profile, Profile]:
-        return measure_on_target(m, recipe.target, splits, reference=original, example_inputs=example_inputs)
 
-    original_profile, eager = measure(original)
-    baseline = eager if recipe.target.runtime != "torch" else None  # the original in eager PyTorch
-    results: list[StageResult] = []
-    current, stopped = original, None
-    if work is not None and work.completed:
-        current, results = work.restore()
-    for index, stage in enumerate(recipe.stages):
-        if index < len(results):
-            continue
-        start = time.perf_counter()
-        candidate = run_stage(current, stage, inputs)
-        result = StageResult(stage.label, measure(candidate)[0], time.perf_counter() - start)
-        violation = (
-            None
-            if _recovers_later(recipe.stages, index)
-            else budget_violation(original_profile, result.profile, recipe)
+def _needed_bytes(model: nn.Module, stages: int) -> int:
+    """A rough floor on the disk a run needs: the model a few times over, plus the artifacts."""
+    weights = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+    return weights * (4 + min(stages, 2) * 2)
+
+
+@contextlib.contextmanager
+def _temp_folder(path: Path) -> Iterator[None]:
+    """Route `tempfile` into ``path`` (inside the working folder) while the run works, so a
+    killed run leaves nothing in the system temp folder."""
+    path.mkdir(parents=True, exist_ok=True)
+    before = tempfile.tempdir
+    tempfile.tempdir = str(path)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
+class _Run:
+    """One pass over the recipe's stages, committing each to ``work`` when there is one."""
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        original: nn.Module,
+        splits: DataSplits,
+        example_inputs: Any,
+        device: str,
+        on_stage: Callable[[StageResult], None] | None,
+        work: WorkDir | None,
+        scratch: Path,
+    ):
+        self.recipe, self.original, self.splits = recipe, original, splits
+        self.example_inputs, self.on_stage, self.work, self.scratch = example_inputs, on_stage, work, scratch
+        self.inputs = StageInputs(splits, example_inputs, original, str(resolve_device(device)), recipe.seed)
+        self.state: dict[str, Any] = work.state if work is not None else {}
+
+    def folder(self, name: str) -> Path:
+        if self.work is not None:
+            return self.work.folder(name)
+        path = self.scratch / name
+        shutil.rmtree(path, ignore_errors=True)
+        return path
+
+    def measure(
+        self, model: nn.Module, folder: Path, checkpoint: bool = True
+    ) -> tuple[Profile, Profile, dict[str, str] | None]:
+        if self.work is not None and checkpoint:
+            save(model, folder)  # the stage's checkpoint; its artifact is exported beside it
+        else:
+            folder.mkdir(parents=True)
+        torch.manual_seed(self.recipe.seed)  # measurement must not depend on what ran before
+        on_target, eager, path = measure_on_target(
+            model,
+            self.recipe.target,
+            self.splits,
+            reference=self.original,
+            example_inputs=self.example_inputs,
+            folder=folder,
         )
-        result.kept = violation is None
-        results.append(result)
-        if on_stage:
-            on_stage(result)
-        if violation:
-            stopped = f"stopped after stage {index} ({stage.label}): {violation}; kept the model of the stage before"
+        measured = {"file": f"{folder.name}/{path.name}", "sha256": sha256_file(path)} if path else None
+        return on_target, eager, measured
+
+    def commit(self, **changes: Any) -> None:
+        if self.work is not None:
+            self.work.commit(**changes)
+        else:
+            self.state.update(changes)
+
+    def run(self) -> CompressResult:
+        recipe, state = self.recipe, self.state
+        if "original" not in state:
+            profile_, eager, measured = self.measure(self.original, self.folder(ORIGINAL), checkpoint=False)
+            baseline = eager if recipe.target.runtime != "torch" else None
+            self.commit(
+                original={
+                    "profile": profile_.to_dict(),
+                    "baseline": baseline.to_dict() if baseline else None,
+                    "measured": measured,
+                },
+                stages=[],
+                current=ORIGINAL,
+                kept=ORIGINAL,
+                stopped=None,
+            )
+        original = Profile.from_dict(state["original"]["profile"])
+        baseline = state["original"]["baseline"]
+        results = [StageResult.from_dict(r) for r in state["stages"]]
+        current = self._load(state["current"])
+        kept_model = current if state["kept"] == state["current"] else None
+        for index, stage in enumerate(recipe.stages):
+            if index < len(results) or state["stopped"]:
+                continue
+            name = f"stage-{index + 1}"
+            start = time.perf_counter()
+            torch.manual_seed(recipe.seed + index + 1)  # each stage seeded alike in a run and a resume
+            candidate = run_stage(current, stage, self.inputs)
+            profile_, _, measured = self.measure(candidate, self.folder(name))
+            result = StageResult(stage.label, profile_, time.perf_counter() - start, index=index + 1)
+            if measured:
+                result.measured, result.sha256 = measured["file"], measured["sha256"]
+            violation = budget_violation(original, profile_, recipe)
+            changes: dict[str, Any] = {"current": name}
+            if violation is None:
+                changes["kept"], kept_model = name, candidate
+            elif _recovers_later(recipe.stages, index):
+                result.status, result.reason = "excused", f"{violation}; a later finetune may recover it"
+            else:
+                result.status, result.kept, result.reason = "discarded", False, violation
+                _discard_excused(results, result)
+                changes["stopped"] = (
+                    f"the budget stopped the run at {result.title}: {violation}; "
+                    f"published {self._kept_title(results, state['kept'])} instead"
+                )
+            results.append(result)
+            self.commit(stages=[r.to_dict() for r in results], **changes)
+            current = candidate
+            if self.on_stage:
+                self.on_stage(result)
+        if kept_model is None:
+            kept_model = self._load(state["kept"])
+        outcome = CompressResult(
+            kept_model.eval(),
+            original,
+            results,
+            stopped=state["stopped"],
+            recipe=recipe,
+            original_model=self.original,
+            baseline=Profile.from_dict(baseline) if baseline else None,
+            published=self._kept_title(results, state["kept"]),
+            measured=state["original"]["measured"],
+        )
+        outcome.unmet = unmet_targets(outcome.final, recipe)
+        return outcome
+
+    def _load(self, name: str) -> nn.Module:
+        if name == ORIGINAL:
+            return self.original
+        if self.work is None:
+            raise RuntimeError(f"no working folder to load {name} from")
+        return load_folder(self.work.root / name)
+
+    @staticmethod
+    def _kept_title(results: list[StageResult], kept: str) -> str:
+        if kept == ORIGINAL:
+            return "the original model"
+        index = int(kept.rsplit("-", 1)[1])
+        return next(r.title for r in results if r.index == index)
+
+
+def _discard_excused(results: list[StageResult], failed: StageResult) -> None:
+    """Excused stages since the last one that met the budget go with the failed one."""
+    for earlier in reversed(results):
+        if earlier.status != "excused":
             break
-        current = candidate
-        if work is not None:
-            work.checkpoint(current, results)
+        earlier.status, earlier.kept = "discarded", False
+        earlier.reason = f"{earlier.reason}; {failed.title} did not recover it"
+
+
+def _finished_result(work: WorkDir, recipe: Recipe, original: nn.Module) -> CompressResult:
+    """The result of an earlier run of this recipe whose output is now in place."""
+    state = work.state
+    results = [StageResult.from_dict(r) for r in state["stages"]]
+    baseline = state["original"]["baseline"]
     outcome = CompressResult(
-        current.eval(),
-        original_profile,
+        load_folder(work.final),
+        Profile.from_dict(state["original"]["profile"]),
         results,
-        stopped=stopped,
+        {k: work.final / v for k, v in state.get("artifacts", {}).items()},
+        stopped=state["stopped"],
         recipe=recipe,
         original_model=original,
-        baseline=baseline,
+        baseline=Profile.from_dict(baseline) if baseline else None,
+        published=_Run._kept_title(results, state["kept"]),
+        measured=state["original"]["measured"],
     )
     outcome.unmet = unmet_targets(outcome.final, recipe)
-    if work is not None:
-        _finish(outcome, work, example_inputs)
     return outcome
 
 
-def _finish(result: CompressResult, work: WorkDir, example_inputs: Any) -> None:
+def _finish(result: CompressResult, work: WorkDir, example_inputs: Any, splits: DataSplits) -> None:
+    """Assemble the output from the kept stage's folder (its checkpoint and the very artifact
+    that was measured), export any other requested format, write the reports, publish."""
     from slimkit.report.files import write_reports
 
-    save(result.model, work.staging)
-    if result.stopped is None:
-        for fmt in result.recipe.export if result.recipe else []:
-            result.artifacts[fmt] = _export(result.model, work.staging / f"model.{fmt}", example_inputs)
-    write_reports(result, work.staging)
-    published = work.publish()
-    result.artifacts = {k: published / v.name for k, v in result.artifacts.items()}
+    kept = work.root / work.state["kept"]
+    output = work.folder(OUTPUT)
+    output.mkdir()
+    if work.state["kept"] == ORIGINAL:
+        save(result.model, kept)  # the original is checkpointed only when it is the result
+    for entry in kept.iterdir():
+        if entry.is_file() and not entry.name.startswith("."):
+            _link_or_copy(entry, output / entry.name)
+    names = {}
+    for fmt in result.recipe.export if result.recipe else []:
+        path = output / f"model.{fmt}"
+        if not path.exists():
+            _export(result.model, path, example_inputs, splits)
+        names[fmt] = path.name
+    for entry in output.iterdir():
+        if entry.suffix and entry.suffix[1:] not in names and entry.name not in KEPT_FILES:
+            entry.unlink()  # a measured artifact of a format the recipe does not export
+    result.artifacts = {k: work.final / v for k, v in names.items()}
+    write_reports(result, output)
+    work.commit(finished=True, artifacts=names)
+    work.publish()
 
 
-def _export(model: nn.Module, path: Path, example_inputs: Any) -> Path:
+KEPT_FILES = ("model.safetensors", "slimkit.json")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _export(model: nn.Module, path: Path, example_inputs: Any, splits: DataSplits) -> Path:
     from slimkit.runtime import export
 
-    return Path(export(model, path, example_inputs=example_inputs))
+    return Path(export(model, path, example_inputs=example_inputs, data=splits.test, overwrite=True))

@@ -23,10 +23,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import methods
+
+MAX_BATCH_SIZE = 65_536
+"""Largest batch size a recipe may time (a larger one would only exhaust memory)."""
+MAX_THREADS = 4 * (os.cpu_count() or 1)
+"""Most intra-op threads a recipe may ask for: four per core of this machine."""
+MAX_RECIPE_BYTES = 1 << 20
+MAX_STAGES = 100
 
 TECHNIQUE_VERBS = ("prune", "quantize", "decompose", "accelerate")
 STAGE_KINDS = (*TECHNIQUE_VERBS, "finetune")
@@ -41,9 +48,9 @@ class _Strict(BaseModel):
 class Finetune(_Strict):
     """Fine-tuning between stages, optionally distilling from the original model."""
 
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=1, le=10_000)
     """Passes over the training split."""
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10)
     """Peak learning rate."""
     distill: dict[str, Any] | None = None
     """Distillation options (``{method: kd, temperature: 4}``); the teacher is the original model."""
@@ -54,16 +61,39 @@ class Target(_Strict):
 
     runtime: Literal["torch", "onnxruntime", "executorch", "tflite"] = "torch"
     """Runtime every stage is measured on (the model is exported to it after each stage)."""
+    metric: str | None = None
+    """What judges the model: ``accuracy``, ``fidelity`` or ``package.module:function`` computing
+    ``fn(outputs, targets) -> float`` on the test split (default: the data's own metric)."""
+    higher_is_better: bool | None = None
+    """Direction of ``metric`` (default: the function's ``higher_is_better`` attribute, else true)."""
     max_metric_drop: float | None = Field(None, ge=0)
-    """Largest allowed drop of the main metric (accuracy points as a fraction, or cosine)."""
+    """Largest allowed worsening of the main metric: a drop (accuracy as a fraction, cosine), or a
+    rise for a lower-is-better metric, in the metric's own units."""
     max_size_mb: float | None = Field(None, gt=0)
     """Largest allowed artifact size of the final model, in MB (checked at the end)."""
     max_latency_ms: float | None = Field(None, gt=0)
     """Largest allowed p50 latency of the final model at the first batch size (checked at the end)."""
     batch_sizes: tuple[int, ...] = (1,)
-    """Batch sizes timed at every stage."""
-    threads: int | None = Field(None, ge=1)
-    """Intra-op threads while timing (default: what the runtime uses)."""
+    """Batch sizes timed at every stage (each 1..65536)."""
+    threads: int | None = Field(1, ge=1)
+    """Intra-op threads while timing (default 1; null: what the runtime uses, usually every core;
+    at most 4 per core)."""
+
+    @field_validator("threads")
+    @classmethod
+    def _sane_threads(cls, threads: int | None) -> int | None:
+        if threads is not None and threads > MAX_THREADS:
+            raise ValueError(f"at most {MAX_THREADS} threads (4 per core of this machine), got {threads}")
+        return threads
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _sane_batch_sizes(cls, sizes: tuple[int, ...]) -> tuple[int, ...]:
+        if not sizes or not all(1 <= b <= MAX_BATCH_SIZE for b in sizes):
+            raise ValueError(
+                f"each batch size must be 1..{MAX_BATCH_SIZE}, and at least one is needed; got {list(sizes)}"
+            )
+        return sizes
 
 
 class Stage(_Strict):
@@ -108,8 +138,9 @@ class Recipe(_Strict):
 
     model: str | None = None
     data: str | None = None
-    seed: int = 0
-    stages: list[Stage] = Field(default_factory=list)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    """Random seed of every stage (0 .. 2**32-1)."""
+    stages: list[Stage] = Field(default_factory=list, max_length=MAX_STAGES)
     export: list[Literal["onnx", "pte", "tflite", "pt2"]] = Field(default_factory=list)
     target: Target = Field(default_factory=Target)
 
@@ -124,12 +155,83 @@ def _check_stage(index: int, stage: Stage) -> None:
     where = f"stages[{index}].{stage.kind}"
     if stage.kind == "finetune":
         _validate(Finetune, stage.options, where)
+        _check_distill(stage.options.get("distill"), f"{where}.distill")
         return
+    for key in ("include", "exclude"):
+        _check_globs(stage.options.get(key), f"{where}.{key}")
+    method = stage.options.get("method", DEFAULT_METHOD[stage.kind])
+    if not isinstance(method, str):
+        raise InvalidConfigError(f"{where}.method: must be a method name, got {type(method).__name__}")
     registered = methods(stage.kind)
     if stage.method not in registered:
         valid = ", ".join(sorted(registered)) or "none installed"
         raise InvalidConfigError(f"{where}.method: unknown method {stage.method!r}; valid methods: {valid}")
     _validate(registered[stage.method].config, stage.method_options, where)
+
+
+def _check_globs(value: Any, where: str) -> None:
+    """``include``/``exclude``: a glob string or a list of them."""
+    if value is None:
+        return
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items or not all(isinstance(v, str) and v for v in items):
+        raise InvalidConfigError(
+            f"{where}: must be a glob pattern over module names or a list of them, like 'layer1.*', got {value!r}"
+        )
+
+
+def _check_distill(options: Any, where: str) -> None:
+    """Validate a finetune stage's ``distill`` options against the distill method's config."""
+    if options is None:
+        return
+    if not isinstance(options, dict):
+        raise InvalidConfigError(f"{where}: must be a mapping like {{method: kd, temperature: 4}}")
+    options = dict(options)
+    method = options.pop("method", "kd")
+    registered = methods("distill")
+    if not isinstance(method, str) or method not in registered:
+        valid = ", ".join(sorted(registered)) or "none installed"
+        raise InvalidConfigError(f"{where}.method: unknown method {method!r}; valid methods: {valid}")
+    _validate(registered[method].config, options, where)
+
+
+def check_against_model(recipe: Recipe, model: Any, splits: Any = None) -> None:
+    """Validate what needs the model before any stage runs.
+
+    Checks every stage's ``include``/``exclude`` pattern against the model's module names
+    and, when ``splits`` has class-index targets, the first test batch's labels against the
+    model's output size.
+
+    Raises:
+        InvalidConfigError: a pattern matches no module (the field path is named).
+        DataError: labels out of range, fractional or not 1-D.
+    """
+    from slimkit.core.walk import Selector, check_matches
+
+    for i, stage in enumerate(recipe.stages):
+        if stage.kind == "finetune":
+            continue
+        try:
+            check_matches(model, Selector.of(stage.options.get("include"), stage.options.get("exclude")))
+        except InvalidConfigError as exc:
+            raise InvalidConfigError(f"stages[{i}].{stage.kind}: {exc}") from None
+    if splits is not None and getattr(splits, "metric", None) == "accuracy":
+        check_labels(model, splits.test)
+
+
+def check_labels(model: Any, data: Any) -> None:
+    """Run ``model`` on the first batch of ``data`` and check its targets (`core.data.check_targets`)."""
+    import torch
+
+    from slimkit.core.data import check_targets, iter_batches, run_model
+    from slimkit.core.device import model_device
+
+    batch = next(iter_batches(data, limit=1))
+    if batch.target is None:
+        return
+    with torch.no_grad():
+        output = run_model(model, batch.to(model_device(model)))
+    check_targets(output, batch.target)
 
 
 def _validate(cls: type[BaseModel], options: dict[str, Any], where: str) -> None:
@@ -189,8 +291,56 @@ def load_recipe(source: str | os.PathLike[str] | dict[str, Any] | Recipe) -> Rec
         path = bundled_recipe_path(str(source))
     if not path.is_file():
         raise InvalidConfigError(f"recipe file {path} does not exist")
+    return parse_recipe(read_yaml(path))
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+
+def _mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            duplicate = key in seen
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable mapping key {key!r}", key_node.start_mark
+            ) from None
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML recipe file: UTF-8, at most 1 MB, no duplicate keys, plain data only.
+
+    Raises:
+        InvalidConfigError: unreadable, not UTF-8, too large, invalid YAML or a duplicate key.
+    """
+    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvalidConfigError(f"cannot read recipe {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_RECIPE_BYTES:
+        raise InvalidConfigError(f"{path} is larger than 1 MB: not a recipe")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidConfigError(f"{path} is not UTF-8 text (byte {exc.start}): save the recipe as UTF-8") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise InvalidConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_recipe(raw)
+        first = " ".join(str(exc).split())
+        raise InvalidConfigError(f"{path} is not valid YAML: {first}") from None
+    except RecursionError:
+        raise InvalidConfigError(f"{path} nests too deeply: not a recipe") from None

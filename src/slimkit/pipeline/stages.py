@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
-from slimkit.core.data import DataSplits
+from slimkit.core.data import DataSplits, iter_batches
+from slimkit.core.record import TRAINING, Transform, append_transform, get_record
 from slimkit.core.registry import apply, resolve
 from slimkit.pipeline.recipe import Finetune, Stage
 
@@ -41,24 +46,53 @@ def run_stage(model: nn.Module, stage: Stage, inputs: StageInputs) -> nn.Module:
     )
 
 
-def _finetune(model: nn.Module, config: Finetune, inputs: StageInputs) -> nn.Module:
-    import copy
+def selection_split(splits: DataSplits) -> Iterable[Any] | None:
+    """The split a finetune picks its best epoch on: the calibration split, never the test
+    split. When the data has no calibration split of its own (it is the test split), no
+    epoch is picked: the last one is kept."""
+    return None if splits.calibration is splits.test else splits.calibration
 
+
+def _finetune(model: nn.Module, config: Finetune, inputs: StageInputs) -> nn.Module:
     from slimkit.distillation import finetune
 
     distill = None
     if config.distill is not None:
         options = dict(config.distill)
         _, distill = resolve("distill", options.pop("method", "kd"), options)
-    return finetune(
+    selection = selection_split(inputs.splits)
+    trained = finetune(
         copy.deepcopy(model),
         inputs.splits.train,
         epochs=config.epochs,
         teacher=inputs.original if distill is not None else None,
         distill=distill,
-        eval_data=inputs.splits.test,
+        eval_data=selection,
         metric=inputs.splits.metric,
         lr=config.lr,
         device=inputs.device,
         seed=inputs.seed,
     )
+    values = {
+        "epochs": config.epochs,
+        "lr": config.lr,
+        "loss": distill.method if distill is not None else "cross-entropy",
+        "distill": config.distill,
+        "teacher": get_record(inputs.original).source if distill is not None else None,
+        "data": data_fingerprint(inputs.splits.train),
+        "selected_on": "calibration" if selection is not None else None,
+        "seed": inputs.seed,
+    }
+    return append_transform(trained, Transform(TRAINING, "finetune", values))
+
+
+def data_fingerprint(data: Iterable[Any]) -> str:
+    """A short digest of every batch's inputs and targets (which data a model was trained on)."""
+    digest = hashlib.sha256()
+    for batch in iter_batches(data):
+        digest.update(batch.fingerprint())
+        if batch.target is not None:
+            target = batch.target.detach().cpu().contiguous().flatten()
+            digest.update(f"{target.dtype}:{tuple(target.shape)};".encode())
+            digest.update(target.view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()[:32]}"

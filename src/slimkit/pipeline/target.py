@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +16,68 @@ from slimkit.pipeline.recipe import Target
 SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def target_metric(target: Target, splits: DataSplits) -> Any:
+    """The metric the budget reads: the recipe's ``target.metric`` when set, else the data's own."""
+    if target.metric is None:
+        return splits.metric
+    from slimkit.measure.metrics import resolve_metric
+
+    return resolve_metric(target.metric, target.higher_is_better)
+
+
 def measure_on_target(
-    model: nn.Module, target: Target, splits: DataSplits, *, reference: nn.Module, example_inputs: Any = None
-) -> tuple[Profile, Profile]:
-    """Profile ``model`` on the target and in eager PyTorch, returned in that order (the same
-    profile twice for a torch target). On another target, latency, size and the metric come
-    from the exported artifact running in that runtime; params, MACs and memory from PyTorch."""
+    model: nn.Module,
+    target: Target,
+    splits: DataSplits,
+    *,
+    reference: nn.Module,
+    example_inputs: Any = None,
+    folder: Path | None = None,
+) -> tuple[Profile, Profile, Path | None]:
+    """Profile ``model`` on the target and in eager PyTorch.
+
+    On another target than torch the model is exported into ``folder`` (``model.onnx``,
+    ``model.pte``, ...) and latency, size and the metric come from that artifact running in
+    its runtime; params, MACs and memory from PyTorch. The artifact is kept: it is the
+    file a run publishes, so what is shipped is exactly what was measured.
+
+    Returns:
+        (profile on the target, eager profile, the measured artifact or None for torch).
+    """
+    metric = target_metric(target, splits)
     options = dict(
         data=splits.test,
-        metric=splits.metric,
-        reference=reference if splits.metric == "fidelity" else None,
+        metric=metric,
+        reference=reference if getattr(metric, "name", metric) == "fidelity" else None,
         batch_sizes=target.batch_sizes,
         threads=target.threads,
     )
     torch_profile = profile(model, example_inputs=example_inputs, **options)
     if target.runtime == "torch":
-        return torch_profile, torch_profile
+        return torch_profile, torch_profile, None
+    if folder is None:
+        raise ValueError("measure_on_target needs a folder to export into for a non-torch target")
     from slimkit.runtime import export
 
-    with tempfile.TemporaryDirectory(prefix="slimkit-target-") as tmp:
-        path = export(model, Path(tmp) / f"model{SUFFIX[target.runtime]}", example_inputs=example_inputs)
-        deployed = profile(path, **options)
+    path = Path(
+        export(
+            model,
+            folder / f"model{SUFFIX[target.runtime]}",
+            example_inputs=example_inputs,
+            data=splits.test,
+            overwrite=True,
+        )
+    )
+    deployed = profile(path, **options)
     on_target = dataclasses.replace(
         torch_profile,
         runtime=deployed.runtime,
@@ -44,4 +85,4 @@ def measure_on_target(
         latency=deployed.latency,
         metrics=deployed.metrics,
     )
-    return on_target, torch_profile
+    return on_target, torch_profile, path

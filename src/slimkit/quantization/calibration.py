@@ -32,6 +32,7 @@ def calibrate(
     device: torch.device | str = "cpu",
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
+    require_all: bool = True,
 ) -> dict[Point, Observer]:
     """Run ``model`` (eval mode) over ``data`` and feed every observer its point's tensor.
 
@@ -42,13 +43,15 @@ def calibrate(
         device: where the batches go (the model must be there already).
         limit: stop after this many batches.
         on_batch: called with each batch index (progress).
+        require_all: raise when a point never runs; otherwise the caller reads
+            ``observer.count == 0`` and decides.
 
     Returns:
         ``observers``, filled.
 
     Raises:
-        DataError: when the data is empty, holds NaN/Inf (naming the batch), or a point
-            never runs.
+        DataError: when the data is empty, holds NaN/Inf (naming the batch), or (with
+            ``require_all``) a point never runs.
     """
     handles = []
     current = {"batch": 0}
@@ -89,7 +92,10 @@ def calibrate(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    silent = [p.module for p, o in observers.items() if o.count == 0]
-    if silent:
-        raise DataError(f"these layers never ran during calibration: {silent[:5]}")
+    silent = list(dict.fromkeys(p.module for p, o in observers.items() if o.count == 0))
+    if silent and require_all:
+        raise DataError(
+            f"these layers never ran as modules during calibration: {silent[:5]}; a model that reads a "
+            "layer's weight directly (F.linear(x, layer.weight)) bypasses it -- exclude those layers"
+        )
     return observers

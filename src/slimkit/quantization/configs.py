@@ -49,7 +49,8 @@ class Int8Dynamic(QuantConfig):
     """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels).
 
     Attributes:
-        reduce_range: 7-bit activations (only needed on CPUs without AVX512-VNNI).
+        reduce_range: 7-bit activations; None (default) decides on the machine that runs the
+            model: 7 bits only on x86 CPUs without VNNI, where 8-bit activations saturate.
         per_token: one activation scale per token (row) instead of one per call; on MiniLM it
             lifts the mean cosine to fp32 from 0.993 to 0.998 for a few percent of latency.
         embeddings: store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most
@@ -57,7 +58,7 @@ class Int8Dynamic(QuantConfig):
     """
 
     method = "int8-dynamic"
-    reduce_range: bool = False
+    reduce_range: bool | None = None
     per_token: bool = True
     embeddings: bool = True
 
@@ -70,6 +71,10 @@ class Int8Static(QuantConfig):
         fold_bn: fold BatchNorms into the preceding conv/linear first.
         quantize_output: quantize each layer's output too (int8 between layers at run time).
         calibration_batches: use at most this many batches of ``data``.
+        reduce_range: 7-bit weight codes, so int8 kernels that add uint8 x int8 pairs in 16
+            bits (onnxruntime and fbgemm on x86 CPUs without VNNI) cannot saturate. None
+            (default): decided by the machine that quantizes (True on x86 without VNNI); set
+            False for a VNNI/ARM deployment target to keep the 8th bit.
     """
 
     method = "int8-static"
@@ -77,6 +82,7 @@ class Int8Static(QuantConfig):
     fold_bn: bool = True
     quantize_output: bool = True
     calibration_batches: int | None = Field(None, ge=1)
+    reduce_range: bool | None = None
 
 
 class WeightOnly(QuantConfig):

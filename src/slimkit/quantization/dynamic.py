@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.core.device import int8_saturates
 from slimkit.quantization.primitives import QuantSpec
 
 INT8_PER_CHANNEL = QuantSpec(bits=8, symmetric=True, signed=True, axis=0)
@@ -32,12 +33,14 @@ class Int8DynamicLinear(nn.Module):
     token its own activation scale, which keeps a token with outliers from crushing the others'
     resolution; it costs one max, one division and one multiplication per call. ``reduce_range``
     quantizes them to 7 bits (fbgemm's guard against 16-bit saturation on CPUs without
-    AVX512-VNNI); with VNNI/AMX it only costs accuracy. On CUDA the forward falls back to a
-    dequantized-weight float matmul (same weights, float activations).
+    AVX512-VNNI); with VNNI/AMX it only costs accuracy. ``None`` (the default) decides on the
+    machine that runs the model: 7 bits exactly when `int8_saturates` says the kernel needs
+    it. On CUDA the forward falls back to a dequantized-weight float matmul (same weights,
+    float activations).
 
     Args:
         in_features, out_features, bias: as ``nn.Linear``.
-        reduce_range: 7-bit activations.
+        reduce_range: 7-bit activations; None: only where the CPU kernel would saturate.
         per_token: one activation scale per row instead of one per call.
     """
 
@@ -46,7 +49,7 @@ class Int8DynamicLinear(nn.Module):
         in_features: int,
         out_features: int,
         bias: bool = True,
-        reduce_range: bool = False,
+        reduce_range: bool | None = None,
         per_token: bool = True,
     ) -> None:
         super().__init__()
@@ -59,7 +62,7 @@ class Int8DynamicLinear(nn.Module):
 
     @classmethod
     def from_float(
-        cls, linear: nn.Linear, reduce_range: bool = False, weight: Tensor | None = None, per_token: bool = True
+        cls, linear: nn.Linear, reduce_range: bool | None = None, weight: Tensor | None = None, per_token: bool = True
     ) -> Int8DynamicLinear:
         """Quantize ``linear`` (or ``weight`` in its place, e.g. after smoothing) per channel."""
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, reduce_range, per_token)
@@ -90,11 +93,12 @@ class Int8DynamicLinear(nn.Module):
         if x.device.type != "cpu":
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
         x32 = x.float()
+        reduce_range = int8_saturates() if self.reduce_range is None else self.reduce_range
         if self.per_token:
             row_max = x32.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-            y = torch.ops.quantized.linear_dynamic(x32 / row_max, self._prepacked(), self.reduce_range) * row_max
+            y = torch.ops.quantized.linear_dynamic(x32 / row_max, self._prepacked(), reduce_range) * row_max
         else:
-            y = torch.ops.quantized.linear_dynamic(x32, self._prepacked(), self.reduce_range)
+            y = torch.ops.quantized.linear_dynamic(x32, self._prepacked(), reduce_range)
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)

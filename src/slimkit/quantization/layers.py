@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from slimkit.core.config import Config
+from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
@@ -89,8 +90,10 @@ def _dynamic_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) -> n
     )
 
 
-def _static(layer: nn.Module, _config: Config, info: dict[str, Any]) -> nn.Module:
-    return QDQLayer.from_float(layer, info["input"], info.get("output"), info.get("relu", False))
+def _static(layer: nn.Module, config: Config, info: dict[str, Any]) -> nn.Module:
+    reduce_range = getattr(config, "reduce_range", False)
+    reduce_range = int8_saturates() if reduce_range is None else reduce_range
+    return QDQLayer.from_float(layer, info["input"], info.get("output"), info.get("relu", False), reduce_range)
 
 
 def _static_empty(layer: nn.Module, config: Config, info: dict[str, Any]) -> nn.Module:

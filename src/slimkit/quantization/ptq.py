@@ -19,8 +19,9 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.heap import trim
+from slimkit.core.layers import overrides_forward
 from slimkit.core.registry import Context, get_method, register
-from slimkit.core.walk import Selector, check_matches, replace_module, select_modules
+from slimkit.core.walk import Selector, replace_module, select_modules
 from slimkit.quantization.calibration import Point, calibrate
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.layers import CANDIDATES, HALF_TYPES, LAYER_METHODS, cast_half
@@ -60,6 +61,8 @@ def plan_layers(model: nn.Module, base: QuantConfig, selector: Selector) -> tupl
         parent = parents.get(name.rpartition(".")[0])
         if isinstance(parent, nn.MultiheadAttention):
             skipped[name] = "its weights are read directly by nn.MultiheadAttention"
+        elif standard := overrides_forward(module, CANDIDATES + HALF_TYPES):
+            skipped[name] = f"{type(module).__name__} overrides the forward of {standard.__name__}"
         elif isinstance(module, LAYER_METHODS[config.method].types(config)):
             plan[name] = config
         elif isinstance(module, CANDIDATES):
@@ -83,10 +86,21 @@ def _static_prepare(model: nn.Module, plan: Plan, ctx: Context) -> dict[str, dic
         if config.quantize_output:
             observers[Point(relus.get(name, name), "output")] = make_observer(config.observer)
     limit = next(iter(static.values())).calibration_batches
-    calibrate(model, ctx.data, observers, device=ctx.device, limit=limit)
+    calibrate(model, ctx.data, observers, device=ctx.device, limit=limit, require_all=False)
+    silent = {name for name in static if observers[Point(name, "input")].count == 0}
+    if silent == set(static):
+        raise DataError(
+            f"no layer to quantize ran during calibration ({len(silent)} silent): check that the data "
+            "reaches the model (inputs, keyword names)"
+        )
     info: dict[str, dict[str, Any]] = {}
     for name in static:
+        if name in silent:
+            info[name] = {"silent": True}
+            continue
         out = observers.get(Point(relus.get(name, name), "output"))
+        if out is not None and out.count == 0:
+            out = None  # its output is consumed outside the module: keep that activation in float
         info[name] = {
             "input": observers[Point(name, "input")].qparams(),
             "output": out.qparams() if out is not None else None,
@@ -108,7 +122,6 @@ def _fold(model: nn.Module, base: QuantConfig, ctx: Context) -> list[list[str]]:
 
 def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Module:
     """The handler of every PTQ method (see the module doc)."""
-    check_matches(model, ctx.selector)
     model = model.to(ctx.device).eval()
     folded = _fold(model, config, ctx)
     whole_half = isinstance(config, Half) and not config.overrides and ctx.selector == Selector()
@@ -122,6 +135,12 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
         layers: dict[str, Any] = {}
         for name, layer_cfg in plan.items():
             extra = info.get(name, {})
+            if extra.get("silent"):
+                skipped[name] = (
+                    "never ran as a module during calibration: the model reads its weight directly "
+                    "(e.g. F.linear(x, layer.weight)), so it stays float"
+                )
+                continue
             new = LAYER_METHODS[layer_cfg.method].convert(model.get_submodule(name), layer_cfg, extra)
             replace_module(model, name, new)
             if extra.get("relu_module"):

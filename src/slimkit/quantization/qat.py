@@ -22,7 +22,7 @@ from slimkit.core.config import Config
 from slimkit.core.device import model_device
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.core.walk import replace_module, select_modules
 from slimkit.quantization.algorithms.capture import run_until
 from slimkit.quantization.algorithms.gptq import require_data
 from slimkit.quantization.algorithms.lowbit import LowBitLayer
@@ -35,7 +35,7 @@ class QAT(Config):
     """Options of ``qat``.
 
     Attributes:
-        weight_bits: weight bits, 2..8.
+        bits: weight bits, 2..8 (``weight_bits`` before 0.2).
         act_bits: input activation bits, 2..8 (``None``: weights only).
         group_size: per-group weight steps for Linears (must divide ``in_features``);
             ``None``: one step per output channel.
@@ -47,7 +47,8 @@ class QAT(Config):
     """
 
     method = "qat"
-    weight_bits: int = Field(4, ge=2, le=8)
+    renamed = {"weight_bits": "bits"}
+    bits: int = Field(4, ge=2, le=8)
     act_bits: int | None = Field(8, ge=2, le=8)
     group_size: int | None = Field(None, ge=1)
     epochs: int = Field(3, ge=0)
@@ -75,7 +76,6 @@ def _input_ranges(model: nn.Module, layers: dict[str, nn.Module], ctx: Context, 
 
 def _wrap(model: nn.Module, config: QAT, ctx: Context) -> dict[str, QATWrapper]:
     """Replace the selected layers by `QATWrapper`s initialized from calibration data."""
-    check_matches(model, ctx.selector)
     layers = dict(select_modules(model, ctx.selector, QAT_TYPES))
     if config.group_size is not None:
         bad = [n for n, m in layers.items() if isinstance(m, nn.Linear) and m.in_features % config.group_size]
@@ -92,7 +92,7 @@ def _wrap(model: nn.Module, config: QAT, ctx: Context) -> dict[str, QATWrapper]:
     wrappers = {}
     for name, layer in layers.items():
         group = config.group_size if isinstance(layer, nn.Linear) else None
-        wrapper = QATWrapper(layer, config.weight_bits, config.act_bits, stats[name][1] < 0, group)
+        wrapper = QATWrapper(layer, config.bits, config.act_bits, stats[name][1] < 0, group)
         if wrapper.act_quant is not None:
             amax = torch.tensor(stats[name][0])
             wrapper.act_quant.init_from(amax if wrapper.act_quant.signed else amax.clamp_min(0))
@@ -107,7 +107,7 @@ def rebuild_qat(model: nn.Module, config: QAT, state: dict[str, Any]) -> nn.Modu
         layer = model.get_submodule(name)
         group = config.group_size if isinstance(layer, nn.Linear) else None
         shape = tuple(layer.weight.shape)
-        replace_module(model, name, LowBitLayer(layer, shape, config.weight_bits, group, config.act_bits, signed))
+        replace_module(model, name, LowBitLayer(layer, shape, config.bits, group, config.act_bits, signed))
     return model
 
 

@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from slimkit.quantization.primitives import QuantSpec
 
 WEIGHT_SPEC = QuantSpec(bits=8, symmetric=True, signed=True, narrow_range=True, axis=0)
+WEIGHT_SPEC_7BIT = QuantSpec(bits=7, symmetric=True, signed=True, narrow_range=True, axis=0)
+"""Codes in [-63, 63]: a uint8 x int8 pair sum cannot saturate 16-bit adds (x86 without VNNI)."""
 _QD = torch.ops.quantized_decomposed
 _I32 = (-(2**31), 2**31 - 1)
 
@@ -83,10 +85,13 @@ class QDQLayer(nn.Module):
         input_qparams: tuple[Tensor, Tensor],
         output_qparams: tuple[Tensor, Tensor] | None,
         relu: bool = False,
+        reduce_range: bool = False,
     ) -> QDQLayer:
-        """Quantize ``float_layer`` given calibrated activation ``(scale, zero_point)`` pairs."""
+        """Quantize ``float_layer`` given calibrated activation ``(scale, zero_point)`` pairs;
+        ``reduce_range`` stores 7-bit weight codes (still int8 tensors)."""
         new = cls(float_layer, relu, output_qparams is not None)
-        codes, scale, _ = WEIGHT_SPEC.quantize_tensor(float_layer.weight.detach())
+        spec = WEIGHT_SPEC_7BIT if reduce_range else WEIGHT_SPEC
+        codes, scale, _ = spec.quantize_tensor(float_layer.weight.detach())
         new.weight_int8.copy_(codes)
         new.weight_scale.copy_(scale)
         new.input_scale.copy_(input_qparams[0])
@@ -100,8 +105,9 @@ class QDQLayer(nn.Module):
         new._refresh()
         return new
 
+    @property
     def weight(self) -> Tensor:
-        """The dequantized float weight."""
+        """The dequantized float weight (what code reading ``layer.weight`` expects)."""
         zeros = torch.zeros_like(self.weight_scale, dtype=torch.int64)
         return _QD.dequantize_per_channel(self.weight_int8, self.weight_scale, zeros, 0, -127, 127, torch.int8)
 
@@ -111,17 +117,17 @@ class QDQLayer(nn.Module):
         bias_scale = self.weight_scale * self._input_qp[0]
         bias = _QD.dequantize_per_channel(self.bias_int32, bias_scale, zeros, 0, *_I32, torch.int32)
         if self.kind == "linear":
-            y = F.linear(x, self.weight(), bias)
+            y = F.linear(x, self.weight, bias)
         else:
             conv = F.conv1d if self.kind == "conv1d" else F.conv2d
-            y = conv(x, self.weight(), bias, **self.conv_args)
+            y = conv(x, self.weight, bias, **self.conv_args)
         if self.relu:
             y = F.relu(y)
         return _qdq(y, self._output_qp) if self.quantize_output else y
 
     def logical_weights(self) -> list[Tensor]:
         """The dequantized weight, so `count_params` counts this layer."""
-        return [self.weight()]
+        return [self.weight]
 
     def extra_repr(self) -> str:
         return f"{self.kind}, weight={tuple(self.weight_int8.shape)}, relu={self.relu}, output={self.quantize_output}"

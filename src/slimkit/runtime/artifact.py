@@ -12,8 +12,9 @@ from torch import nn
 
 from slimkit.core.data import DataSplits, batch_from_inputs, iter_batches, resize_batch
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.specs import load_data, load_model
-from slimkit.measure.metrics import evaluate
+from slimkit.core.specs import load_data
+from slimkit.measure.latency import DEFAULT_THREADS
+from slimkit.measure.metrics import MetricLike, resolve_metric
 from slimkit.measure.size import artifact_bytes
 from slimkit.runtime.base import Runtime
 
@@ -43,18 +44,20 @@ def profile_artifact(
     path: str | os.PathLike[str],
     example_inputs: Any = None,
     data: Iterable[Any] | DataSplits | str | None = None,
-    metric: str | None = None,
+    metric: MetricLike | None = None,
     reference: nn.Module | str | None = None,
     batch_sizes: Sequence[int] = (1,),
-    threads: int | None = None,
+    threads: int | None = DEFAULT_THREADS,
     budget_s: float = 1.0,
 ) -> Any:
     """`slimkit.profile` of an ``.onnx`` / ``.pte`` / ``.tflite`` file, run by its own runtime.
 
     Size is the file's bytes; params are the stored weight elements where the format
     exposes them (ONNX), MACs and peak memory are not measured on artifacts (None).
+    Sample inputs: ``example_inputs``, else the first batch of ``data``, else inputs
+    synthesized from the artifact's input signature. Timing uses ``threads`` (default 1).
     """
-    from slimkit.measure.profile import Profile
+    from slimkit.measure.profile import Profile, measure_metric
     from slimkit.runtime import load
 
     path = Path(path)
@@ -71,14 +74,10 @@ def profile_artifact(
     else:
         batch = runtime.example
     runtime.run_batch(batch)
-    latency = runtime.bench(batch, batch_sizes=batch_sizes, budget_s=budget_s)
-    metrics: dict[str, float] = {}
-    if data is not None:
-        metric = metric or "accuracy"
-        if metric == "fidelity" and reference is None:
-            raise InvalidConfigError("fidelity of an artifact needs reference=the original model (or its spec)")
-        ref = load_model(reference) if isinstance(reference, (str, os.PathLike)) else reference
-        metrics = evaluate(RuntimeModule(runtime), data, metric, reference=ref)
+    latency = runtime.bench(batch, batch_sizes=batch_sizes, threads=threads, budget_s=budget_s)
+    if data is not None and resolve_metric(metric).name == "fidelity" and reference is None:
+        raise InvalidConfigError("fidelity of an artifact needs reference=the original model (or its spec)")
+    metrics, lower = measure_metric(RuntimeModule(runtime), data, metric, reference)
     params = stored_params(path)
     return Profile(
         name=str(path),
@@ -91,5 +90,6 @@ def profile_artifact(
         latency=latency,
         peak_memory_bytes=None,
         metrics=metrics,
-        threads=threads or 0,
+        threads=runtime.threads_used(threads),
+        lower_is_better=lower,
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import DataError, InvalidConfigError
-from slimkit.measure.latency import Latency, fixed_threads, measure_latency
+from slimkit.measure.latency import DEFAULT_THREADS, Latency, fixed_threads, measure_latency
 
 
 class Runtime(ABC):
@@ -38,6 +38,12 @@ class Runtime(ABC):
         """
         return fixed_threads(threads)
 
+    def threads_used(self, requested: int | None) -> int:
+        """The intra-op thread count timing actually runs with when ``requested`` is asked for."""
+        import torch
+
+        return requested if requested is not None else torch.get_num_threads()
+
     def run(self, *args: Any, **kwargs: Any) -> Any:
         """Run the model on positional/keyword tensors."""
         return self.run_batch(Batch(args, kwargs))
@@ -46,15 +52,15 @@ class Runtime(ABC):
         self,
         batch: Batch | None = None,
         batch_sizes: Sequence[int] = (1,),
-        threads: int | None = None,
+        threads: int | None = DEFAULT_THREADS,
         budget_s: float = 1.0,
     ) -> dict[int, Latency]:
-        """Latency (p50/p90, warm-up excluded) at each batch size, with ``threads`` fixed.
+        """Latency (p50/p90 and their spread, warm-up excluded) at each batch size, ``threads`` fixed.
 
         Args:
             batch: inputs to tile/cut to each batch size (default: the example inputs).
             batch_sizes: batch sizes to time.
-            threads: intra-op threads while timing (None keeps the current setting).
+            threads: intra-op threads while timing (default 1; None keeps the current setting).
             budget_s: time budget per batch size once the minimum runs are done.
         """
         batch = batch or self.example
@@ -76,6 +82,10 @@ class SessionRuntime(Runtime):
     """
 
     threads: int | None = None
+
+    def threads_used(self, requested: int | None) -> int:
+        """``requested``, else the session's own count (0: the runtime's default)."""
+        return requested if requested is not None else (self.threads or 0)
 
     @abstractmethod
     def rebuild(self, threads: int | None) -> None:

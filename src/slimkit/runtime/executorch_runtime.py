@@ -84,6 +84,10 @@ class ExecuTorchRuntime(Runtime):
             )
         yield
 
+    def threads_used(self, requested: int | None) -> int:
+        """The pool's size, whatever was requested (see `use_threads`)."""
+        return self.pool_threads()
+
     @staticmethod
     def pool_threads() -> int:
         """Threads in ExecuTorch's CPU pool now."""

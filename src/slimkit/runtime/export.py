@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from slimkit.core.atomic import write_file
-from slimkit.core.data import Batch
+from slimkit.core.data import Batch, DataSplits
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.core.record import get_record
 from slimkit.runtime.tracing import export_batch, trace
@@ -83,10 +83,10 @@ def export(
     path: str | os.PathLike[str],
     *,
     example_inputs: Any = None,
+    data: Iterable[Any] | DataSplits | str | None = None,
     overwrite: bool = False,
     verify: bool = True,
     quantize: str | None = None,
-    data: Iterable[Any] | None = None,
     min_sqnr_db: float | None = None,
     **options: Any,
 ) -> Path:
@@ -102,14 +102,16 @@ def export(
             export the float model with ``quantize="int8-dynamic"``).
         path: ``*.onnx`` (dynamic batch), ``*.pte`` (ExecuTorch + XNNPACK, dynamic batch),
             ``*.tflite`` (LiteRT, fixed batch size ``batch_size=1``) or ``*.pt2``.
-        example_inputs: sample inputs (default: first ``data`` batch, the model's
-            ``example_inputs()``, or its bundled example's).
+        example_inputs: sample inputs (default: the first ``data`` batch cut to one
+            sample, else the model's ``example_inputs()``, else its bundled example's).
+        data: batches (an iterable, `DataSplits` -> its calibration split, or a data spec):
+            the source of sample inputs when ``example_inputs`` is None, and the
+            calibration batches for ``quantize="int8"``.
         overwrite: replace an existing file.
         verify: run the parity check (on by default).
         quantize: the runtime's own int8 path: ``"int8"`` (static, calibrated on ``data``;
             all formats but ``.pt2``) or ``"int8-dynamic"`` (int8 weights, activations
             quantized at run time, no calibration; ``.onnx``, ``.pte``, ``.tflite``).
-        data: calibration batches for ``quantize="int8"``.
         min_sqnr_db: parity floor (default 35 dB; 25 dB for slimkit-quantized models;
             15 dB against the float model when ``quantize`` is given).
         **options: format options: ``opset`` and ``accuracy_level`` (ONNX; see `export_onnx`),
@@ -130,8 +132,14 @@ def export(
     _check_target(path, overwrite)
     for module, extra in _NEEDS[path.suffix.lower()]:
         require(module, extra)  # fail before the slow work when an optional dependency is missing
+    if isinstance(data, (str, os.PathLike)):
+        from slimkit.core.specs import load_data
+
+        data = load_data(str(data))
+    if isinstance(data, DataSplits):
+        data = data.calibration
     model = model.eval()
-    sample = export_batch(model, example_batch(model, example_inputs, data))
+    sample = export_batch(model, example_batch(model, example_inputs, data, "export"))
     if min_sqnr_db is None:
         min_sqnr_db = (
             RUNTIME_INT8_MIN_SQNR_DB

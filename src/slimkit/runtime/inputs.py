@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 
 from slimkit.core.data import Batch, primary_output
 
@@ -49,12 +50,16 @@ def flat_tensors(batch: Batch) -> list[torch.Tensor]:
 
 
 def flat_outputs(output: Any) -> list[torch.Tensor]:
-    """The tensors of a model output in order (a tensor, a tuple/list, or a model-output object)."""
+    """Every tensor of a model output, in the order an exported graph returns them.
+
+    Tuples, lists, dicts and model-output objects (transformers' ``ModelOutput`` is a pytree
+    node) are flattened the way ``torch.export`` flattens them; an object pytree does not
+    know gives its primary tensor.
+    """
     if isinstance(output, torch.Tensor):
         return [output]
-    if isinstance(output, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in output):
-        return list(output)
-    return [primary_output(output)]
+    leaves = [leaf for leaf in tree_leaves(output) if isinstance(leaf, torch.Tensor)]
+    return leaves or [primary_output(output)]
 
 
 def pack_outputs(arrays: Sequence[Any]) -> torch.Tensor | tuple[torch.Tensor, ...]:

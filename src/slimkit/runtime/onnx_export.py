@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch
+from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.runtime.inputs import flat_tensors, input_names
 from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
@@ -79,7 +80,9 @@ def _int8(fp32: Path, path: Path, mode: str, model: nn.Module, batch: Batch, dat
     prepared = fp32.with_name("prepared.onnx")
     quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
     if mode == "int8-dynamic":
-        quantize_dynamic(str(prepared), str(path), per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(
+            str(prepared), str(path), per_channel=True, reduce_range=int8_saturates(), weight_type=QuantType.QInt8
+        )
         return
     names = input_names(model, batch)
     reader = _Reader(names, calibration_batches(model, data, batch))
@@ -89,6 +92,7 @@ def _int8(fp32: Path, path: Path, mode: str, model: nn.Module, batch: Batch, dat
         reader,
         quant_format=QuantFormat.QDQ,
         per_channel=True,
+        reduce_range=int8_saturates(),
         activation_type=QuantType.QInt8,
         weight_type=QuantType.QInt8,
         extra_options={"ActivationSymmetric": False},

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimkit.core.device import int8_saturates
 from slimkit.core.walk import replace_module
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import PackedWeight, WeightOnlyEmbedding, WeightOnlyLinear
@@ -216,7 +217,8 @@ class Int8DynamicMatMul(nn.Module):
         self.register_buffer("weight_t", layer.weight_int8.t().contiguous())
         self.register_buffer("weight_scale", layer.weight_scale.float())
         self.bias = layer.bias
-        self.per_token, self.reduce_range = layer.per_token, layer.reduce_range
+        reduce_range = int8_saturates() if layer.reduce_range is None else layer.reduce_range
+        self.per_token, self.reduce_range = layer.per_token, reduce_range
 
     def forward(self, x: Tensor) -> Tensor:
         args = (self.per_token, self.reduce_range)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 
 from slimkit.core.data import Batch, iter_batches, resize_batch
 from slimkit.core.errors import UnsupportedModelError, first_line
-from slimkit.runtime.inputs import positional
+from slimkit.runtime.inputs import input_names, positional
 
 MAX_BATCH = 1024
 _OP = re.compile(r"(?:torch\.ops\.|torch\._ops\.)?(aten|quantized_decomposed|prims|[a-z_]+)(?:\.|::)(\w+)(?:\.(\w+))?")
@@ -31,14 +32,50 @@ def export_batch(model: nn.Module, batch: Batch, min_size: int = 2) -> Batch:
     return resize_batch(batch, min_size) if batch.size < min_size else Batch(batch.args, batch.kwargs)
 
 
-def dynamic_shapes(batch: Batch) -> Any:
-    """One shared dynamic batch dimension for every input that has one."""
-    dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+def dynamic_shapes(model: nn.Module, batch: Batch) -> Any:
+    """One shared dynamic batch dimension for every input that has one, and a shared sequence
+    dimension (``Dim.AUTO``: kept static where the model needs it) for integer inputs of rank
+    >= 2 (token ids, masks). Keyword inputs get theirs by parameter name."""
+    batch_dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
 
     def spec(t: torch.Tensor) -> dict[int, Any] | None:
-        return {0: dim} if t.dim() else None
+        if not t.dim():
+            return None
+        dims: dict[int, Any] = {0: batch_dim}
+        if t.dim() >= 2 and not t.is_floating_point() and t.shape[1] > 1:
+            dims[1] = torch.export.Dim.AUTO
+        return dims
 
-    return tuple(spec(t) for t in batch.args)
+    if isinstance(model, Stateless):  # forward(*args, **kwargs)
+        shapes: dict[str, Any] = {"args": tuple(spec(t) for t in batch.args)}
+        if batch.kwargs:
+            shapes["kwargs"] = {k: spec(t) for k, t in batch.kwargs.items()}
+        return shapes
+    if not batch.kwargs:
+        return tuple(spec(t) for t in batch.args)
+    names = input_names(model, batch)
+    return {name: spec(t) for name, t in zip(names, (*batch.args, *batch.kwargs.values()), strict=True)}
+
+
+class Stateless(nn.Module):
+    """The model called with ``use_cache=False``: a transformers decoder's forward without the
+    key/value cache, whose cache object no exporter can return (the graph recomputes instead)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.model(*args, use_cache=False, **kwargs)
+
+
+def without_cache(model: nn.Module) -> nn.Module:
+    """``model`` wrapped in `Stateless` when its forward takes ``use_cache``, else ``model``."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return model
+    return Stateless(model) if "use_cache" in params else model
 
 
 def refuse_int8_dynamic(model: nn.Module, fmt: str) -> None:
@@ -66,16 +103,18 @@ def trace(
             slimkit int8-dynamic layers, whose fbgemm kernel no export format expresses).
     """
     refuse_int8_dynamic(model, fmt)
-    shapes = dynamic_shapes(batch) if dynamic and not batch.kwargs else None
     with contextlib.suppress(NotImplementedError):  # pt2e / torch.export modules refuse eval()
         model.eval()
+    name = type(model).__name__
+    model = without_cache(model)
+    shapes = dynamic_shapes(model, batch) if dynamic else None
     try:
         with torch.no_grad():
             return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
     except Exception as exc:  # torch.export raises many error types (UserError, Unsupported, ...)
         first = first_line(exc)
         raise UnsupportedModelError(
-            f"cannot capture {type(model).__name__} as a graph for {fmt} with torch.export: {first} -- "
+            f"cannot capture {name} as a graph for {fmt} with torch.export: {first} -- "
             "make the forward traceable (no data-dependent Python control flow) or export a traceable submodule"
         ) from exc
 

@@ -21,7 +21,7 @@ from slimkit.core.device import model_device
 from slimkit.core.errors import DataError, UnsupportedModelError
 from slimkit.core.heap import trim
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import check_matches, replace_module, select_modules
+from slimkit.core.walk import replace_module, select_modules
 from slimkit.quantization.algorithms.capture import block_units, flat_inputs, run_until
 from slimkit.quantization.algorithms.gptq_core import HessianAccumulator, gptq_quantize
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, weight_spec
@@ -87,7 +87,6 @@ def selected_layers(
     model: nn.Module, ctx: Context, embeddings: bool
 ) -> tuple[dict[str, nn.Linear], dict[str, nn.Embedding]]:
     """The Linears (and Embeddings when asked) the selector picks; refuses a model with none."""
-    check_matches(model, ctx.selector)
     linears = dict(select_modules(model, ctx.selector, nn.Linear))
     tables = dict(select_modules(model, ctx.selector, nn.Embedding)) if embeddings else {}
     if not linears and not tables:

@@ -1,0 +1,44 @@
+"""transformers models exported to ONNX: every output compared, batch and sequence axes dynamic."""
+
+import pytest
+import torch
+
+import slimkit as sk
+
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("onnxruntime")
+
+
+def _ids(batch: int, seq: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 100, (batch, seq), generator=torch.Generator().manual_seed(seed))
+
+
+def test_bert_returns_all_outputs_and_takes_keyword_inputs(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, vocab_size=100
+    )
+    model = transformers.BertModel(config).eval()
+    ids = _ids(2, 12)
+    path = sk.export(model, tmp_path / "bert.onnx", example_inputs={"input_ids": ids, "attention_mask": ids * 0 + 1})
+    runtime = sk.runtime.load(path)
+    x = _ids(3, 7, seed=1)
+    hidden, pooled = runtime.run(input_ids=x, attention_mask=torch.ones_like(x))
+    with torch.no_grad():
+        ref = model(input_ids=x, attention_mask=torch.ones_like(x))
+    torch.testing.assert_close(hidden, ref.last_hidden_state, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(pooled, ref.pooler_output, rtol=1e-4, atol=1e-4)
+
+
+def test_gpt2_exports_without_its_cache_at_any_batch_and_length(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()  # use_cache=True: returns a cache object
+    path = sk.export(model, tmp_path / "gpt2.onnx", example_inputs=(_ids(2, 12),))
+    runtime = sk.runtime.load(path)
+    for batch, seq in [(1, 5), (3, 20)]:
+        x = _ids(batch, seq, seed=seq)
+        with torch.no_grad():
+            torch.testing.assert_close(runtime.run(x), model(x).logits, rtol=1e-4, atol=1e-4)
