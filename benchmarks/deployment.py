@@ -23,6 +23,7 @@ from rich.table import Table
 
 import slimkit as sk
 from slimkit.core.data import resize_batch
+from slimkit.core.formats import artifact_of
 from slimkit.measure.profile import example_batch
 from slimkit.runtime import load
 from slimkit.runtime.verify import parity
@@ -32,7 +33,6 @@ MODELS = {
     "minilm": ("example:minilm", "example:sentences", "int8-dynamic", "int8-dynamic"),
 }
 """name -> (model, data, slimkit int8 method, the other runtimes' own int8 mode)."""
-SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
 
 
 def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, tmp: Path) -> list[dict]:
@@ -57,7 +57,7 @@ def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, 
                 try:
                     path = sk.export(
                         source,
-                        tmp / f"{name}-{precision}{SUFFIX[runtime]}",
+                        tmp / f"{name}-{precision}{artifact_of(runtime).suffix}",
                         example_inputs=batch.kwargs or batch.args,
                         **options,
                     )

@@ -21,7 +21,7 @@ def test_decompose_tucker_saves_and_prints_table(capsys, tmp_path):
         "--out", str(out_dir), "-q",
     )  # fmt: skip
     assert code in (0, None)
-    assert "MACs" in out and "block.0.0: rank [4, 4]" in out and "shortcut: left dense" in out
+    assert "MACs" in out and "block.0.0: rank [4, 4]" in out and "shortcut: left as is" in out
     loaded = sk.load(out_dir)
     assert isinstance(loaded.block[0][0], sk.decomposition.TuckerConv)
     assert loaded.block[0][0].rank == (4, 4)

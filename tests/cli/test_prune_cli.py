@@ -20,7 +20,7 @@ def test_prune_channels_prints_table_and_saves(capsys, tmp_path):
         "--out", str(tmp_path / "o"), "-q",
     )  # fmt: skip
     assert code in (0, None)
-    assert "MACs" in out and "kept 4 of 8" in out and "head: not pruned" in out
+    assert "MACs" in out and "kept 4 of 8" in out and "head: left as is" in out
     loaded = sk.load(tmp_path / "o")
     assert loaded.stem[0].out_channels == 4
     assert loaded(torch.randn(1, 3, 16, 16)).shape == (1, 10)

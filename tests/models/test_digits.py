@@ -98,6 +98,7 @@ def test_save_weights_roundtrip(model, tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 def test_training_is_deterministic():
     a, b = digits.train_digits(epochs=1, seed=3), digits.train_digits(epochs=1, seed=3)
     assert not a.training

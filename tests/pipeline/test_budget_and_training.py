@@ -57,6 +57,7 @@ def test_fallback_is_the_last_stage_that_met_the_budget(model, splits):
     assert sum(p.numel() for p in result.model.parameters()) == result.stages[0].profile.params  # not pruned
 
 
+@pytest.mark.slow
 def test_excused_stage_is_not_a_fallback(tmp_path, model, splits):
     recipe = {"stages": [BROKEN, WEAK_FINETUNE], "export": ["onnx"], "target": {"max_metric_drop": 0.0}}
     out = tmp_path / "out"
@@ -89,6 +90,7 @@ def test_finetune_selects_on_calibration_never_on_test(model, splits):
     run_stage(model, Stage.model_validate({"finetune": {"epochs": 2}}), inputs)
 
 
+@pytest.mark.slow
 def test_poisoned_test_labels_do_not_change_the_chosen_checkpoint(model, splits):
     recipe = {"stages": [{"finetune": {"epochs": 3, "lr": 0.01}}]}
     clean = compress(model, recipe, data=splits)

@@ -68,6 +68,7 @@ def test_stage_over_budget_stops_and_keeps_previous_model(splits, model):
         torch.testing.assert_close(result.model(x), fused(x))
 
 
+@pytest.mark.slow
 def test_existing_output_needs_overwrite(tmp_path, splits, model):
     out = tmp_path / "out"
     out.mkdir()
@@ -79,6 +80,7 @@ def test_existing_output_needs_overwrite(tmp_path, splits, model):
     assert not (out / "keep.txt").exists() and (out / "slimkit.json").is_file()
 
 
+@pytest.mark.slow
 def test_failed_run_leaves_no_output_and_resumes(tmp_path, splits, monkeypatch, model):
     out = tmp_path / "out"
     real = stages_module.run_stage

@@ -69,6 +69,9 @@ def _zero_half(model, groups):
                 mod = modules[m.module]
                 if isinstance(mod, nn.Embedding):
                     mod.weight[:, idx] = 0
+                elif m.axis == "in" and getattr(mod, "groups", 1) > 1:  # grouped conv: columns of the group's rows
+                    per, rows = mod.weight.shape[1], mod.weight.shape[0] // mod.groups
+                    mod.weight.view(mod.groups, rows, per, -1)[idx // per, :, idx % per] = 0
                 elif m.axis == "in":
                     mod.weight[:, idx] = 0
                 else:

@@ -11,9 +11,9 @@ from onnx import numpy_helper
 from torch import nn
 
 import slimkit as sk
+from slimkit.core.device import int8_saturates
 from slimkit.measure import sqnr_db
 from slimkit.models.testing import ZOO
-from slimkit.core.device import int8_saturates
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.runtime import load
 from slimkit.runtime.onnx_quantized import Int8DynamicMatMul

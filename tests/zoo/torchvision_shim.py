@@ -24,8 +24,10 @@ import torch
 
 _SIZES = "SymInt pooled_height, SymInt pooled_width"
 _GRID = "SymInt batch_size, SymInt channels, SymInt height, SymInt width"
-_CONV = "SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, " \
+_CONV = (
+    "SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, "
     "SymInt groups, SymInt offset_groups, bool use_mask"
+)
 SCHEMAS = (
     "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
     "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",

@@ -9,6 +9,7 @@ import typer
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
+    ConfigOptions,
     DataSpec,
     Exclude,
     Include,
@@ -22,7 +23,9 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
+    merge_options,
     metric_option,
+    parse_options,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -70,6 +73,7 @@ def accelerate_cmd(
     threads: Threads = 1,
     metric: MetricSpec = None,
     lower_is_better: LowerIsBetter = False,
+    option: ConfigOptions = None,
 ) -> None:
     """Make convolutions cheaper, save the result and print before/after.
 
@@ -82,19 +86,19 @@ def accelerate_cmd(
         slimkit accelerate example:digits-cnn --method separable --finetune-epochs 3 --out out/
     """
     # separable fine-tunes inside the method (distilling per layer), so it gets the train split itself
-    options = _options(method, tile, rank, finetune_epochs)
+    options = merge_options(_options(method, tile, rank, finetune_epochs), parse_options(option))
     technique = Technique("accelerate", method, options, split="train" if finetune_epochs else None)
     technique.needs_data = bool(finetune_epochs)
-    comparison, state = run_technique(
+    comparison, state, outcome = run_technique(
         technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
         batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
         overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
-    show_technique(comparison, state, _summary(method, state), out_dir, as_json)
+    show_technique(comparison, outcome, state, _summary(method, state), out_dir, as_json)
 
 
 def _summary(method: str, state: dict[str, Any]) -> list[str]:
-    """One line per converted or skipped layer."""
+    """One line per converted layer."""
     if method == "fuse":
         lines = [f"  folded {bn} into {layer}" for layer, bn in state["folded"]]
         lines += [f"  fused {layer} + {relu}" for layer, relu in state["fused_relu"]]
@@ -105,4 +109,4 @@ def _summary(method: str, state: dict[str, Any]) -> list[str]:
         ]
     else:
         lines = [f"  {name}: MACs x{ratio:.3f}" for name, ratio in state["mac_ratio"].items()]
-    return lines + [f"  {name}: left as is ({why})" for name, why in state["skipped"].items()]
+    return lines

@@ -17,6 +17,16 @@ from rich.console import Console
 
 from slimkit.core.errors import InvalidConfigError
 
+ConfigOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="Any config field of the method as key=value (repeatable), e.g. -o round_to=8; "
+        "docs/recipes.md lists every method's fields.",
+    ),
+]
+
 if TYPE_CHECKING:
     from slimkit.measure.metrics import Metric
 
@@ -212,3 +222,33 @@ def emit(result: Any, as_json: bool, table: Callable[[Any], Any]) -> None:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
         out.print(table(result))
+
+
+def parse_pairs(text: str | None, what: str) -> dict[str, object]:
+    """``"depth=0.5,width=0.5"`` -> ``{"depth": 0.5, "width": 0.5}`` (values read as JSON when they parse)."""
+    result: dict[str, object] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        result.update(parse_options([part], what))
+    return result
+
+
+def parse_options(items: list[str] | None, what: str = "-o") -> dict[str, object]:
+    """``["ratio=0.5", "round_to=8"]`` -> ``{"ratio": 0.5, "round_to": 8}`` (values read as JSON
+    when they parse: numbers, true/false, null, lists; anything else is a string)."""
+    result: dict[str, object] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise InvalidConfigError(f"{what} takes key=value, like ratio=0.5 (got {item!r})")
+        try:
+            result[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            result[key.strip()] = value.strip()
+    return result
+
+
+def merge_options(flags: dict[str, Any], extra: dict[str, object]) -> dict[str, Any]:
+    """The options of the dedicated flags plus ``-o key=value`` ones; a key given both ways must agree."""
+    if clash := sorted(k for k in set(flags) & set(extra) if flags[k] != extra[k]):
+        raise InvalidConfigError(f"{', '.join(clash)} given both as a flag and with -o, differently: give it once")
+    return {**flags, **extra}

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from slimkit.cli.common import AsJson, LowerIsBetter, MetricSpec, Quiet, app, err, out, progress
 
@@ -16,18 +15,6 @@ app.add_typer(recipes_app, name="recipes")
 Recipe = Annotated[
     str, typer.Argument(help="A recipe YAML file or a bundled recipe name (see `slimkit recipes list`).")
 ]
-
-
-def stage_table(result) -> Table:  # noqa: ANN001 (CompressResult, imported lazily)
-    """The stage-by-stage table of a compress result."""
-    from slimkit.report.files import COLUMNS, stage_rows
-
-    table = Table(title="slimkit compress")
-    for col in COLUMNS:
-        table.add_column(col, justify="left" if col == "stage" else "right")
-    for row in stage_rows(result):
-        table.add_row(*row)
-    return table
 
 
 EXIT_BUDGET = 3
@@ -53,6 +40,7 @@ def run_compress(
 
     from slimkit.pipeline import compress
     from slimkit.pipeline.recipe import load_recipe
+    from slimkit.report.files import stage_table
 
     def announce(stage) -> None:  # noqa: ANN001 (StageResult)
         if not (quiet or as_json):

@@ -9,6 +9,7 @@ import typer
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
+    ConfigOptions,
     DataSpec,
     Exclude,
     FinetuneEpochs,
@@ -23,7 +24,9 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
+    merge_options,
     metric_option,
+    parse_options,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -53,6 +56,7 @@ def decompose_cmd(
     threads: Threads = 1,
     metric: MetricSpec = None,
     lower_is_better: LowerIsBetter = False,
+    option: ConfigOptions = None,
 ) -> None:
     """Factorize Linear/Embedding/Conv2d layers, save the result and print before/after.
 
@@ -62,13 +66,13 @@ def decompose_cmd(
 
         slimkit decompose example:minilm --method svd --rank params:0.6 --include '*intermediate*' --out out/
     """
-    options: dict[str, Any] = {"force": force} | ({} if rank is None else {"rank": rank})
-    comparison, state = run_technique(
+    flags: dict[str, Any] = {"force": force} | ({} if rank is None else {"rank": rank})
+    options = merge_options(flags, parse_options(option))
+    comparison, state, outcome = run_technique(
         Technique("decompose", method, options, split=None), model=model, out_dir=out_dir, data=data,
         include=include, exclude=exclude, finetune_epochs=finetune_epochs, batch_sizes=batch_sizes,
         weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
         overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
     lines = [f"  {name}: rank {e['rank']}, relative error {e['error']:.4f}" for name, e in state["layers"].items()]
-    lines += [f"  {name}: left dense ({reason})" for name, reason in state["skipped"].items()]
-    show_technique(comparison, state, lines, out_dir, as_json)
+    show_technique(comparison, outcome, {"layers": state["layers"]}, lines, out_dir, as_json)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +9,7 @@ import typer
 
 from slimkit.cli.common import (
     AsJson,
+    ConfigOptions,
     LowerIsBetter,
     MetricSpec,
     Overwrite,
@@ -19,8 +19,11 @@ from slimkit.cli.common import (
     app,
     check_out,
     emit,
+    merge_options,
     metric_option,
     out,
+    parse_options,
+    parse_pairs,
     progress,
     staged_out,
 )
@@ -33,20 +36,6 @@ if TYPE_CHECKING:
 
 SHRINK_KEYS = frozenset({"depth", "width", "spacing"})
 """What ``--shrink`` accepts (the keyword arguments of `slimkit.distillation.shrink`)."""
-
-
-def parse_pairs(text: str | None, what: str) -> dict[str, object]:
-    """``"depth=0.5,width=0.5"`` -> ``{"depth": 0.5, "width": 0.5}`` (values read as JSON when they parse)."""
-    result: dict[str, object] = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise InvalidConfigError(f"{what} takes key=value pairs separated by commas, like depth=0.5 (got {part!r})")
-        try:
-            result[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            result[key.strip()] = value.strip()
-    return result
 
 
 def with_layer_hints(name: str, student: nn.Module, options: dict[str, object]) -> Combined:
@@ -81,7 +70,7 @@ def distill_cmd(
     alpha: Annotated[float | None, typer.Option("--alpha", help="KD weight of the teacher term.")] = None,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-3,
     options: Annotated[
-        str | None, typer.Option("--options", help="More method/trainer options: key=value,key=value.")
+        str | None, typer.Option("--options", help="More method/trainer options: key=value,key=value (same as -o).")
     ] = None,
     trust_pickle: TrustPickle = False,
     as_json: AsJson = False,
@@ -90,6 +79,7 @@ def distill_cmd(
     threads: Threads = 1,
     metric: MetricSpec = None,
     lower_is_better: LowerIsBetter = False,
+    option: ConfigOptions = None,
 ) -> None:
     """Distill TEACHER into a student and print a before/after comparison.
 
@@ -122,7 +112,7 @@ def distill_cmd(
         if unknown := sorted(set(shape) - SHRINK_KEYS):
             raise InvalidConfigError(f"--shrink takes {', '.join(sorted(SHRINK_KEYS))}; unknown: {', '.join(unknown)}")
         student_model = shrink_model(teacher_model, **shape)  # type: ignore[arg-type]
-    extra = parse_pairs(options, "--options")
+    extra = merge_options(parse_pairs(options, "--options"), parse_options(option))
     extra.update({k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None})
     name = method or ("kd" if splits.metric == "accuracy" else "embedding")
     loss = with_layer_hints(name, student_model, extra) if method is None and "depth" in shape else name

@@ -28,9 +28,10 @@ from slimkit.cli.common import (
     staged_out,
 )
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.formats import FORMATS
 
-FORMAT_SUFFIX = {"onnx": ".onnx", "pte": ".pte", "tflite": ".tflite", "pt2": ".pt2"}
-BENCH_RUNTIMES = {"torch": None, "onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
+FORMAT_SUFFIX = {f.name: f.suffix for f in FORMATS}
+BENCH_RUNTIMES = {"torch": None, **{f.runtime: f.suffix for f in FORMATS if f.is_artifact}}
 
 
 def _choices(text: str, valid: dict[str, Any], option: str) -> list[str]:
@@ -46,7 +47,7 @@ def _choices(text: str, valid: dict[str, Any], option: str) -> list[str]:
 @app.command("export")
 def export_cmd(
     model: ModelSpec,
-    to: Annotated[str, typer.Option("--to", help="Formats: onnx,pte,tflite,pt2 or all.")] = "onnx",
+    to: Annotated[str, typer.Option("--to", help=f"Formats: {','.join(FORMAT_SUFFIX)} or all.")] = "onnx",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for model.<format> files.")] = Path("export"),
     overwrite: Overwrite = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 through each runtime's own static quantizer.")] = False,
@@ -122,7 +123,7 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
 def bench_cmd(
     model: ModelSpec,
     runtime: Annotated[
-        str, typer.Option("--runtime", help="torch,onnxruntime,executorch,tflite or all.")
+        str, typer.Option("--runtime", help=f"{','.join(BENCH_RUNTIMES)} or all.")
     ] = "torch,onnxruntime",
     data: DataSpec = None,
     metric: MetricSpec = None,

@@ -9,6 +9,7 @@ import typer
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
+    ConfigOptions,
     DataSpec,
     Exclude,
     FinetuneEpochs,
@@ -23,7 +24,9 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
+    merge_options,
     metric_option,
+    parse_options,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -65,6 +68,7 @@ def prune_cmd(
     threads: Threads = 1,
     metric: MetricSpec = None,
     lower_is_better: LowerIsBetter = False,
+    option: ConfigOptions = None,
 ) -> None:
     """Prune channels, neurons, heads or weights; save the result and print before/after.
 
@@ -74,16 +78,14 @@ def prune_cmd(
 
         slimkit prune example:minilm --method heads --ratio 0.25 --out out/
     """
-    technique = Technique(
-        "prune", method, _options(method, ratio, round_to, importance), split="train", needs_data=method == "gradual"
-    )
-    comparison, state = run_technique(
+    options = merge_options(_options(method, ratio, round_to, importance), parse_options(option))
+    technique = Technique("prune", method, options, split="train", needs_data=method == "gradual")
+    comparison, state, outcome = run_technique(
         technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
         finetune_epochs=finetune_epochs, batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle,
         quiet=quiet or as_json,
         overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
-    summary = {"pruned": state.get("pruned", {}), "skipped": state.get("skipped", {})}
-    lines = [f"  {name}: kept {kept} of {size}" for name, (size, kept) in summary["pruned"].items()]
-    lines += [f"  {name}: not pruned ({reason})" for name, reason in summary["skipped"].items()]
-    show_technique(comparison, summary, lines, out_dir, as_json)
+    pruned = state.get("pruned", {})
+    lines = [f"  {name}: kept {kept} of {size}" for name, (size, kept) in pruned.items()]
+    show_technique(comparison, outcome, {"pruned": pruned}, lines, out_dir, as_json)

@@ -9,6 +9,7 @@ import typer
 from slimkit.cli.common import (
     AsJson,
     BatchSizes,
+    ConfigOptions,
     DataSpec,
     Exclude,
     Include,
@@ -22,7 +23,9 @@ from slimkit.cli.common import (
     TrustPickle,
     Weights,
     app,
+    merge_options,
     metric_option,
+    parse_options,
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
@@ -64,6 +67,7 @@ def quantize_cmd(
     threads: Threads = 1,
     metric: MetricSpec = None,
     lower_is_better: LowerIsBetter = False,
+    option: ConfigOptions = None,
 ) -> None:
     """Quantize a model; calibrate on the data's calibration split, measure on its test split.
 
@@ -75,13 +79,13 @@ def quantize_cmd(
 
         slimkit quantize example:minilm --method weight-only --bits 4 --group-size 128 --out out/
     """
-    technique = Technique("quantize", method, _options(bits, group_size, observer), split="calibration")
-    comparison, state = run_technique(
+    options = merge_options(_options(bits, group_size, observer), parse_options(option))
+    technique = Technique("quantize", method, options, split="calibration")
+    comparison, state, outcome = run_technique(
         technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
         batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
         overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
     )  # fmt: skip
-    summary = {"quantized": sorted(state.get("layers", {})), "skipped": state.get("skipped", {})}
-    lines = [f"  {len(summary['quantized'])} layer(s) quantized"]
-    lines += [f"  {name}: left in float ({reason})" for name, reason in summary["skipped"].items()]
-    show_technique(comparison, summary, lines, out_dir, as_json)
+    quantized = sorted(state.get("layers", {}))
+    lines = [f"  {len(quantized)} layer(s) quantized"]
+    show_technique(comparison, outcome, {"quantized": quantized}, lines, out_dir, as_json)

@@ -59,7 +59,7 @@ def run_technique(
     overwrite: bool = False,
     threads: int = 1,
     metric: Any = None,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, dict[str, Any], Any]:
     """Apply ``technique`` to ``model``, optionally fine-tune, save to ``out_dir``.
 
     ``out_dir`` must not exist unless ``overwrite``; the result is written beside it and
@@ -67,10 +67,12 @@ def run_technique(
     inputs come from the data's first batch when there is data.
 
     Returns:
-        The before/after `Comparison` and the transform's recorded state.
+        The before/after `Comparison`, the transform's recorded state (method details) and its
+        `Outcome` (what changed, what was skipped and why).
     """
     from slimkit.core.errors import InvalidConfigError
     from slimkit.core.io import save
+    from slimkit.core.outcome import explain
     from slimkit.core.record import get_record
     from slimkit.core.registry import apply
     from slimkit.core.specs import load_data, load_model
@@ -95,6 +97,7 @@ def run_technique(
                 example_inputs=None if sample is None else (sample.kwargs or sample.args), **technique.options,
             )  # fmt: skip
         state = get_record(result).transforms[-1].state
+        outcome = explain(result)
     if finetune_epochs and splits is not None:
         log.info("fine-tuning for %d epoch(s) on the train split", finetune_epochs)
         result = finetune_from(result, original, splits, finetune_epochs, quiet=quiet)
@@ -105,19 +108,26 @@ def run_technique(
             save(result, stage)
     log.info("saved %s", out_dir)
     before.name, after.name = model, f"{technique.method} -> {out_dir}"
-    return compare(before, after), state
+    return compare(before, after), state, outcome
+
+
+def outcome_lines(outcome: Any) -> list[str]:
+    """What any verb did, for people: how many modules changed, then each skipped layer and why."""
+    lines = [f"  {outcome.verb}:{outcome.method} changed {len(outcome.changed)} module(s)"]
+    return lines + [f"  {name}: left as is ({reason})" for name, reason in outcome.skipped.items()]
 
 
 def show_technique(
-    comparison: Any, summary: dict[str, Any], lines: Iterable[str], out_dir: Path, as_json: bool
+    comparison: Any, outcome: Any, details: dict[str, Any], lines: Iterable[str], out_dir: Path, as_json: bool
 ) -> None:
-    """Print the comparison table and one line per layer note, or all of it as JSON."""
+    """Print the comparison table, the method's detail lines and the outcome, or all of it as JSON."""
     from slimkit.report import comparison_table
 
     if as_json:
-        print(json.dumps({**comparison.to_dict(), **summary, "out": str(out_dir)}, indent=2, default=str))
+        document = {**comparison.to_dict(), **details, **outcome.to_dict(), "out": str(out_dir)}
+        print(json.dumps(document, indent=2, default=str))
         return
     out.print(comparison_table(comparison))
-    for line in lines:
+    for line in [*lines, *outcome_lines(outcome)]:
         out.print(line, markup=False)
     out.print(f"saved to {out_dir}", markup=False)

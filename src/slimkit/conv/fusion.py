@@ -7,8 +7,11 @@ output channel, so in inference it can be folded into that layer's weight and bi
     W' = W * s[:, None, ...]          b' = (b - running_mean) * s + beta
 
 The BatchNorm is then replaced by ``nn.Identity`` (its state disappears from the state
-dict; the layer gains a bias when it had none). Pairs are found on the ``torch.fx`` graph
-when the model traces, else from adjacency inside ``nn.Sequential`` containers.
+dict; the layer gains a bias when it had none). A BatchNorm subclass whose own forward does
+more (e.g. ``BatchNormAct2d``: BatchNorm then an activation) is replaced by its forward's
+graph without the ``batch_norm`` call, so the activation stays. Pairs are found on the
+``torch.fx`` graph (every BatchNorm a leaf) when the model traces, else from adjacency
+inside ``nn.Sequential`` containers.
 """
 
 from __future__ import annotations
@@ -38,10 +41,17 @@ FUSED_RELU: dict[type[nn.Module], type[nn.Module]] = {
 Types = type[nn.Module] | tuple[type[nn.Module], ...]
 
 
+class _NormLeafTracer(fx.Tracer):
+    """An fx tracer that keeps BatchNorm subclasses (not only ``torch.nn``'s own) as leaves."""
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        return isinstance(m, nn.modules.batchnorm._BatchNorm) or super().is_leaf_module(m, module_qualified_name)
+
+
 def _fx_chains(model: nn.Module, first: Types, second: Types, through: Types) -> list[tuple[str, str]]:
     """(first, second) module names where second consumes first's only output on the fx graph,
     possibly via single-use ``through`` modules; modules called more than once are left out."""
-    graph = fx.symbolic_trace(model).graph
+    graph = _NormLeafTracer().trace(model)
     modules = dict(model.named_modules())
     calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
 
@@ -105,7 +115,44 @@ def _why_not(layer: nn.Module, bn: nn.Module) -> str | None:
         return "the BatchNorm tracks no running statistics"
     if bn.num_features != channels:
         return f"the BatchNorm has {bn.num_features} features but the layer {channels} outputs"
+    if type(bn) not in BATCHNORMS:
+        try:
+            without_batchnorm(bn)
+        except ValueError as exc:
+            return str(exc)
     return None
+
+
+def without_batchnorm(bn: nn.Module) -> nn.Module:
+    """What is left of a BatchNorm layer once its normalization is folded into the layer before.
+
+    ``nn.Identity`` for torch's own BatchNorms; for a subclass with its own forward (BatchNorm
+    then an activation, ...), that forward's fx graph with the ``batch_norm`` call removed.
+
+    Raises:
+        ValueError: when the subclass's forward does not trace, or does not apply one
+            ``batch_norm`` to its input first.
+    """
+    if type(bn) in BATCHNORMS:
+        return nn.Identity()
+    try:
+        gm = fx.symbolic_trace(bn)
+    except Exception as exc:  # fx raises many kinds on untraceable code
+        raise ValueError(f"{type(bn).__name__}'s forward does not trace ({type(exc).__name__})") from exc
+    norms = [n for n in gm.graph.nodes if n.op == "call_function" and n.target is torch.nn.functional.batch_norm]
+    inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    if len(norms) != 1 or len(inputs) != 1 or norms[0].args[0] is not inputs[0]:
+        raise ValueError(f"{type(bn).__name__}'s forward does not apply one batch_norm to its input")
+    norms[0].replace_all_uses_with(inputs[0])
+    gm.graph.erase_node(norms[0])
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    for name in [n for n, _ in (*gm.named_parameters(recurse=False), *gm.named_buffers(recurse=False))]:
+        if name not in used:
+            delattr(gm, name)
+    gm.recompile()
+    return gm
 
 
 def ensure_bias(layer: nn.Module) -> None:
@@ -131,7 +178,7 @@ def remove_batchnorms(model: nn.Module, pairs: list[tuple[str, str]]) -> None:
     """Replace each pair's BatchNorm by ``nn.Identity`` and give its layer a bias (rebuild step)."""
     for layer, bn in pairs:
         ensure_bias(model.get_submodule(layer))
-        replace_module(model, bn, nn.Identity())
+        replace_module(model, bn, without_batchnorm(model.get_submodule(bn)))
 
 
 def fold_pairs(model: nn.Module, pairs: list[tuple[str, str]]) -> None:

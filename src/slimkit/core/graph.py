@@ -29,7 +29,9 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any
         hint: appended to the error message, telling the user what to do instead.
 
     Returns:
-        A `torch.fx.GraphModule` whose nodes carry ``meta["tensor_meta"]`` where they are tensors.
+        A `torch.fx.GraphModule` whose nodes carry ``meta["tensor_meta"]`` where they are tensors;
+        ``gm.meta["root"]`` is ``model`` (the graph module only holds the layers it calls, and
+        bare containers for the parameters it reads).
 
     Raises:
         UnsupportedModelError: when the model cannot be traced or does not run on the inputs.
@@ -43,6 +45,7 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any
         raise UnsupportedModelError(
             f"cannot trace {type(model).__name__} with torch.fx: {type(exc).__name__}: {first_line(exc)}{suffix}"
         ) from exc
+    gm.meta["root"] = model
     names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     ordered = args + tuple(kwargs[name] for name in names[len(args) :] if name in kwargs)
     try:

@@ -37,12 +37,12 @@ from slimkit.core.errors import (
     UnsupportedModelError,
     first_line,
 )
+from slimkit.core.formats import ARTIFACT_SUFFIXES
 from slimkit.core.hf import import_transformers
 from slimkit.core.io import apply_state, is_slimkit_folder, load_checkpoint, load_folder, load_weights, state_dict_of
 from slimkit.core.record import set_source
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-ARTIFACT_SUFFIXES = (".onnx", ".pte", ".tflite")
 MODEL_SPEC_HELP = (
     "use example:NAME, hf:DIR, package.module:factory, a .pt2 file, a .pt/.pth file, or a slimkit output folder"
 )

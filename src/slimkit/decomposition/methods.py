@@ -20,7 +20,6 @@ from slimkit.decomposition.layers import LowRankEmbedding, LowRankLinear
 from slimkit.decomposition.rank import RankSpec, RankValue, budget_ranks, parse_rank, ranks_at, spectrum_rank
 from slimkit.decomposition.tt import TTLinear
 
-
 LARGE_ERROR = 0.5
 """A relative weight error above this is large: warned about, and the default limit for VBMF."""
 

@@ -10,12 +10,12 @@ recorded as a structural transform, so `sk.save` / `sk.load` rebuild the shorter
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
 
+from slimkit.core.blocks import keep_blocks, spread
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.record import get_record
@@ -68,7 +68,7 @@ def kept_layers(count: int, depth: float, spacing: Spacing = "spread") -> list[i
     keep = max(1, round(count * depth))
     if spacing == "stride" or keep == 1:
         return [i * count // keep for i in range(keep)]
-    return [math.floor(i * (count - 1) / (keep - 1) + 0.5) for i in range(keep)]
+    return spread(count, keep)
 
 
 def layer_pairs(student: nn.Module) -> dict[str, str]:
@@ -102,14 +102,8 @@ def _drop_layers(model: nn.Module, path: str, kept: list[int]) -> nn.Module:
     _, layers, config = find_layer_stack(model)
     if max(kept) >= len(layers):
         raise UnsupportedModelError(f"cannot keep layers {kept} of {path}: it has only {len(layers)}")
-    parent_name, _, attr = path.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, attr, nn.ModuleList([layers[i] for i in kept]))
+    keep_blocks(model, path, kept)
     config.num_hidden_layers = len(kept)
-    for new_index, layer in enumerate(getattr(parent, attr)):
-        for sub in layer.modules():
-            if hasattr(sub, "layer_idx"):
-                sub.layer_idx = new_index
     return model
 
 

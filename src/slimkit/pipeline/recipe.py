@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.formats import FORMAT_NAMES, RUNTIMES
 from slimkit.core.registry import methods
 
 MAX_BATCH_SIZE = 65_536
@@ -37,7 +38,7 @@ MAX_STAGES = 100
 
 TECHNIQUE_VERBS = ("prune", "quantize", "decompose", "accelerate")
 STAGE_KINDS = (*TECHNIQUE_VERBS, "finetune")
-EXPORT_FORMATS = ("onnx", "pte", "tflite", "pt2")
+EXPORT_FORMATS = FORMAT_NAMES
 DEFAULT_METHOD = {"prune": "channels", "quantize": "int8-dynamic", "decompose": "svd", "accelerate": "fuse"}
 
 
@@ -59,7 +60,7 @@ class Finetune(_Strict):
 class Target(_Strict):
     """Where the model will run and what it must achieve."""
 
-    runtime: Literal["torch", "onnxruntime", "executorch", "tflite"] = "torch"
+    runtime: Literal[RUNTIMES] = "torch"  # type: ignore[valid-type]
     """Runtime every stage is measured on (the model is exported to it after each stage)."""
     metric: str | None = None
     """What judges the model: ``accuracy``, ``fidelity`` or ``package.module:function`` computing
@@ -141,7 +142,7 @@ class Recipe(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     """Random seed of every stage (0 .. 2**32-1)."""
     stages: list[Stage] = Field(default_factory=list, max_length=MAX_STAGES)
-    export: list[Literal["onnx", "pte", "tflite", "pt2"]] = Field(default_factory=list)
+    export: list[Literal[FORMAT_NAMES]] = Field(default_factory=list)  # type: ignore[valid-type]
     target: Target = Field(default_factory=Target)
 
     @model_validator(mode="after")

@@ -10,10 +10,9 @@ from typing import Any
 from torch import nn
 
 from slimkit.core.data import DataSplits
+from slimkit.core.formats import artifact_of
 from slimkit.measure.profile import Profile, profile
 from slimkit.pipeline.recipe import Target
-
-SUFFIX = {"onnxruntime": ".onnx", "executorch": ".pte", "tflite": ".tflite"}
 
 
 def sha256_file(path: Path) -> str:
@@ -71,7 +70,7 @@ def measure_on_target(
     path = Path(
         export(
             model,
-            folder / f"model{SUFFIX[target.runtime]}",
+            folder / f"model{artifact_of(target.runtime).suffix}",
             example_inputs=example_inputs,
             data=splits.test,
             overwrite=True,

@@ -1,16 +1,16 @@
 """Pruning ``W_p = P(W, alpha)``: unstructured, N:M, gradual, and structured pruning that
-physically removes channels, neurons and attention heads along the dependency graph.
+physically removes channels, neurons, attention heads and whole blocks.
 
 Methods (``sk.prune(model, NAME_OR_CONFIG, ...)``): ``channels`` (`Channels`), ``neurons``
-(`Neurons`), ``heads`` (`Heads`), ``unstructured`` (`Unstructured`), ``nm`` (`NM`),
+(`Neurons`), ``heads`` (`Heads`), ``depth`` (`Depth`), ``unstructured`` (`Unstructured`), ``nm`` (`NM`),
 ``gradual`` (`Gradual`), ``sparse-storage`` (what `make_permanent` applies).
 """
 
 from __future__ import annotations
 
 from slimkit.core.registry import make_verb
-from slimkit.pruning import structured, unstructured  # noqa: F401  (registers the methods)
-from slimkit.pruning.configs import NM, Channels, Gradual, Heads, Neurons, Unstructured
+from slimkit.pruning import depth, structured, transformers, unstructured  # noqa: F401  (registers the methods)
+from slimkit.pruning.configs import NM, Channels, Depth, Gradual, Heads, Neurons, Unstructured
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, Member
 from slimkit.pruning.importance import BNScale, Magnitude, RandomImportance, Taylor, make_importance
@@ -28,6 +28,7 @@ __all__ = [
     "BNScale",
     "Channels",
     "DependencyGraph",
+    "Depth",
     "Gradual",
     "Group",
     "Heads",

@@ -46,6 +46,13 @@ class Heads(_Structured):
     ratio: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of heads removed, in [0, 1)")
 
 
+class Depth(Config):
+    """Remove whole blocks of repeated block lists (transformer layers), keeping the first and last."""
+
+    method = "depth"
+    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the blocks of each block list removed")
+
+
 class Unstructured(Config):
     """Zero the smallest weights of Conv/Linear layers; stored sparse when permanent."""
 

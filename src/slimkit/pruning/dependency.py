@@ -21,7 +21,7 @@ from typing import Any
 from torch import fx, nn
 
 from slimkit.core.graph import node_shape
-from slimkit.pruning.groups import Group, Member
+from slimkit.pruning.groups import TENSOR_AXIS, Group, Member
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,18 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class ShapeOf:
+    """The shape of a tensor whose axis ``flow.dim`` carries channels (``x.shape``, ``x.size()``).
+
+    Reading its other entries is harmless; reading the channel count, or using the whole
+    shape, blocks the channels (the model's code would still see the old count).
+    """
+
+    flow: Flow
+    ndim: int
+
+
+@dataclass(frozen=True)
 class Items:
     """A tuple of values (from split/chunk)."""
 
@@ -50,15 +62,20 @@ class Items:
 
 _UNARY = {
     "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardtanh", "leaky_relu", "elu",
-    "dropout", "contiguous", "clone", "float", "to", "type_as", "detach", "abs", "neg",
+    "hardsigmoid", "mish", "softplus", "selu", "celu", "sigmoid_", "hardswish_", "hardsigmoid_", "silu_",
+    "dropout", "dropout2d", "stochastic_depth", "drop_path", "contiguous", "clone", "float", "to", "type_as", "detach", "abs", "neg",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d",
     "max_pool1d", "max_pool2d", "interpolate", "pad",
 }  # fmt: skip
-_BINARY = {"add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "__add__", "__mul__", "__sub__"}
+_BINARY = {
+    "add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "__add__", "__mul__", "__sub__", "add_", "mul_",
+}  # fmt: skip
+_FUNCTIONAL_NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
 _REDUCE = {"mean", "sum", "amax", "amin"}
 _NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 _PASS_MODULES = (
     nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.LeakyReLU, nn.ELU, nn.Identity,
+    nn.Hardsigmoid, nn.Mish, nn.Softplus, nn.SELU, nn.CELU,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample,
 )  # fmt: skip
@@ -92,11 +109,13 @@ class DependencyGraph:
         self.size: list[int] = []
         self.members: dict[int, list[Member]] = {}
         self.blocked: dict[int, str] = {}
+        self.blocks: dict[int, int] = {}
+        """Equal blocks a space's channels must keep the same count in (grouped layers)."""
         self.label: dict[int, str] = {}
         self.opaque: dict[str, str] = {}
         """Layers with weights the analysis cannot prune, with why."""
-        self.env: dict[fx.Node, Flow | Items | None] = {}
-        self.modules = dict(gm.named_modules())
+        self.env: dict[fx.Node, Flow | Items | ShapeOf | None] = {}
+        self.modules = dict(gm.meta.get("root", gm).named_modules())
         for node in gm.graph.nodes:
             self.env[node] = self._visit(node)
 
@@ -124,6 +143,16 @@ class DependencyGraph:
         self.label[ra] = f"{self.label[ra]}+{self.label.pop(rb)}"
         if rb in self.blocked:
             self.blocked.setdefault(ra, self.blocked.pop(rb))
+        self._constrain(ra, self.blocks.pop(rb, 1), "a coupled grouped layer")
+
+    def _constrain(self, space: int, blocks: int, why: str) -> None:
+        """Ask ``space`` to keep as many channels in each of ``blocks`` equal blocks."""
+        root = self._find(space)
+        merged = math.lcm(self.blocks.get(root, 1), blocks)
+        if self.size[root] % merged:
+            self.blocked.setdefault(root, f"{why} needs {merged} equal blocks of its {self.size[root]} channels")
+        elif merged > 1:
+            self.blocks[root] = merged
 
     def _block(self, value: Any, reason: str) -> None:
         for flow in self._flows(value):
@@ -136,8 +165,10 @@ class DependencyGraph:
             self.members[self._find(seg.space)].append(Member(module, axis, offset, seg.repeat))
             offset += seg.length * seg.repeat
 
-    def _produce(self, module: str, size: int, dim: int) -> Flow:
-        return Flow((Seg(self._new(size, module), size),), dim)
+    def _produce(self, module: str, size: int, dim: int, blocks: int = 1) -> Flow:
+        space = self._new(size, module)
+        self._constrain(space, blocks, module)
+        return Flow((Seg(space, size),), dim)
 
     # --- values -------------------------------------------------------------------------
     def _flows(self, value: Any) -> Iterator[Flow]:
@@ -145,6 +176,8 @@ class DependencyGraph:
             value = self.env.get(value)
         if isinstance(value, Flow):
             yield value
+        elif isinstance(value, ShapeOf):
+            yield value.flow
         elif isinstance(value, Items):
             for item in value.items:
                 yield from self._flows(item)
@@ -163,7 +196,7 @@ class DependencyGraph:
         self._block(list(node.args) + list(node.kwargs.values()), reason)
 
     # --- nodes --------------------------------------------------------------------------
-    def _visit(self, node: fx.Node) -> Flow | Items | None:
+    def _visit(self, node: fx.Node) -> Flow | Items | ShapeOf | None:
         if node.op in ("placeholder", "get_attr"):
             return None
         if node.op == "output":
@@ -174,19 +207,11 @@ class DependencyGraph:
         return self._function(node, _name(node))
 
     def _module(self, node: fx.Node, name: str, mod: nn.Module) -> Flow | None:
+        self._block_shapes(node)
         flow = self._flow(node.args[0]) if node.args else None
         shape = node_shape(node)
         if isinstance(mod, nn.modules.conv._ConvNd) and not mod.transposed:
-            if mod.groups == 1:
-                if flow is not None:
-                    self._attach(flow, name, "in")
-                return self._produce(name, mod.out_channels, 1)
-            if mod.groups == mod.in_channels == mod.out_channels and flow is not None:
-                self._attach(flow, name, "out")  # depthwise: channel i in -> channel i out
-                return flow
-            self.opaque[name] = f"grouped convolution (groups={mod.groups})"
-            self._block(flow, f"{name} is a grouped convolution (groups={mod.groups})")
-            return None
+            return self._conv(name, mod, flow)
         if isinstance(mod, nn.Linear) and shape is not None:
             if flow is not None:
                 if flow.dim == _ndim(node.args[0]) - 1:
@@ -208,33 +233,53 @@ class DependencyGraph:
         self._block_all(node, f"{name} ({type(mod).__name__}) is a layer channel pruning cannot follow")
         return None
 
+    def _conv(self, name: str, mod: nn.modules.conv._ConvNd, flow: Flow | None) -> Flow | None:
+        """A convolution: depthwise ones carry their input's channels, others start a space.
+
+        A grouped convolution keeps its groups: each must keep as many inputs and outputs as
+        the others, so both its input and output spaces are cut into ``groups`` equal blocks.
+        """
+        depthwise = mod.groups == mod.in_channels == mod.out_channels
+        if depthwise and mod.groups > 1:
+            if flow is not None:
+                self._attach(flow, name, "out")  # depthwise: channel i in -> channel i out
+            return flow
+        if flow is not None and mod.groups > 1 and not self._single(flow):
+            self._block(flow, f"{name} is a grouped convolution (groups={mod.groups}) of concatenated channels")
+        elif flow is not None:
+            self._attach(flow, name, "in")
+            self._constrain(flow.segs[0].space, mod.groups, f"{name} (groups={mod.groups})")
+        return self._produce(name, mod.out_channels, 1, mod.groups)
+
+    @staticmethod
+    def _single(flow: Flow) -> bool:
+        return len(flow.segs) == 1 and flow.segs[0].repeat == 1
+
     def _norm_follows(self, mod: nn.Module, flow: Flow, node: fx.Node) -> bool:
         plain = all(s.repeat == 1 for s in flow.segs)
         if isinstance(mod, nn.modules.batchnorm._BatchNorm):
             return plain and flow.dim == 1
         if isinstance(mod, nn.GroupNorm):
-            return plain and flow.dim == 1 and mod.num_groups == mod.num_channels
+            if mod.num_groups in (1, mod.num_channels):
+                return plain and flow.dim == 1
+            if not (flow.dim == 1 and self._single(flow)):
+                return False
+            self._constrain(flow.segs[0].space, mod.num_groups, "a GroupNorm")
+            return True
         if isinstance(mod, nn.LayerNorm):
             return plain and len(mod.normalized_shape) == 1 and flow.dim == _ndim(node.args[0]) - 1
         return False
 
-    def _function(self, node: fx.Node, name: str) -> Flow | Items | None:
+    def _function(self, node: fx.Node, name: str) -> Flow | Items | ShapeOf | None:
         first = node.args[0] if node.args else None
         flow = self._flow(first)
         if name in ("getattr", "size", "dim") and flow is not None:
-            index = _arg(node, 1, "dim")
-            if name == "dim" or (name == "getattr" and index != "shape"):
-                return None
-            if name == "size" and isinstance(index, int) and index % _ndim(first) != flow.dim:
-                return None
-            self._block(flow, "its shape is read by the model's code (e.g. to reshape)")
-            return None
+            return self._shape(node, name, flow)
         if name == "getitem":
-            value = self.env.get(first) if isinstance(first, fx.Node) else None
-            if isinstance(value, Items) and isinstance(node.args[1], int):
-                return value.items[node.args[1]]
-            self._block(flow, "it is indexed or sliced")
-            return None
+            return self._getitem(node, first, flow)
+        self._block_shapes(node)
+        if name in _FUNCTIONAL_NORMS and flow is not None:
+            return self._functional_norm(node, name, flow)
         if name in ("softmax", "log_softmax") and flow is not None:
             if _arg(node, 1, "dim") % _ndim(first) != flow.dim:
                 return flow
@@ -254,6 +299,62 @@ class DependencyGraph:
             return self._split(node, name, flow)
         self._block_all(node, f"it goes through {name}, which channel pruning cannot follow")
         return None
+
+    def _shape(self, node: fx.Node, name: str, flow: Flow) -> ShapeOf | None:
+        """``x.shape`` / ``x.size()`` (a `ShapeOf`), ``x.size(i)``, ``x.dim()``, ``x.ndim``, ``x.dtype``."""
+        index = _arg(node, 1, "dim")
+        ndim = _ndim(node.args[0])
+        if name == "dim" or (name == "getattr" and index != "shape"):
+            return None
+        if name == "size" and isinstance(index, int):
+            if index % ndim == flow.dim:
+                self._block(flow, "its channel count is read by the model's code (e.g. to reshape)")
+            return None
+        return ShapeOf(flow, ndim)
+
+    def _getitem(self, node: fx.Node, first: Any, flow: Flow | None) -> Flow | None:
+        """An item of split/chunk results, or entries of a shape; anything else indexed blocks."""
+        value = self.env.get(first) if isinstance(first, fx.Node) else None
+        index = node.args[1]
+        if isinstance(value, Items) and isinstance(index, int):
+            return value.items[index]
+        if isinstance(value, ShapeOf) and isinstance(index, (int, slice)):
+            read = range(value.ndim)[index]
+            if value.flow.dim in (read if isinstance(read, range) else (read,)):
+                self._block(value.flow, "its channel count is read by the model's code (e.g. to reshape)")
+            return None
+        self._block(flow, "it is indexed or sliced")
+        return None
+
+    def _block_shapes(self, node: fx.Node) -> None:
+        """A whole shape passed on (``x.view(y.shape)``) fixes the channel count."""
+        for arg in (*node.args, *node.kwargs.values()):
+            if isinstance(self.env.get(arg) if isinstance(arg, fx.Node) else None, ShapeOf):
+                self._block(arg, "its whole shape is used by the model's code")
+
+    def _functional_norm(self, node: fx.Node, name: str, flow: Flow) -> Flow | None:
+        """``F.batch_norm(x, self.running_mean, ..., self.weight, ...)`` written in a norm layer's own
+        forward (a BatchNorm subclass that also applies an activation, a channels-first LayerNorm)."""
+        params = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, fx.Node) and a.op == "get_attr"]
+        owners = {str(p.target).rpartition(".")[0] for p in params}
+        owner = owners.pop() if len(owners) == 1 else None
+        mod = self.modules.get(owner) if owner is not None else None
+        if isinstance(mod, _NORMS) and self._norm_follows(mod, flow, node):
+            self._attach(flow, owner, "out")
+            return flow
+        self._block(flow, f"it goes through {name} with parameters that are not one norm layer's ({sorted(owners)})")
+        return None
+
+    def _tensor_member(self, flow: Flow, node: fx.Node, pos: int) -> bool:
+        """Couple a parameter or buffer multiplying/added to the channels (e.g. a layer scale)."""
+        if node.op != "get_attr":
+            return False
+        shape = node_shape(node) or ()
+        dim = len(shape) + pos
+        if dim < 0 or shape[dim] != sum(s.length * s.repeat for s in flow.segs):
+            return False
+        self._attach(flow, str(node.target), f"{TENSOR_AXIS}{dim}")
+        return True
 
     def _binary(self, node: fx.Node) -> Flow | None:
         shape = node_shape(node)
@@ -278,7 +379,7 @@ class DependencyGraph:
                 self._union(sa.space, sb.space)
         elif isinstance(b, fx.Node):
             other = node_shape(b) or ()
-            if -pos <= len(other) and other[pos] != 1:
+            if -pos <= len(other) and other[pos] != 1 and not self._tensor_member(fa, b, pos):
                 self._block(fa, "it is combined with a tensor that cannot be pruned along with it")
                 return None
         return Flow(fa.segs, len(shape) + pos)
@@ -374,5 +475,7 @@ class DependencyGraph:
             members = list(dict.fromkeys(self.members[root]))
             if not any(m.axis == "out" for m in members):
                 continue
-            result.append(Group(self.size[root], members, self.label[root], self.blocked.get(root)))
+            group = Group(self.size[root], members, self.label[root], self.blocked.get(root))
+            group.blocks = self.blocks.get(root, 1)
+            result.append(group)
         return result

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from slimkit.core.errors import InvalidConfigError
 
 AXES = ("out", "in")
+TENSOR_AXIS = "dim"
+"""Prefix of a raw tensor member's axis: ``"dim0"`` slices dimension 0 of a parameter or buffer."""
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,8 @@ class Member:
     Attributes:
         module: dotted module name.
         axis: ``"out"`` (output channels/features, embedding dim, norm or depthwise
-            channels) or ``"in"`` (input channels/features).
+            channels), ``"in"`` (input channels/features), or ``"dimK"`` when ``module``
+            names a parameter or buffer (e.g. a layer scale) sliced along dimension ``K``.
         offset: where the group's channels start along that axis (concatenation).
         repeat: consecutive entries per channel (a Linear after flatten, or a head's
             ``head_dim`` features).
@@ -39,6 +43,11 @@ class Member:
         """The ``[start, stop)`` range the group's ``size`` channels cover on this axis."""
         return self.offset, self.offset + size * self.repeat
 
+    @property
+    def tensor_dim(self) -> int | None:
+        """The sliced dimension of a raw tensor member (``None`` for a layer's axis)."""
+        return int(self.axis[len(TENSOR_AXIS) :]) if self.axis.startswith(TENSOR_AXIS) else None
+
 
 @dataclass
 class Group:
@@ -50,6 +59,8 @@ class Group:
         label: a readable name (the producing layers).
         blocked: why the group cannot be pruned (``None`` when it can).
         heads: attention modules whose head count follows this group (``name -> attribute``).
+        blocks: the channels form this many equal consecutive blocks (the groups of a grouped
+            convolution or a GroupNorm) that must each keep the same number of channels.
     """
 
     size: int
@@ -57,6 +68,7 @@ class Group:
     label: str = ""
     blocked: str | None = None
     heads: dict[str, list[str]] = field(default_factory=dict)
+    blocks: int = 1
 
     @property
     def producers(self) -> list[str]:
@@ -64,16 +76,20 @@ class Group:
         return list(dict.fromkeys(m.module for m in self.members if m.axis == "out"))
 
 
-def axis_length(module: nn.Module, axis: str) -> int:
-    """Length of ``axis`` of a prunable layer (see `Member`)."""
+def axis_length(module: nn.Module | torch.Tensor, axis: str) -> int:
+    """Length of ``axis`` of a prunable layer or raw tensor (see `Member`)."""
+    if isinstance(module, torch.Tensor):
+        return module.shape[int(axis[len(TENSOR_AXIS) :])]
     if isinstance(module, nn.Linear):
         return module.out_features if axis == "out" else module.in_features
     if isinstance(module, nn.modules.conv._ConvNd):
         return module.out_channels if axis == "out" else module.in_channels
     if isinstance(module, nn.Embedding):
         return module.embedding_dim
-    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-        return module.num_features if hasattr(module, "num_features") else module.num_channels
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return module.num_features
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels
     if isinstance(module, nn.LayerNorm):
         return module.normalized_shape[-1]
     raise InvalidConfigError(f"{type(module).__name__} has no prunable axis {axis!r}")
@@ -103,3 +119,11 @@ def parse_groups(model: nn.Module, specs: list[list[str]]) -> list[Group]:
             raise InvalidConfigError(f"group {spec} couples axes of different lengths {sorted(sizes)}")
         groups.append(Group(sizes.pop(), members, label=",".join(spec)))
     return groups
+
+
+def layer_table(model: nn.Module) -> dict[str, nn.Module | torch.Tensor]:
+    """Every member a group can name: the modules, parameters and buffers of ``model`` by dotted name."""
+    table: dict[str, nn.Module | torch.Tensor] = dict(model.named_modules())
+    table.update(model.named_parameters())
+    table.update(model.named_buffers())
+    return table

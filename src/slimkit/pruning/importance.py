@@ -27,13 +27,28 @@ class Importance(Protocol):
     def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor: ...
 
 
-def member_slices(module: nn.Module, member: Member, size: int, grad: bool = False) -> list[torch.Tensor]:
+def _input_rows(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
+    """The weight as one row per input channel (a grouped conv's rows come from its group only)."""
+    groups = getattr(module, "groups", 1)
+    if groups == 1 or groups == w.shape[0] == module.in_channels:
+        return w.transpose(0, 1)
+    per = w.shape[1]
+    return w.reshape(groups, w.shape[0] // groups, per, -1).permute(0, 2, 1, 3).reshape(groups * per, -1)
+
+
+def member_slices(
+    module: nn.Module | torch.Tensor, member: Member, size: int, grad: bool = False
+) -> list[torch.Tensor]:
     """The member's parameter slices as ``[size, -1]`` matrices (``.grad`` when ``grad``).
 
-    Output axes include the bias; input axes are columns of the weight.
+    Output axes include the bias; input axes are columns of the weight; a raw tensor member
+    is sliced along its dimension.
     """
     start, stop = member.span(size)
     pick = (lambda p: p.grad) if grad else (lambda p: p.detach())
+    if isinstance(module, torch.Tensor):
+        t = pick(module)
+        return [] if t is None else [t.movedim(member.tensor_dim, 0)[start:stop].reshape(size, -1)]
     weight = getattr(module, "weight", None)
     if weight is None or pick(weight) is None:
         return []
@@ -41,7 +56,7 @@ def member_slices(module: nn.Module, member: Member, size: int, grad: bool = Fal
     if isinstance(module, nn.Embedding):
         return [w[:, start:stop].t().reshape(size, -1)]
     if member.axis == "in":
-        return [w[:, start:stop].transpose(0, 1).reshape(size, -1)]
+        return [_input_rows(module, w)[start:stop].reshape(size, -1)]
     slices = [w[start:stop].reshape(size, -1)]
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor) and pick(bias) is not None:

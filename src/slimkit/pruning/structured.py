@@ -1,4 +1,4 @@
-"""Structured pruning handlers: ``channels``, ``neurons`` and ``heads``.
+"""Structured pruning: the ``channels`` handler and what ``neurons``/``heads`` share with it.
 
 Groups come from the dependency graph (channels, neurons) or from the attention modules
 (heads, BERT FFNs); each prunable group keeps its most important channels and every
@@ -15,15 +15,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.core.errors import DataError, InvalidConfigError, UnsupportedModelError
+from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.graph import capture
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import check_matches
 from slimkit.measure.profile import example_batch
-from slimkit.pruning.attention import convert_mha, convertible_mha, ffn_groups, head_attrs, head_groups
-from slimkit.pruning.configs import Channels, Heads, Neurons, _Structured
+from slimkit.pruning.attention import convert_mha, head_attrs
+from slimkit.pruning.configs import Channels, _Structured
 from slimkit.pruning.dependency import DependencyGraph
-from slimkit.pruning.groups import Group, parse_groups
+from slimkit.pruning.groups import Group, layer_table, parse_groups
 from slimkit.pruning.importance import make_importance
 from slimkit.pruning.surgery import apply_keeps, plan_keeps
 
@@ -56,6 +56,14 @@ def graph_groups(model: nn.Module, ctx: Context) -> list[Group]:
     return graph.groups()
 
 
+def _top(score: torch.Tensor, count: int, blocks: int) -> torch.Tensor:
+    """Indices (sorted) of the ``count`` best channels, as many in each of ``blocks`` equal blocks."""
+    rows = score.view(blocks, -1)
+    per = min(rows.shape[1], -(-count // blocks))
+    offsets = torch.arange(blocks, device=score.device)[:, None] * rows.shape[1]
+    return (rows.topk(per, dim=1).indices + offsets).flatten().sort().values.cpu()
+
+
 def _choose(scores: list[torch.Tensor], groups: list[Group], config: _Structured) -> list[torch.Tensor]:
     """Kept channel indices (sorted) of each group."""
     if config.scope == "global" and scores:
@@ -67,7 +75,7 @@ def _choose(scores: list[torch.Tensor], groups: list[Group], config: _Structured
         counts = [keep_count(g.size, 1 - c / g.size, config.round_to) for g, c in zip(groups, counts, strict=True)]
     else:
         counts = [keep_count(g.size, config.ratio, config.round_to) for g in groups]
-    return [s.topk(c).indices.sort().values.cpu() for s, c in zip(scores, counts, strict=True)]
+    return [_top(s, c, g.blocks) for s, c, g in zip(scores, counts, groups, strict=True)]
 
 
 def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx: Context) -> nn.Module:
@@ -83,7 +91,7 @@ def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx
             prunable.append(group)
     if not prunable:
         warnings.warn(f"nothing to prune with {config.method!r}: {skipped or 'no prunable layers'}", stacklevel=3)
-    modules = dict(model.named_modules())
+    modules = layer_table(model)
     importance = make_importance(config.importance, config.seed)
     if hasattr(importance, "prepare"):
         importance.prepare(model.to(ctx.device), ctx.data, ctx.device)
@@ -119,39 +127,3 @@ def prune_channels(model: nn.Module, config: Channels, ctx: Context) -> nn.Modul
     """Remove channels of every prunable group of the dependency graph."""
     check_matches(model, ctx.selector)
     return prune_groups(model, _explicit(model, config) or graph_groups(model, ctx), config, ctx)
-
-
-def _is_linear_group(group: Group, modules: dict[str, nn.Module]) -> bool:
-    return all(isinstance(modules[m.module], nn.Linear) for m in group.members)
-
-
-@register("prune", "neurons", Neurons, rebuild=rebuild_structured)
-def prune_neurons(model: nn.Module, config: Neurons, ctx: Context) -> nn.Module:
-    """Remove hidden neurons between Linear layers (from the graph, or BERT FFNs by structure)."""
-    check_matches(model, ctx.selector)
-    groups = _explicit(model, config)
-    if groups is None:
-        groups = ffn_groups(model, ctx.selector)
-        if not groups:
-            modules = dict(model.named_modules())
-            groups = [g for g in graph_groups(model, ctx) if _is_linear_group(g, modules)]
-    if not groups:
-        raise UnsupportedModelError(f"{type(model).__name__} has no Linear -> activation -> Linear neurons to prune")
-    return prune_groups(model, groups, config, ctx)
-
-
-@register("prune", "heads", Heads, rebuild=rebuild_structured)
-def prune_heads(model: nn.Module, config: Heads, ctx: Context) -> nn.Module:
-    """Remove attention heads of ``nn.MultiheadAttention`` and BERT-style self-attention."""
-    check_matches(model, ctx.selector)
-    names, skipped = convertible_mha(model, ctx.selector)
-    convert_mha(model, names)
-    ctx.state.update(converted=names, skipped=skipped)
-    groups = _explicit(model, config) or head_groups(model, ctx.selector)
-    if not groups:
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no attention module slimkit knows (nn.MultiheadAttention or "
-            "transformers' BERT-style self-attention); give the heads explicitly, e.g. "
-            "groups=[['q:out*64', 'k:out*64', 'v:out*64', 'o:in*64']]"
-        )
-    return prune_groups(model, groups, config, ctx)

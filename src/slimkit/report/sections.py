@@ -15,6 +15,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slimkit.core.formats import FORMATS
 from slimkit.report.blocks import Block, Code, Facts, Note, Section, Table
 from slimkit.report.entries import (
     StageEntry,
@@ -34,11 +35,7 @@ from slimkit.report.units import SizeUnit
 if TYPE_CHECKING:
     from slimkit.pipeline.compress import CompressResult
 
-RUNTIME_PACKAGES = {
-    "onnxruntime": ("onnx", "onnxruntime"),
-    "executorch": ("executorch",),
-    "tflite": ("ai-edge-litert", "litert-torch"),
-}
+RUNTIME_PACKAGES = {f.runtime: f.packages for f in FORMATS if f.is_artifact}
 """Python packages behind each target runtime (their versions go into the report)."""
 
 SAVED_FILES = ("model.safetensors", "slimkit.json")

@@ -10,31 +10,18 @@ from torch import nn
 
 from slimkit.core.data import batch_from_inputs
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.formats import ARTIFACT_SUFFIXES, RUNTIMES, by_suffix, load_attribute
 from slimkit.core.specs import load_model
 from slimkit.runtime.base import Runtime, SessionRuntime
 from slimkit.runtime.export import export  # the function; the submodule stays importable by path
 from slimkit.runtime.torch_runtime import TorchRuntime
 
-RUNTIMES = ("torch", "onnxruntime", "executorch", "tflite")
-"""Runtime names, one per artifact format (``torch`` for modules, slimkit folders and ``.pt2``)."""
-SUFFIX_RUNTIME = {".onnx": "onnxruntime", ".pte": "executorch", ".tflite": "tflite"}
-
 
 def _artifact_runtime(path: Path, example: Any, options: dict[str, Any]) -> Runtime:
-    kind = SUFFIX_RUNTIME[path.suffix.lower()]
+    runner = by_suffix(path.suffix).runner
     if not path.is_file():
         raise InvalidConfigError(f"{path} does not exist: check the path")
-    if kind == "onnxruntime":
-        from slimkit.runtime.onnx_runtime import OnnxRuntime
-
-        return OnnxRuntime(path, example, **options)
-    if kind == "executorch":
-        from slimkit.runtime.executorch_runtime import ExecuTorchRuntime
-
-        return ExecuTorchRuntime(path, example, **options)
-    from slimkit.runtime.tflite_runtime import TFLiteRuntime
-
-    return TFLiteRuntime(path, example, **options)
+    return load_attribute(runner)(path, example, **options)
 
 
 def load(
@@ -58,7 +45,7 @@ def load(
             otherwise passed to `load_model` (``weights``, ``trust_pickle``).
     """
     example = batch_from_inputs(example_inputs) if example_inputs is not None else None
-    if not isinstance(model_or_path, nn.Module) and Path(str(model_or_path)).suffix.lower() in SUFFIX_RUNTIME:
+    if not isinstance(model_or_path, nn.Module) and Path(str(model_or_path)).suffix.lower() in ARTIFACT_SUFFIXES:
         return _artifact_runtime(Path(str(model_or_path)), example, options)
     return TorchRuntime(load_model(model_or_path, **options), example, compile=compile)
 

@@ -14,40 +14,24 @@ from torch import nn
 from slimkit.core.atomic import write_file
 from slimkit.core.data import Batch, DataSplits
 from slimkit.core.errors import InvalidConfigError, require
+from slimkit.core.formats import SUFFIXES, by_suffix, load_attribute
 from slimkit.core.record import get_record
 from slimkit.runtime.tracing import export_batch, trace
 from slimkit.runtime.verify import check_parity, parity
 
-FORMATS = (".onnx", ".pte", ".tflite", ".pt2")
-"""File suffixes `export` writes."""
+FORMATS = SUFFIXES
+"""File suffixes `export` writes (from `slimkit.core.formats`)."""
 FP32_MIN_SQNR_DB = 35.0
 """Parity floor of an export of the model as it is (against the PyTorch model)."""
 QUANTIZED_MIN_SQNR_DB = 25.0
 """Parity floor of a slimkit-quantized model's export (against slimkit's own quantized model)."""
 RUNTIME_INT8_MIN_SQNR_DB = 15.0
-_NEEDS = {
-    ".onnx": (("onnx", "onnx"), ("onnxscript", "onnx"), ("onnxruntime", "onnx")),
-    ".pte": (("executorch.exir", "executorch"), ("executorch.runtime", "executorch")),
-    ".tflite": (("litert_torch", "tflite"), ("ai_edge_litert.interpreter", "tflite")),
-    ".pt2": (),
-}
 """Parity floor of an export quantized by the runtime's own int8 path (against the float model)."""
 
 
 def _writer(suffix: str) -> Callable[..., None]:
-    if suffix == ".onnx":
-        from slimkit.runtime.onnx_export import export_onnx
-
-        return export_onnx
-    if suffix == ".pte":
-        from slimkit.runtime.pte_export import export_pte
-
-        return export_pte
-    if suffix == ".tflite":
-        from slimkit.runtime.tflite_export import export_tflite
-
-        return export_tflite
-    return _export_pt2
+    exporter = by_suffix(suffix).exporter
+    return _export_pt2 if exporter is None else load_attribute(exporter)
 
 
 def _export_pt2(
@@ -59,8 +43,7 @@ def _export_pt2(
 
 
 def _check_target(path: Path, overwrite: bool) -> None:
-    if path.suffix.lower() not in FORMATS:
-        raise InvalidConfigError(f"cannot tell the format of {path.name!r}: use a suffix among {', '.join(FORMATS)}")
+    by_suffix(path.suffix)  # the format must be known
     if path.is_dir():
         raise InvalidConfigError(f"{path} is a folder: give a file path such as {path / ('model' + path.suffix)}")
     if path.exists() and not overwrite:
@@ -130,8 +113,9 @@ def export(
 
     path = Path(path)
     _check_target(path, overwrite)
-    for module, extra in _NEEDS[path.suffix.lower()]:
-        require(module, extra)  # fail before the slow work when an optional dependency is missing
+    fmt = by_suffix(path.suffix)
+    for module in fmt.modules:
+        require(module, fmt.extra)  # fail before the slow work when an optional dependency is missing
     if isinstance(data, (str, os.PathLike)):
         from slimkit.core.specs import load_data
 
