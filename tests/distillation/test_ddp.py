@@ -12,8 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from slimkit.distillation.distributed import DistInfo, shard_count
-from slimkit.distillation.order import rank_batches
+from slimkit.training.distributed import DistInfo, shard_count
+from slimkit.training.order import rank_batches
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

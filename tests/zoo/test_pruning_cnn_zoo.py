@@ -31,7 +31,7 @@ TORCH_PRUNING = {
     "mobilenet_v3_small": 0.33, "efficientnet_b0": 0.29, "deeplabv3_mobilenet_v3_large": 0.25,
 }  # fmt: skip
 """Torch-Pruning's MACs ratio (rounded up to 0.01) on the same model and input; it fails on the others."""
-MAX_MACS = {"shufflenet_v2_x1_0": 0.52, "vit": 0.75, "swin": 0.85, "bnact_net": CNN_MAX_MACS}
+MAX_MACS = {"shufflenet_v2_x1_0": 0.52, "vit": 0.80, "swin": 0.85, "bnact_net": CNN_MAX_MACS}
 """Bounds where Torch-Pruning does not run. ShuffleNet's trunk (channel split + shuffle) is not
 pruned yet, only its branches (docs/pruning.md, Coverage); ViT's and Swin's residual width is
 held by their attention (prune it with ``heads``)."""

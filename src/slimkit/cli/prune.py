@@ -30,7 +30,7 @@ from slimkit.cli.common import (
 )
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
-METHODS = "channels, neurons, heads, unstructured, nm or gradual"
+METHODS = "channels, neurons, heads, depth, unstructured, nm or gradual"
 SPARSITY_METHODS = ("unstructured", "gradual")
 
 
@@ -70,7 +70,7 @@ def prune_cmd(
     lower_is_better: LowerIsBetter = False,
     option: ConfigOptions = None,
 ) -> None:
-    """Prune channels, neurons, heads or weights; save the result and print before/after.
+    """Prune channels, neurons, heads, whole blocks or weights; save the result and print before/after.
 
     Examples:
 

@@ -36,7 +36,7 @@ def finetune_from(model: Any, original: Any, splits: Any, epochs: int, quiet: bo
     The best epoch is chosen on the calibration split, never on the test split the result
     is reported on. A progress bar shows the epochs unless ``quiet``.
     """
-    from slimkit.distillation import finetune
+    from slimkit.training import finetune
 
     if splits.metric == "fidelity":
         return finetune(model, splits.train, epochs=epochs, teacher=original, distill="embedding", quiet=quiet)

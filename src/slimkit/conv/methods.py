@@ -239,7 +239,7 @@ def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
         converted[name], mac_ratio[name] = config.rank, layer.mac_ratio
     ctx.state.update(converted=converted, mac_ratio=mac_ratio, skipped=skipped)
     if teacher is not None and converted:
-        from slimkit.distillation import finetune
+        from slimkit.training import finetune
 
         model = finetune(
             model, ctx.data, epochs=config.finetune_epochs, teacher=teacher, lr=config.lr, device=ctx.device

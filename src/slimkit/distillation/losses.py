@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from slimkit.core.errors import UnsupportedModelError
+from slimkit.training.objective import as_rows, task_loss
+
+__all__ = ["attention_loss", "embedding_loss", "hint_loss", "hinton_loss", "kd_loss", "task_loss"]
 
 
 def check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) -> None:
@@ -26,26 +29,15 @@ def check_same_shape(student: torch.Tensor, teacher: torch.Tensor, what: str) ->
         )
 
 
-def _rows(x: torch.Tensor) -> torch.Tensor:
-    return x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
-
-
 def kd_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """``KL(softmax(t/T) || softmax(s/T)) · T²``, summed over classes, averaged over rows.
 
     Logits of any leading shape ``(..., C)`` are flattened to rows of ``C`` classes.
     """
     check_same_shape(student, teacher, "logits")
-    s = F.log_softmax(_rows(student) / temperature, dim=-1)
-    t = F.log_softmax(_rows(teacher) / temperature, dim=-1)
+    s = F.log_softmax(as_rows(student) / temperature, dim=-1)
+    t = F.log_softmax(as_rows(teacher) / temperature, dim=-1)
     return F.kl_div(s, t, reduction="batchmean", log_target=True) * temperature**2
-
-
-def task_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against class indices ``(...)`` or class probabilities ``(..., C)``."""
-    if target.shape == logits.shape:
-        return F.cross_entropy(_rows(logits), _rows(target.to(logits.dtype)))
-    return F.cross_entropy(_rows(logits), target.reshape(-1).long())
 
 
 def hinton_loss(
@@ -99,4 +91,4 @@ def embedding_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "co
     check_same_shape(student, teacher, "embeddings")
     if kind == "mse":
         return F.mse_loss(student, teacher)
-    return (1 - F.cosine_similarity(_rows(student), _rows(teacher), dim=-1)).mean()
+    return (1 - F.cosine_similarity(as_rows(student), as_rows(teacher), dim=-1)).mean()

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimkit.core.config import Config
 from slimkit.core.data import Batch, primary_output, run_model
 from slimkit.core.errors import DataError
 from slimkit.distillation.features import FeatureTap
@@ -21,7 +22,8 @@ from slimkit.distillation.losses import (
     hinton_loss,
     task_loss,
 )
-from slimkit.distillation.methods import Combined
+from slimkit.distillation.methods import Combined, as_combined
+from slimkit.training.objective import register_teacher_objectives
 
 TeacherOutput = tuple[torch.Tensor, dict[str, torch.Tensor]]
 """The teacher's primary output and its tapped layers' outputs for one batch."""
@@ -175,3 +177,27 @@ class Objective(nn.Module):
     def close(self) -> None:
         """Remove the feature hooks."""
         self.tap.close()
+
+
+class _Provider:
+    """The distillation objectives `slimkit.training` trains with when given a teacher."""
+
+    def config(self, distill: str | Config | dict[str, Any] | None) -> Combined:
+        """The `Combined` config of a method name, config object or ``{"method": ..., ...}`` (default ``kd``)."""
+        from slimkit.core.registry import resolve
+
+        if distill is None:
+            distill = "kd"
+        if isinstance(distill, dict):
+            options = dict(distill)
+            _, config = resolve("distill", options.pop("method", "kd"), options)
+        else:
+            _, config = resolve("distill", distill, {})
+        return as_combined(config)
+
+    def build(self, student: nn.Module, teacher: nn.Module, config: Combined) -> tuple[Objective, Teacher]:
+        """The objective the trainer optimizes and the runner of the frozen teacher."""
+        return Objective(student, config), Teacher(teacher, layer_names(config)[1])
+
+
+register_teacher_objectives(_Provider())

@@ -11,9 +11,9 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import Context, apply, register
-from slimkit.distillation.config import TrainConfig
 from slimkit.distillation.methods import CONFIGS
-from slimkit.distillation.trainer import Trainer
+from slimkit.training.config import TrainConfig
+from slimkit.training.trainer import Trainer
 
 
 def _distill_handler(model: nn.Module, config: Config, ctx: Context) -> nn.Module:

@@ -54,7 +54,7 @@ def selection_split(splits: DataSplits) -> Iterable[Any] | None:
 
 
 def _finetune(model: nn.Module, config: Finetune, inputs: StageInputs) -> nn.Module:
-    from slimkit.distillation import finetune
+    from slimkit.training import finetune
 
     distill = None
     if config.distill is not None:

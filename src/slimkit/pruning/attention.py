@@ -79,7 +79,7 @@ class SplitMultiheadAttention(nn.Module):
             new.out_proj.bias.data.copy_(mha.out_proj.bias.detach())
         else:
             new.out_proj.bias.data.zero_()
-        return new.to(mha.out_proj.weight.device)
+        return new.to(mha.out_proj.weight.device).train(mha.training)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)

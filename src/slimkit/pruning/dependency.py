@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from slimkit.core.graph import node_shape
@@ -81,12 +82,19 @@ _PASS_MODULES = (
 )  # fmt: skip
 
 
+_ATEN_ALIASES = {"split_with_sizes": "split", "sym_size": "size", "_to_copy": "to", "alias": "clone"}
+"""ATen ops (graphs captured by torch.export) that mean what a torch function of another name does."""
+
+
 def _name(node: fx.Node) -> str:
     if node.op == "call_method":
         return str(node.target)
     target = node.target
     if target in (operator.add, operator.iadd):
         return "add"
+    if isinstance(target, torch._ops.OpOverload):
+        name = target.overloadpacket.__name__
+        return _ATEN_ALIASES.get(name, name)
     return getattr(target, "__name__", str(target))
 
 

@@ -84,10 +84,12 @@ def linear_view(model: nn.Module, names: list[str] | None = None) -> Iterator[li
     """
     originals = {n: m for n, m in model.named_modules() if n and (names is None or n in names)}
     replaced = linearize(model, names=list(originals)) if originals else []
-    yield replaced
-    for name in replaced:
-        if hasattr(originals[name], "nf"):
-            replace_module(model, name, _write_back(originals[name], model.get_submodule(name)))
+    try:
+        yield replaced
+    finally:
+        for name in replaced:
+            if hasattr(originals[name], "nf"):
+                replace_module(model, name, _write_back(originals[name], model.get_submodule(name)))
 
 
 # ----------------------------------------------------------------------------- model configs

@@ -106,7 +106,7 @@ def make_permanent(model: nn.Module, inplace: bool = True) -> nn.Module:
 @register("prune", "gradual", Gradual, rebuild=rebuild_masked)
 def prune_gradual(model: nn.Module, config: Gradual, ctx: Context) -> nn.Module:
     """Raise sparsity along the cubic schedule, fine-tuning on ``data`` between steps."""
-    from slimkit.distillation import finetune
+    from slimkit.training import finetune
 
     if ctx.data is None:
         raise InvalidConfigError("gradual pruning fine-tunes between steps: pass data= (training batches)")

@@ -120,7 +120,7 @@ def quantize_qat(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
     teacher = copy.deepcopy(model).eval() if config.distill and config.epochs else None
     wrappers = _wrap(model, config, ctx)
     if config.epochs:
-        from slimkit.distillation import finetune
+        from slimkit.training import finetune
 
         finetune(
             model, ctx.data, epochs=config.epochs, teacher=teacher, lr=config.lr, device=ctx.device, seed=config.seed

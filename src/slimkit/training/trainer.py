@@ -18,15 +18,14 @@ from slimkit.core.config import Config
 from slimkit.core.data import Batch, iter_batches
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import DataError, SlimkitError
-from slimkit.distillation import checkpoint as ckpt
-from slimkit.distillation import distributed as ddp
-from slimkit.distillation.config import TrainConfig
-from slimkit.distillation.methods import Combined, as_combined
-from slimkit.distillation.objective import Objective, Teacher, layer_names
-from slimkit.distillation.order import count_batches, epoch_batches, rank_batches
-from slimkit.distillation.progress import TrainProgress
-from slimkit.distillation.schedule import build_optimizer, lr_factor, set_lr
 from slimkit.measure.metrics import evaluate
+from slimkit.training import checkpoint as ckpt
+from slimkit.training import distributed as ddp
+from slimkit.training.config import TrainConfig
+from slimkit.training.objective import TaskObjective, teacher_objectives
+from slimkit.training.order import count_batches, epoch_batches, rank_batches
+from slimkit.training.progress import TrainProgress
+from slimkit.training.schedule import build_optimizer, lr_factor, set_lr
 
 
 class NonFiniteLossError(SlimkitError):
@@ -51,9 +50,9 @@ class _Run:
 
     data: Iterable[Any]
     eval_data: Iterable[Any] | None
-    objective: Objective
+    objective: nn.Module
     engine: nn.Module
-    teacher: Teacher | None
+    teacher: Any
     optimizer: torch.optim.Optimizer
     scaler: Any
     autocast: Callable[[], Any]
@@ -111,7 +110,7 @@ class Trainer:
         base = config or TrainConfig()
         self.config: TrainConfig = base.with_options(**options) if options else base  # type: ignore[assignment]
         self.model, self.teacher = model, teacher
-        self.distill = _distill_config(distill, teacher)
+        self.distill = teacher_objectives().config(distill) if teacher is not None else None
         self.callbacks = list(callbacks)
         self.dist = ddp.from_env(resolve_device(device))
         self.device = ddp.local_device(resolve_device(device), self.dist)
@@ -137,8 +136,7 @@ class Trainer:
         first = next(iter_batches(data, self.device, limit=1))
         seed_everything(cfg.seed)
         self.model.to(self.device)
-        teacher = self._teacher()
-        objective = Objective(self.model, self.distill if teacher else None)
+        objective, teacher = self._objective()
         try:
             objective.prepare(first, teacher)
             objective.to(self.device)
@@ -254,18 +252,19 @@ class Trainer:
             return True
         return False
 
-    def _teacher(self) -> Teacher | None:
+    def _objective(self) -> tuple[nn.Module, Any]:
+        """The module to optimize and the teacher's runner (None without a teacher)."""
         if self.teacher is None:
-            return None
+            return TaskObjective(self.model), None
         self._flags = [(m, m.training) for m in self.teacher.modules()]
         self.teacher.to(self.device).eval()
-        return Teacher(self.teacher, layer_names(self.distill)[1])
+        return teacher_objectives().build(self.model, self.teacher, self.distill)
 
     def _teacher_flags(self) -> None:
         for module, training in self._flags:
             module.training = training
 
-    def _metric(self, eval_data: Iterable[Any] | None, teacher: Teacher | None) -> str:
+    def _metric(self, eval_data: Iterable[Any] | None, teacher: Any) -> str:
         if eval_data is None:
             return ""
         has_targets = next(iter_batches(eval_data, limit=1)).target is not None
@@ -299,7 +298,7 @@ class Trainer:
             state, progress = ckpt.cpu_state(run.objective), self._progress(skip, bad_evals)
             ckpt.save_checkpoint(self.config.checkpoint_dir, self.step, state, run.optimizer.state_dict(), progress)
 
-    def _resume(self, objective: Objective, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    def _resume(self, objective: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
         cfg = self.config
         if not cfg.resume:
             return 0, 0
@@ -318,17 +317,3 @@ class Trainer:
             self.best_state = best[0]
         return p["skip"], p["bad_evals"]
 
-
-def _distill_config(distill: str | Config | dict[str, Any] | None, teacher: nn.Module | None) -> Combined | None:
-    from slimkit.core.registry import resolve
-
-    if teacher is None:
-        return None
-    if distill is None:
-        distill = "kd"
-    if isinstance(distill, dict):
-        options = dict(distill)
-        _, config = resolve("distill", options.pop("method", "kd"), options)
-    else:
-        _, config = resolve("distill", distill, {})
-    return as_combined(config)

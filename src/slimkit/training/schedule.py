@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-from slimkit.distillation.config import TrainConfig
+from slimkit.training.config import TrainConfig
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
