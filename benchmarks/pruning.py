@@ -12,6 +12,8 @@
 4. ``--only minilm-distill``: the same pruning by slimkit and by Torch-Pruning (MetaPruner,
    L1, head pruning), each distilled back from the original with the same trainer, data,
    loss and epochs: cosine to the original on the held-out sentences and batch-1 latency.
+5. ``--only cnn-zoo``: ``channels`` 0.5 on torchvision's vision zoo (and a CNN with
+   BatchNorm+activation layers), params and MACs next to Torch-Pruning's (`pruning_cnn_zoo`).
 """
 
 from __future__ import annotations
@@ -249,7 +251,8 @@ def minilm_distill_benchmark(epochs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer fine-tuning epochs")
-    parser.add_argument("--only", choices=["channels", "gradual", "minilm", "minilm-distill"], help="run one part")
+    parts = ["channels", "gradual", "minilm", "minilm-distill", "cnn-zoo"]
+    parser.add_argument("--only", choices=parts, help="run one part")
     parser.add_argument("--epochs", type=int, default=8, help="distillation epochs of minilm-distill")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -263,6 +266,10 @@ def main() -> None:
             minilm_benchmark(Path(tmp))
         if args.only in (None, "minilm-distill"):
             minilm_distill_benchmark(2 if args.quick else args.epochs)
+        if args.only in (None, "cnn-zoo"):
+            from pruning_cnn_zoo import cnn_zoo_benchmark
+
+            cnn_zoo_benchmark(console)
 
 
 if __name__ == "__main__":

@@ -102,3 +102,13 @@ def test_attribute_docs_read_google_sections_through_the_bases():
 
     assert attribute_docs(Child) == {"rank": "the rank, over two lines.", "seed": "the child's seed."}
     assert attribute_docs(int) == {}
+
+
+@pytest.mark.parametrize(
+    ("method", "formats", "runtime"),
+    [("int8-static", ["tflite"], "torch"), ("int8-dynamic", [], "executorch"), ("int8-dynamic", ["pte"], "onnxruntime")],
+)
+def test_a_quantization_the_export_cannot_carry_is_refused_before_any_stage(method, formats, runtime):
+    raw = {"stages": [{"quantize": {"method": method}}], "export": formats, "target": {"runtime": runtime}}
+    with pytest.raises(InvalidConfigError, match=rf"stages\[0\]\.quantize: .* cannot express slimkit's {method}"):
+        parse_recipe(raw)

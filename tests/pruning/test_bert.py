@@ -2,7 +2,6 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.core.errors import UnsupportedModelError
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +66,12 @@ def test_zero_heads_are_removed_without_changing_outputs(bert):
     torch.testing.assert_close(_hidden(pruned, x), _hidden(bert, x), atol=1e-6, rtol=0)
 
 
-def test_channels_on_bert_names_the_construct_and_the_way_out(bert):
-    with pytest.raises(UnsupportedModelError, match="torch.fx.*method='heads'.*groups="):
-        sk.prune(bert, "channels", example_inputs=_inputs())
+def test_channels_on_bert_is_captured_by_torch_export(bert, tmp_path):
+    """fx cannot trace BertModel; torch.export can: the FFNs are pruned, the heads' views are listed."""
+    x = _inputs()
+    pruned = sk.prune(bert, "channels", example_inputs=x)
+    state = sk.get_record(pruned).transforms[-1].state
+    assert {label for label in state["pruned"] if "intermediate" in label}
+    assert any("splits it into heads" in why for why in state["skipped"].values())
+    assert _hidden(pruned, x).shape == _hidden(bert, x).shape
+    assert torch.equal(_hidden(sk.load(sk.save(pruned, tmp_path / "m")), x), _hidden(pruned, x))

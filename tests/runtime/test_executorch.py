@@ -32,3 +32,25 @@ def test_pte_unsupported_op(tmp_path, svd_model):
     ):
         export(svd_model, tmp_path / "m.pte")
     assert not (tmp_path / "m.pte").exists()
+
+
+@pytest.mark.slow
+def test_slimkit_int8_static_model_exports_to_pte_and_loads_in_a_fresh_process(tmp_path):
+    """Its quantize/dequantize nodes that XNNPACK leaves need ExecuTorch's quantized kernels,
+    at export and in any process that loads the program."""
+    import subprocess
+    import sys
+
+    import slimkit as sk
+
+    splits = sk.load_data("example:digits")
+    quantized = sk.quantize(sk.load("example:digits-cnn"), "int8-static", data=splits.calibration)
+    expected = sk.profile(quantized, data=splits, batch_sizes=(1,)).metrics["accuracy"]
+    path = export(quantized, tmp_path / "m.pte", data=splits)
+    code = (
+        "import slimkit as sk; s = sk.load_data('example:digits'); "
+        f"print(sk.profile({str(path)!r}, data=s, batch_sizes=(1,)).metrics['accuracy'])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert abs(float(done.stdout.strip().splitlines()[-1]) - expected) <= 0.01

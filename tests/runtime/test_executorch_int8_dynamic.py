@@ -30,7 +30,7 @@ def test_pte_int8_dynamic(tmp_path):
 @pytest.mark.parametrize("suffix", [".pte", ".tflite", ".pt2"])
 def test_slimkit_int8_dynamic_model_is_refused_outside_onnx(tmp_path, suffix):
     q = sk.quantize(_mlp(), "int8-dynamic")
-    with pytest.raises(UnsupportedModelError, match=r"int8-dynamic layers \('0' and 1 more.*quantize=\"int8-dynamic\""):
+    with pytest.raises(UnsupportedModelError, match=r"int8-dynamic layers.*quantize=\"int8-dynamic\""):
         sk.export(q, tmp_path / f"q{suffix}", example_inputs=(torch.randn(2, 64),))
     assert not (tmp_path / f"q{suffix}").exists()
 

@@ -26,11 +26,13 @@ import cnn_zoo as zoo  # noqa: E402  (needs its folder on sys.path, so sk.load c
 
 CNN_MAX_MACS = 0.35
 TORCH_PRUNING = {
-    "resnet18": 0.27, "resnet50": 0.26, "mobilenet_v2": 0.29, "squeezenet1_1": 0.32, "densenet121": 0.26,
-    "googlenet": 0.27, "mnasnet0_5": 0.33, "resnext50_32x4d": 0.26, "regnet_x_400mf": 0.26, "convnext_tiny": 0.26,
-    "mobilenet_v3_small": 0.33, "efficientnet_b0": 0.29, "deeplabv3_mobilenet_v3_large": 0.25,
+    "resnet18": 0.267, "resnet50": 0.259, "mobilenet_v2": 0.287, "squeezenet1_1": 0.323, "densenet121": 0.261,
+    "googlenet": 0.272, "mnasnet0_5": 0.327, "resnext50_32x4d": 0.258, "regnet_x_400mf": 0.259,
+    "convnext_tiny": 0.257, "mobilenet_v3_small": 0.330, "efficientnet_b0": 0.287,
+    "deeplabv3_mobilenet_v3_large": 0.255,
 }  # fmt: skip
-"""Torch-Pruning's MACs ratio (rounded up to 0.01) on the same model and input; it fails on the others."""
+"""Torch-Pruning's MACs ratio (to 3 decimals) on the same model and input; it fails on the others."""
+ROUNDING = 5e-4
 MAX_MACS = {"shufflenet_v2_x1_0": 0.52, "vit": 0.80, "swin": 0.85, "bnact_net": CNN_MAX_MACS}
 """Bounds where Torch-Pruning does not run. ShuffleNet's trunk (channel split + shuffle) is not
 pruned yet, only its branches (docs/pruning.md, Coverage); ViT's and Swin's residual width is
@@ -42,19 +44,20 @@ SIZES = {"vit": 32, "swin": 32}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _torchvision():
-    try:
-        import torchvision_shim
-
-        torchvision_shim.import_torchvision()
-    except ModuleNotFoundError:
-        pytest.skip("torchvision is not in .venv/zoo (make test installs it)")
+def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
 
 
 def _build(name: str) -> tuple[nn.Module, tuple[torch.Tensor]]:
+    if name != "bnact_net":
+        try:
+            import torchvision_shim
+
+            torchvision_shim.import_torchvision()
+        except ModuleNotFoundError:
+            pytest.skip("torchvision is not in .venv/zoo (make test installs it)")
     torch.manual_seed(0)
     return getattr(zoo, name)().eval(), (zoo.image(SIZES.get(name, zoo.SIZE)),)
 
@@ -67,7 +70,7 @@ def _out(model: nn.Module, x: tuple[torch.Tensor]) -> torch.Tensor:
 
 def _bound(name: str) -> float:
     if name in TORCH_PRUNING:
-        return min(CNN_MAX_MACS, TORCH_PRUNING[name] + 0.005)
+        return min(CNN_MAX_MACS, TORCH_PRUNING[name] + ROUNDING)
     return MAX_MACS[name]
 
 
@@ -105,7 +108,7 @@ def _torch_pruning_ratio(model: nn.Module, x: tuple[torch.Tensor]) -> float:
 @pytest.mark.parametrize("name", sorted(TORCH_PRUNING))
 def test_torch_pruning_reference_is_current(name):
     model, x = _build(name)
-    assert _torch_pruning_ratio(model, x) <= TORCH_PRUNING[name]
+    assert abs(_torch_pruning_ratio(model, x) - TORCH_PRUNING[name]) <= ROUNDING
 
 
 def test_batchnorm_with_activation_is_pruned_and_fused(tmp_path):
@@ -115,3 +118,19 @@ def test_batchnorm_with_activation_is_pruned_and_fused(tmp_path):
     torch.testing.assert_close(_out(fused, x), _out(model, x), atol=1e-5, rtol=1e-4)
     assert torch.equal(_out(sk.load(sk.save(fused, tmp_path / "f", source="cnn_zoo:bnact_net")), x), _out(fused, x))
     assert isinstance(fused.body[1], nn.Module) and isinstance(fused.body[1].act, nn.SiLU)  # the activation stays
+
+
+class _BranchyBNAct(zoo.BatchNormAct2d):
+    """A BatchNorm+activation whose forward branches on the data: it cannot be folded."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) if x.sum() > 0 else self.act(x)
+
+
+def test_batchnorm_subclass_that_cannot_fold_is_listed_as_skipped():
+    model, x = _build("bnact_net")
+    model.stem[1] = _BranchyBNAct(model.stem[1].num_features)
+    fused = sk.accelerate(model, "fuse", example_inputs=x, channels_last=False)
+    assert isinstance(fused.stem[1], _BranchyBNAct)
+    assert "stem.1" in sk.get_record(fused).transforms[-1].state["skipped"]
+    torch.testing.assert_close(_out(fused, x), _out(model, x), atol=1e-5, rtol=1e-4)

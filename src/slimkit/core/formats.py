@@ -29,6 +29,8 @@ class Format:
         exporter: ``"module:function"`` writing the file, or None for ``.pt2`` (written by torch).
         runner: ``"module:Class"`` of the `slimkit.runtime.Runtime` that runs the file, or None
             when PyTorch runs it.
+        refuses: slimkit quantize methods whose layers the format cannot express (export the
+            float model with the exporter's own ``quantize=`` instead).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Format:
     packages: tuple[str, ...]
     exporter: str | None
     runner: str | None
+    refuses: tuple[str, ...] = ()
 
     @property
     def is_artifact(self) -> bool:
@@ -54,11 +57,13 @@ FORMATS: tuple[Format, ...] = (
     Format(
         "pte", ".pte", "executorch", "executorch", ("executorch.exir", "executorch.runtime"), ("executorch",),
         "slimkit.runtime.pte_export:export_pte", "slimkit.runtime.executorch_runtime:ExecuTorchRuntime",
+        refuses=("int8-dynamic",),  # fbgemm's dynamic linear has no ExecuTorch kernel
     ),
     Format(
         "tflite", ".tflite", "tflite", "tflite", ("litert_torch", "ai_edge_litert.interpreter"),
         ("ai-edge-litert", "litert-torch"),
         "slimkit.runtime.tflite_export:export_tflite", "slimkit.runtime.tflite_runtime:TFLiteRuntime",
+        refuses=("int8-dynamic", "int8-static"),  # LiteRT's converter lowers only its own pt2e quantization
     ),
     Format("pt2", ".pt2", "torch", None, (), (), None, None),
 )
@@ -101,3 +106,16 @@ def load_attribute(reference: str) -> Any:
     """Import ``"module:attribute"`` (a reference of this table, never user input)."""
     module, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def refusal(fmt: Format, quantize_methods: set[str] | list[str]) -> str | None:
+    """Why ``fmt`` cannot carry a model quantized with these slimkit methods (None: it can)."""
+    refused = sorted(set(quantize_methods) & set(fmt.refuses))
+    if not refused:
+        return None
+    others = [f.suffix for f in FORMATS if f.is_artifact and not set(refused) & set(f.refuses)]
+    own = "int8-dynamic" if refused[0] == "int8-dynamic" else "int8"
+    return (
+        f"{fmt.suffix} cannot express slimkit's {refused[0]} layers: export this model to {' or '.join(others)}, "
+        f'or export the float model with quantize="{own}" (the runtime\'s own int8 path)'
+    )

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.formats import FORMAT_NAMES, RUNTIMES
+from slimkit.core.formats import FORMAT_NAMES, RUNTIMES, artifact_of, by_name, refusal
 from slimkit.core.registry import methods
 
 MAX_BATCH_SIZE = 65_536
@@ -149,7 +149,20 @@ class Recipe(_Strict):
     def _validate_methods(self) -> Recipe:
         for i, stage in enumerate(self.stages):
             _check_stage(i, stage)
+        self._check_formats()
         return self
+
+    def _check_formats(self) -> None:
+        """Refuse, before any stage runs, a quantization the export formats or target cannot carry."""
+        formats = [by_name(name) for name in self.export]
+        if self.target.runtime != "torch":
+            formats.append(artifact_of(self.target.runtime))
+        for i, stage in enumerate(self.stages):
+            if stage.kind != "quantize":
+                continue
+            for fmt in formats:
+                if reason := refusal(fmt, [stage.method]):
+                    raise InvalidConfigError(f"stages[{i}].quantize: {reason}")
 
 
 def _check_stage(index: int, stage: Stage) -> None:

@@ -190,7 +190,7 @@ class AttentionSite:
         rep, values = self.per_group, vars(module)
         found = [f"{a}*{rep}" for a in HEAD_ATTRS if values.get(a) == self.heads]
         found += [f"{a}*{rep * self.head_dim}" for a in WIDTH_ATTRS if values.get(a) == self.heads * self.head_dim]
-        found += [a for a in KV_HEAD_ATTRS if values.get(a) == self.kv_heads and self.kv_heads != self.heads]
+        found += [a for a in KV_HEAD_ATTRS if values.get(a) == self.kv_heads]
         return found
 
 

@@ -64,7 +64,8 @@ class Items:
 _UNARY = {
     "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardtanh", "leaky_relu", "elu",
     "hardsigmoid", "mish", "softplus", "selu", "celu", "sigmoid_", "hardswish_", "hardsigmoid_", "silu_",
-    "dropout", "dropout2d", "stochastic_depth", "drop_path", "contiguous", "clone", "float", "to", "type_as", "detach", "abs", "neg",
+    "dropout", "dropout2d", "stochastic_depth", "drop_path", "contiguous", "clone", "float", "to", "type_as",
+    "detach", "abs", "neg",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d",
     "max_pool1d", "max_pool2d", "interpolate", "pad",
 }  # fmt: skip
@@ -157,7 +158,7 @@ class DependencyGraph:
         """Ask ``space`` to keep as many channels in each of ``blocks`` equal blocks."""
         root = self._find(space)
         merged = math.lcm(self.blocks.get(root, 1), blocks)
-        if self.size[root] % merged:
+        if self.size[root] % merged or (merged == self.size[root] > 1):
             self.blocked.setdefault(root, f"{why} needs {merged} equal blocks of its {self.size[root]} channels")
         elif merged > 1:
             self.blocks[root] = merged
@@ -475,8 +476,26 @@ class DependencyGraph:
         return Items(tuple(flow for _ in sizes))
 
     # --- result -------------------------------------------------------------------------
+    def _merge_shared(self) -> None:
+        """A layer or parameter used more than once holds the same channels every time: the spaces
+        reaching the same slice of it merge (or are blocked when their channels differ)."""
+        first: dict[tuple[str, str, int], tuple[int, Member]] = {}
+        for root in sorted({self._find(s) for s in range(len(self.parent))}):
+            for member in list(self.members[root]):
+                key = (member.module, member.axis, member.offset)
+                seen, other = first.setdefault(key, (root, member))
+                a, b = self._find(root), self._find(seen)
+                if a == b:
+                    continue
+                if other.repeat == member.repeat and self.size[a] == self.size[b]:
+                    self._union(a, b)
+                else:
+                    for space in (a, b):
+                        self.blocked.setdefault(space, f"{member.module} is used again with other channels")
+
     def groups(self) -> list[Group]:
         """One `Group` per channel space, blocked ones included (with their reason)."""
+        self._merge_shared()
         roots = sorted({self._find(s) for s in range(len(self.parent))})
         result = []
         for root in roots:

@@ -8,6 +8,7 @@ scores a group's channels; the plan keeps the best ones.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -117,8 +118,18 @@ def parse_groups(model: nn.Module, specs: list[list[str]]) -> list[Group]:
             members.append(member)
         if len(sizes) != 1:
             raise InvalidConfigError(f"group {spec} couples axes of different lengths {sorted(sizes)}")
-        groups.append(Group(sizes.pop(), members, label=",".join(spec)))
+        blocks = math.lcm(*(axis_blocks(modules[m.module]) for m in members))
+        groups.append(Group(sizes.pop(), members, label=",".join(spec), blocks=blocks))
     return groups
+
+
+def axis_blocks(module: nn.Module) -> int:
+    """Equal blocks a layer's channels come in: a grouped (not depthwise) conv's groups, a GroupNorm's."""
+    if isinstance(module, nn.modules.conv._ConvNd) and not module.groups == module.in_channels == module.out_channels:
+        return module.groups
+    if isinstance(module, nn.GroupNorm) and module.num_groups != module.num_channels:
+        return module.num_groups
+    return 1
 
 
 def layer_table(model: nn.Module) -> dict[str, nn.Module | torch.Tensor]:

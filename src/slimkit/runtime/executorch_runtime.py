@@ -21,6 +21,13 @@ from slimkit.runtime.inputs import InputSpec, flat_tensors, pack_outputs, run_ch
 _DTYPES = {6: np.float32, 5: np.float16, 7: np.float64, 4: np.int64, 3: np.int32, 1: np.int8, 0: np.uint8, 11: np.bool_}
 
 
+def load_quantized_kernels() -> None:
+    """Register ExecuTorch's quantized kernels (``quantize_per_tensor.out`` and friends) with
+    both the exporter and the runtime of this process: a program whose quantize/dequantize
+    nodes XNNPACK did not absorb (slimkit's int8 layers) needs them to lower and to load."""
+    require("executorch.kernels.quantized", "executorch")
+
+
 def _pybindings() -> Any:
     return require("executorch.extension.pybindings.portable_lib", "executorch")
 
@@ -32,12 +39,23 @@ class ExecuTorchRuntime(Runtime):
         path: the ``.pte`` file.
         example: default inputs for `bench` (default: synthesized from the method's metadata).
         method: the program method to run.
+        threads: accepted like the other artifact runtimes' (their default thread count); the
+            ExecuTorch pool is sized once per process, so timing reports the size it really
+            used (`threads_used`).
     """
 
     name = "executorch"
 
-    def __init__(self, path: str | os.PathLike[str], example: Batch | None = None, method: str = "forward"):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        example: Batch | None = None,
+        method: str = "forward",
+        threads: int | None = None,
+    ):
+        self.threads = threads
         runtime = require("executorch.runtime", "executorch").Runtime.get()
+        load_quantized_kernels()
         self.path = Path(path)
         try:
             program = runtime.load_program(self.path)

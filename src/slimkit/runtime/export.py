@@ -13,8 +13,8 @@ from torch import nn
 
 from slimkit.core.atomic import write_file
 from slimkit.core.data import Batch, DataSplits
-from slimkit.core.errors import InvalidConfigError, require
-from slimkit.core.formats import SUFFIXES, by_suffix, load_attribute
+from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, require
+from slimkit.core.formats import SUFFIXES, by_suffix, load_attribute, refusal
 from slimkit.core.record import get_record
 from slimkit.runtime.tracing import export_batch, trace
 from slimkit.runtime.verify import check_parity, parity
@@ -114,6 +114,8 @@ def export(
     path = Path(path)
     _check_target(path, overwrite)
     fmt = by_suffix(path.suffix)
+    if reason := refusal(fmt, {t.method for t in get_record(model).transforms if t.verb == "quantize"}):
+        raise UnsupportedModelError(reason)
     for module in fmt.modules:
         require(module, fmt.extra)  # fail before the slow work when an optional dependency is missing
     if isinstance(data, (str, os.PathLike)):

@@ -12,6 +12,7 @@ from torch import nn
 
 from slimkit.core.data import Batch
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, first_line, require
+from slimkit.runtime.executorch_runtime import load_quantized_kernels
 from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
 
 PTE_QUANTIZE = ("int8", "int8-dynamic")
@@ -63,6 +64,7 @@ def export_pte(
     if quantize is not None and quantize not in PTE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .pte; valid: {', '.join(PTE_QUANTIZE)}")
     exir = require("executorch.exir", "executorch")
+    load_quantized_kernels()
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
     source = _pt2e_int8(model, batch, data, quantize == "int8-dynamic") if quantize else model
     program = trace(source, batch, fmt="ExecuTorch")
