@@ -5,8 +5,10 @@ TFLite: parity (fp32 SQNR against PyTorch, int8 against slimkit's own int8 model
 slimkit quantized it), artifact size, batch-1 and batch-32 p50 latency as a ratio to torch
 eager, and the fastest runtime. int8 on torch and ONNX is slimkit's own int8 model (digits:
 ``int8-static``, exported as QDQ; MiniLM: ``int8-dynamic`` with per-token activations,
-exported as DynamicQuantizeLinear + MatMulInteger); ExecuTorch and TFLite use their own
-int8 quantizers (labelled "own int8": static for digits, dynamic for MiniLM).
+exported as DynamicQuantizeLinear + MatMulInteger); every artifact runtime also runs its own
+int8 quantizer on the float model (labelled "own int8": static for digits, dynamic for MiniLM;
+for onnxruntime that is its ``quantize_static`` / ``quantize_dynamic``), so slimkit's int8 graph
+is timed next to the runtime's own in one process.
 
     PYTHONPATH=src .venv/bin/python benchmarks/deployment.py [--quick] [--models digits,minilm]
 """
@@ -41,23 +43,23 @@ def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, 
     batch = resize_batch(example_batch(model, None, data.test), 1)
     int8 = sk.quantize(model, method, data=data.calibration)
     rows = []
+    own_options = {"quantize": own, "data": data.calibration}
     for precision in ("fp32", "int8"):
-        source = model if precision == "fp32" else int8
-        for runtime in runtimes:
-            label, options = runtime, {}
+        variants = [
+            (runtime, runtime, model if precision == "fp32" else int8, {})
+            for runtime in runtimes
+            if precision == "fp32" or runtime in ("torch", "onnxruntime")  # slimkit's own int8 model runs here
+        ]
+        if precision == "int8":  # each runtime's own quantizer, side by side with slimkit's int8 model
+            variants += [(f"{r} (own int8)", r, model, own_options) for r in runtimes if r != "torch"]
+        for label, runtime, source, options in variants:
             if runtime == "torch":
                 rt, size = load(source), None
             else:
-                if precision == "int8" and runtime != "onnxruntime":  # their own quantizers
-                    label, source, options = (
-                        f"{runtime} (own int8)",
-                        model,
-                        {"quantize": own, "data": data.calibration},
-                    )
                 try:
                     path = sk.export(
                         source,
-                        tmp / f"{name}-{precision}{artifact_of(runtime).suffix}",
+                        tmp / f"{name}-{precision}-{'own' if options else 'slimkit'}{artifact_of(runtime).suffix}",
                         example_inputs=batch.kwargs or batch.args,
                         **options,
                     )

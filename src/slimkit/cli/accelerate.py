@@ -6,27 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    ConfigOptions,
-    DataSpec,
-    Exclude,
-    Include,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    OutDir,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    merge_options,
-    metric_option,
-    parse_options,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, merge_options, metric_option, parse_options
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = ("fuse", "winograd", "separable")
@@ -53,27 +34,27 @@ def _options(method: str, tile: str | None, rank: int | None, finetune_epochs: i
 
 @app.command("accelerate")
 def accelerate_cmd(
-    model: ModelSpec,
-    out_dir: OutDir,
+    model: cli.ModelSpec,
+    out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help="fuse, winograd or separable.")] = "fuse",
     tile: Annotated[str | None, typer.Option("--tile", help="Winograd tile: auto (measured), 2 or 4.")] = None,
     rank: Annotated[int | None, typer.Option("--rank", help="Separable: depthwise filters per channel.")] = None,
-    include: Include = None,
-    exclude: Exclude = None,
-    data: DataSpec = None,
+    include: cli.Include = None,
+    exclude: cli.Exclude = None,
+    data: cli.DataSpec = None,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=0, help="Separable: distillation epochs on the train split.")
     ] = 0,
-    batch_sizes: BatchSizes = "1",
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
-    threads: Threads = 1,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    option: ConfigOptions = None,
+    batch_sizes: cli.BatchSizes = "1",
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+    overwrite: cli.Overwrite = False,
+    threads: cli.Threads = 1,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    option: cli.ConfigOptions = None,
 ) -> None:
     """Make convolutions cheaper, save the result and print before/after.
 

@@ -6,28 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    ConfigOptions,
-    DataSpec,
-    Exclude,
-    FinetuneEpochs,
-    Include,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    OutDir,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    merge_options,
-    metric_option,
-    parse_options,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, merge_options, metric_option, parse_options
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "svd, spatial-svd, tucker, cp or tt"
@@ -35,28 +15,28 @@ METHODS = "svd, spatial-svd, tucker, cp or tt"
 
 @app.command("decompose")
 def decompose_cmd(
-    model: ModelSpec,
-    out_dir: OutDir,
+    model: cli.ModelSpec,
+    out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Decomposition: {METHODS}.")] = "svd",
     rank: Annotated[
         str | None,
         typer.Option("--rank", help="16, 0.25, vbmf, energy:0.9, params:0.5 or macs:0.5 (default: the method's)."),
     ] = None,
-    include: Include = None,
-    exclude: Exclude = None,
+    include: cli.Include = None,
+    exclude: cli.Exclude = None,
     force: Annotated[bool, typer.Option("--force", help="Decompose even where the rank saves nothing.")] = False,
-    data: DataSpec = None,
-    finetune_epochs: FinetuneEpochs = 0,
-    batch_sizes: BatchSizes = "1",
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
-    threads: Threads = 1,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    option: ConfigOptions = None,
+    data: cli.DataSpec = None,
+    finetune_epochs: cli.FinetuneEpochs = 0,
+    batch_sizes: cli.BatchSizes = "1",
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+    overwrite: cli.Overwrite = False,
+    threads: cli.Threads = 1,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    option: cli.ConfigOptions = None,
 ) -> None:
     """Factorize Linear/Embedding/Conv2d layers, save the result and print before/after.
 

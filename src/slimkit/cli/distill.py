@@ -7,15 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from slimkit.cli import common as cli
 from slimkit.cli.common import (
-    AsJson,
-    ConfigOptions,
-    LowerIsBetter,
-    MetricSpec,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
     app,
     check_out,
     emit,
@@ -72,14 +65,14 @@ def distill_cmd(
     options: Annotated[
         str | None, typer.Option("--options", help="More method/trainer options: key=value,key=value (same as -o).")
     ] = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
-    threads: Threads = 1,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    option: ConfigOptions = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+    overwrite: cli.Overwrite = False,
+    threads: cli.Threads = 1,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    option: cli.ConfigOptions = None,
 ) -> None:
     """Distill TEACHER into a student and print a before/after comparison.
 

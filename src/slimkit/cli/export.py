@@ -7,26 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    DataSpec,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    check_out,
-    metric_option,
-    out,
-    parse_batch_sizes,
-    progress,
-    staged_out,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, check_out, metric_option, out, parse_batch_sizes, progress, staged_out
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.formats import FORMATS
 
@@ -46,16 +28,16 @@ def _choices(text: str, valid: dict[str, Any], option: str) -> list[str]:
 
 @app.command("export")
 def export_cmd(
-    model: ModelSpec,
+    model: cli.ModelSpec,
     to: Annotated[str, typer.Option("--to", help=f"Formats: {','.join(FORMAT_SUFFIX)} or all.")] = "onnx",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for model.<format> files.")] = Path("export"),
-    overwrite: Overwrite = False,
+    overwrite: cli.Overwrite = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 through each runtime's own static quantizer.")] = False,
-    data: DataSpec = None,
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
+    data: cli.DataSpec = None,
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
 ) -> None:
     """Export a model to ONNX / ExecuTorch / TFLite, each verified in its own runtime.
 
@@ -121,19 +103,19 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
 
 @app.command("bench")
 def bench_cmd(
-    model: ModelSpec,
+    model: cli.ModelSpec,
     runtime: Annotated[
         str, typer.Option("--runtime", help=f"{','.join(BENCH_RUNTIMES)} or all.")
     ] = "torch,onnxruntime",
-    data: DataSpec = None,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    batch_sizes: BatchSizes = "1,32",
-    threads: Threads = 1,
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
+    data: cli.DataSpec = None,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    batch_sizes: cli.BatchSizes = "1,32",
+    threads: cli.Threads = 1,
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
 ) -> None:
     """Time a model on each runtime (exported and verified on the fly) at each batch size.
 

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    DataSpec,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    emit,
-    metric_option,
-    parse_batch_sizes,
-    progress,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, emit, metric_option, parse_batch_sizes, progress
 
 
 def example_data(model: str, data: str | None) -> str | None:
@@ -32,16 +17,16 @@ def example_data(model: str, data: str | None) -> str | None:
 
 @app.command("profile")
 def profile_cmd(
-    model: ModelSpec,
-    data: DataSpec = None,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    batch_sizes: BatchSizes = "1,32",
-    threads: Threads = 1,
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
+    model: cli.ModelSpec,
+    data: cli.DataSpec = None,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    batch_sizes: cli.BatchSizes = "1,32",
+    threads: cli.Threads = 1,
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
 ) -> None:
     """Measure params, size, MACs, latency, memory and the metric of a model or a deployed file.
 

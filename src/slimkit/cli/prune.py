@@ -6,28 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    ConfigOptions,
-    DataSpec,
-    Exclude,
-    FinetuneEpochs,
-    Include,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    OutDir,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    merge_options,
-    metric_option,
-    parse_options,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, merge_options, metric_option, parse_options
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "channels, neurons, heads, depth, unstructured, nm or gradual"
@@ -47,28 +27,28 @@ def _options(method: str, ratio: float | None, round_to: int | None, importance:
 
 @app.command("prune")
 def prune_cmd(
-    model: ModelSpec,
-    out_dir: OutDir,
+    model: cli.ModelSpec,
+    out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Pruning method: {METHODS}.")] = "channels",
     ratio: Annotated[
         float | None, typer.Option("--ratio", help="Fraction removed in [0, 1) (sparsity for unstructured/gradual).")
     ] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep multiples of this.")] = None,
     importance: Annotated[str | None, typer.Option("--importance", help="l1, l2, random, bn-scale or taylor.")] = None,
-    include: Include = None,
-    exclude: Exclude = None,
-    data: DataSpec = None,
-    finetune_epochs: FinetuneEpochs = 0,
-    batch_sizes: BatchSizes = "1",
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
-    threads: Threads = 1,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    option: ConfigOptions = None,
+    include: cli.Include = None,
+    exclude: cli.Exclude = None,
+    data: cli.DataSpec = None,
+    finetune_epochs: cli.FinetuneEpochs = 0,
+    batch_sizes: cli.BatchSizes = "1",
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+    overwrite: cli.Overwrite = False,
+    threads: cli.Threads = 1,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    option: cli.ConfigOptions = None,
 ) -> None:
     """Prune channels, neurons, heads, whole blocks or weights; save the result and print before/after.
 

@@ -6,27 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from slimkit.cli.common import (
-    AsJson,
-    BatchSizes,
-    ConfigOptions,
-    DataSpec,
-    Exclude,
-    Include,
-    LowerIsBetter,
-    MetricSpec,
-    ModelSpec,
-    OutDir,
-    Overwrite,
-    Quiet,
-    Threads,
-    TrustPickle,
-    Weights,
-    app,
-    merge_options,
-    metric_option,
-    parse_options,
-)
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, merge_options, metric_option, parse_options
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "int8-dynamic, int8-static, weight-only, fp16, bf16 (and any other registered quantize method)"
@@ -45,8 +26,8 @@ def _options(bits: int | None, group_size: int | None, observer: str | None) -> 
 
 @app.command("quantize")
 def quantize_cmd(
-    model: ModelSpec,
-    out_dir: OutDir,
+    model: cli.ModelSpec,
+    out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Quantization method: {METHODS}.")] = "int8-dynamic",
     bits: Annotated[int | None, typer.Option("--bits", help="Weight bits, 2..8 (weight-only).")] = None,
     group_size: Annotated[
@@ -55,19 +36,19 @@ def quantize_cmd(
     observer: Annotated[
         str | None, typer.Option("--observer", help="minmax, moving-average, percentile, mse or entropy (int8-static).")
     ] = None,
-    include: Include = None,
-    exclude: Exclude = None,
-    data: DataSpec = None,
-    batch_sizes: BatchSizes = "1",
-    weights: Weights = None,
-    trust_pickle: TrustPickle = False,
-    as_json: AsJson = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
-    threads: Threads = 1,
-    metric: MetricSpec = None,
-    lower_is_better: LowerIsBetter = False,
-    option: ConfigOptions = None,
+    include: cli.Include = None,
+    exclude: cli.Exclude = None,
+    data: cli.DataSpec = None,
+    batch_sizes: cli.BatchSizes = "1",
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+    overwrite: cli.Overwrite = False,
+    threads: cli.Threads = 1,
+    metric: cli.MetricSpec = None,
+    lower_is_better: cli.LowerIsBetter = False,
+    option: cli.ConfigOptions = None,
 ) -> None:
     """Quantize a model; calibrate on the data's calibration split, measure on its test split.
 
