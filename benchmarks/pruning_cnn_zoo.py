@@ -56,16 +56,6 @@ def time_limit(seconds: int) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def torch_pruning(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """Torch-Pruning's MetaPruner, L1, ratio 0.5, the last conv/linear layer ignored (in place)."""
-    import torch_pruning as tp
-
-    classifier = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    importance = tp.importance.MagnitudeImportance(p=1)
-    tp.pruner.MetaPruner(model, x, importance=importance, pruning_ratio=0.5, ignored_layers=[classifier]).step()
-    return model
-
-
 def _cells(model: nn.Module, make, x: tuple[torch.Tensor]) -> list[str]:
     """params and MACs ratios and seconds of ``make()``, or the error's first line."""
     start = time.perf_counter()
@@ -94,7 +84,7 @@ def cnn_zoo_benchmark(console: Console, models: list[str] | None = None) -> None
         model = getattr(zoo, name)().eval()
         x = (zoo.image(SIZES.get(name, zoo.SIZE)),)
         ours = _cells(model, lambda m=model, x=x: sk.prune(m, "channels", ratio=0.5, example_inputs=x), x)
-        theirs = _cells(model, lambda m=model, x=x: torch_pruning(copy.deepcopy(m), x[0]), x)
+        theirs = _cells(model, lambda m=model, x=x: zoo.torch_pruning(copy.deepcopy(m), x[0]), x)
         table.add_row(name, *ours, *theirs)
         console.print(f"{name}: {ours} {theirs}")
     console.print(table)

@@ -106,7 +106,11 @@ def test_attribute_docs_read_google_sections_through_the_bases():
 
 @pytest.mark.parametrize(
     ("method", "formats", "runtime"),
-    [("int8-static", ["tflite"], "torch"), ("int8-dynamic", [], "executorch"), ("int8-dynamic", ["pte"], "onnxruntime")],
+    [
+        ("int8-static", ["tflite"], "torch"),
+        ("int8-dynamic", [], "executorch"),
+        ("int8-dynamic", ["pte"], "onnxruntime"),
+    ],
 )
 def test_a_quantization_the_export_cannot_carry_is_refused_before_any_stage(method, formats, runtime):
     raw = {"stages": [{"quantize": {"method": method}}], "export": formats, "target": {"runtime": runtime}}

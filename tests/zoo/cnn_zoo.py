@@ -102,6 +102,16 @@ def bnact_net() -> nn.Module:
     return BNActNet()
 
 
+def torch_pruning(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Torch-Pruning's MetaPruner, L1, ratio 0.5, the last conv/linear layer ignored (in place)."""
+    import torch_pruning as tp
+
+    classifier = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    importance = tp.importance.MagnitudeImportance(p=1)
+    tp.pruner.MetaPruner(model, x, importance=importance, pruning_ratio=0.5, ignored_layers=[classifier]).step()
+    return model
+
+
 def image(size: int = SIZE) -> torch.Tensor:
     """A fixed random ``1x3xSIZExSIZE`` image."""
     return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))

@@ -62,7 +62,11 @@ def _model_and_inputs(family: str) -> tuple[torch.nn.Module, object]:
             for _ in range(3):
                 model(torch.randn(8, 3, cnn_zoo.SIZE, cnn_zoo.SIZE))
         return model.eval(), (torch.randn(2, 3, cnn_zoo.SIZE, cnn_zoo.SIZE),)
-    return getattr(transformer_zoo, family)().eval(), transformer_zoo.inputs(family)
+    model = getattr(transformer_zoo, family)().eval()
+    with torch.no_grad():  # zero-initialised heads (torchvision's ViT) would make every output 0
+        for weight in (p for p in model.parameters() if p.dim() > 1 and not p.any()):
+            weight.normal_(std=0.02)
+    return model, transformer_zoo.inputs(family)
 
 
 def _output(model: torch.nn.Module, x: object) -> torch.Tensor:

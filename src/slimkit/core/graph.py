@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import operator
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import fx, nn
@@ -180,38 +180,12 @@ def _export_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
     return gm
 
 
-def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any], *, hint: str = "") -> fx.GraphModule:
-    """Trace ``model`` into an fx graph annotated with the shapes seen on ``example_inputs``.
-
-    Args:
-        model: the model (not modified; the graph shares its submodules and parameters).
-        example_inputs: positional inputs (a tuple) or keyword inputs (a dict).
-        hint: appended to the error message, telling the user what to do instead.
-
-    Returns:
-        A `torch.fx.GraphModule` whose nodes carry ``meta["tensor_meta"]`` where they are tensors;
-        ``gm.meta["root"]`` is ``model`` (the graph module only holds the layers it calls, and
-        bare containers for the parameters it reads); ``gm.meta["tracer"]`` is ``"fx"`` or ``"export"``.
+def _with_shapes(gm: fx.GraphModule, model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Run the fx graph once on the inputs so every node records its shape.
 
     Raises:
-        UnsupportedModelError: when neither tracer captures the model, or it does not run on the inputs.
+        UnsupportedModelError: when the model does not run on the inputs.
     """
-    kwargs = dict(example_inputs) if isinstance(example_inputs, Mapping) else {}
-    args = tuple(example_inputs) if not isinstance(example_inputs, Mapping) else ()
-    try:
-        gm = _fx_trace(model)
-    except RuntimeError as fx_error:
-        try:
-            with torch.no_grad():
-                gm = _export_trace(model, args, kwargs)
-        except RuntimeError as export_error:
-            suffix = f"; {hint}" if hint else ""
-            raise UnsupportedModelError(
-                f"cannot trace {type(model).__name__}: torch.fx: {fx_error}; torch.export: {export_error}{suffix}"
-            ) from export_error
-        gm.meta.update(root=model, tracer="export")
-        return gm
-    gm.meta.update(root=model, tracer="fx")
     names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
     ordered = args + tuple(kwargs[name] for name in names[len(args) :] if name in kwargs)
     try:
@@ -222,7 +196,49 @@ def capture(model: nn.Module, example_inputs: tuple[Any, ...] | Mapping[str, Any
             f"{type(model).__name__} does not run on the example inputs while capturing its graph: "
             f"{type(exc).__name__}: {first_line(exc)}"
         ) from exc
-    return gm
+
+
+def capture(
+    model: nn.Module,
+    example_inputs: tuple[Any, ...] | Mapping[str, Any],
+    *,
+    hint: str = "",
+    tracer: Literal["auto", "fx", "export"] = "auto",
+) -> fx.GraphModule:
+    """Trace ``model`` into an fx graph annotated with the shapes seen on ``example_inputs``.
+
+    Args:
+        model: the model (not modified; the graph shares its submodules and parameters).
+        example_inputs: positional inputs (a tuple) or keyword inputs (a dict).
+        hint: appended to the error message, telling the user what to do instead.
+        tracer: ``"auto"`` tries torch.fx, then torch.export; ``"fx"`` or ``"export"`` only that one.
+
+    Returns:
+        A `torch.fx.GraphModule` whose nodes carry ``meta["tensor_meta"]`` where they are tensors;
+        ``gm.meta["root"]`` is ``model`` (the graph module only holds the layers it calls, and
+        bare containers for the parameters it reads); ``gm.meta["tracer"]`` is ``"fx"`` or ``"export"``.
+
+    Raises:
+        UnsupportedModelError: when no tracer captures the model, or it does not run on the inputs.
+    """
+    kwargs = dict(example_inputs) if isinstance(example_inputs, Mapping) else {}
+    args = tuple(example_inputs) if not isinstance(example_inputs, Mapping) else ()
+    errors = []
+    for name in ("fx", "export") if tracer == "auto" else (tracer,):
+        try:
+            if name == "fx":
+                gm = _fx_trace(model)
+                _with_shapes(gm, model, args, kwargs)
+            else:
+                with torch.no_grad():
+                    gm = _export_trace(model, args, kwargs)
+        except RuntimeError as exc:
+            errors.append(f"torch.{name}: {exc}")
+            continue
+        gm.meta.update(root=model, tracer=name)
+        return gm
+    suffix = f"; {hint}" if hint else ""
+    raise UnsupportedModelError(f"cannot trace {type(model).__name__}: {'; '.join(errors)}{suffix}")
 
 
 def node_shape(node: fx.Node) -> tuple[int, ...] | None:

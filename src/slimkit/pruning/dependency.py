@@ -67,7 +67,8 @@ _UNARY = {
     "dropout", "dropout2d", "stochastic_depth", "drop_path", "contiguous", "clone", "float", "to", "type_as",
     "detach", "abs", "neg",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d",
-    "max_pool1d", "max_pool2d", "interpolate", "pad",
+    "max_pool1d", "max_pool2d", "interpolate", "pad", "upsample_nearest2d", "upsample_bilinear2d",
+    "upsample_bicubic2d", "_upsample_bilinear2d_aa", "constant_pad_nd",
 }  # fmt: skip
 _BINARY = {
     "add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "__add__", "__mul__", "__sub__", "add_", "mul_",
