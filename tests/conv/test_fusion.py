@@ -5,7 +5,7 @@ from torch import nn
 
 import slimkit as sk
 from slimkit.conv import fold_batchnorm
-from slimkit.conv.fusion import find_chains, fold_pair
+from slimkit.core.folding import find_chains, fold_pair
 from slimkit.models.testing import ZOO
 
 CONV_MODELS = ["residual", "inverted-residual", "concat", "grouped"]

@@ -6,10 +6,10 @@
 
 from __future__ import annotations
 
-from slimkit.conv.fusion import fold_batchnorm
 from slimkit.conv.methods import Fuse, Separable, Winograd
 from slimkit.conv.separable import SeparableConv2d
 from slimkit.conv.winograd import WinogradConv2d, plain_convs
+from slimkit.core.folding import fold_batchnorm
 from slimkit.core.registry import make_verb
 
 accelerate = make_verb(

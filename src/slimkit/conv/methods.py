@@ -12,10 +12,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from slimkit.conv import fusion
 from slimkit.conv.separable import SeparableConv2d, separable_ineligible
 from slimkit.conv.timing import ab_timing, example_batch
 from slimkit.conv.winograd import WinogradConv2d, winograd_ineligible
+from slimkit.core import folding as fusion
 from slimkit.core.config import Config
 from slimkit.core.data import run_model
 from slimkit.core.errors import DataError, InvalidConfigError

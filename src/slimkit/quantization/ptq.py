@@ -72,7 +72,7 @@ def plan_layers(model: nn.Module, base: QuantConfig, selector: Selector) -> tupl
 
 def _static_prepare(model: nn.Module, plan: Plan, ctx: Context) -> dict[str, dict[str, Any]]:
     """Fold BNs, fuse following ReLUs, calibrate activations: per-layer info for `QDQLayer`."""
-    from slimkit.conv.fusion import find_chains
+    from slimkit.core.folding import find_chains
 
     static = {n: c for n, c in plan.items() if c.method == "int8-static"}
     if not static:
@@ -113,7 +113,7 @@ def _static_prepare(model: nn.Module, plan: Plan, ctx: Context) -> dict[str, dic
 def _fold(model: nn.Module, base: QuantConfig, ctx: Context) -> list[list[str]]:
     if not (isinstance(base, Int8Static) and base.fold_bn):
         return []
-    from slimkit.conv.fusion import fold_pairs, foldable_pairs
+    from slimkit.core.folding import fold_pairs, foldable_pairs
 
     pairs = foldable_pairs(model, ctx.selector)
     fold_pairs(model, pairs)
@@ -159,7 +159,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
 
 def rebuild_model(model: nn.Module, config: Config, state: dict[str, Any]) -> nn.Module:
     """Recreate the quantized structure recorded in ``state`` (no data; values come from the weights)."""
-    from slimkit.conv.fusion import remove_batchnorms
+    from slimkit.core.folding import remove_batchnorms
 
     remove_batchnorms(model, [tuple(p) for p in state.get("folded", [])])
     for name, entry in state.get("layers", {}).items():

@@ -1,4 +1,5 @@
-"""BatchNorm folding and conv/linear + ReLU fusion.
+"""BatchNorm folding and conv/linear + ReLU fusion: graph rewrites shared by `sk.accelerate(m, "fuse")`
+and the quantizers (which fold BatchNorm before quantizing), so neither imports the other.
 
 A BatchNorm that directly follows a convolution or linear layer is an affine map per
 output channel, so in inference it can be folded into that layer's weight and bias::
