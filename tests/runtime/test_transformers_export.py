@@ -42,3 +42,9 @@ def test_gpt2_exports_without_its_cache_at_any_batch_and_length(tmp_path):
         x = _ids(batch, seq, seed=seq)
         with torch.no_grad():
             torch.testing.assert_close(runtime.run(x), model(x).logits, rtol=1e-4, atol=1e-4)
+    # keyword inputs only, as tokenizers give them: bound to the model's own parameter names
+    ids = _ids(2, 12)
+    named = sk.export(model, tmp_path / "named.onnx", example_inputs={"input_ids": ids, "attention_mask": ids > -1})
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=ids > -1).logits
+    torch.testing.assert_close(sk.runtime.load(named).run(input_ids=ids, attention_mask=ids > -1), expected)

@@ -46,11 +46,6 @@ def dynamic_shapes(model: nn.Module, batch: Batch) -> Any:
             dims[1] = torch.export.Dim.AUTO
         return dims
 
-    if isinstance(model, Stateless):  # forward(*args, **kwargs)
-        shapes: dict[str, Any] = {"args": tuple(spec(t) for t in batch.args)}
-        if batch.kwargs:
-            shapes["kwargs"] = {k: spec(t) for k, t in batch.kwargs.items()}
-        return shapes
     if not batch.kwargs:
         return tuple(spec(t) for t in batch.args)
     names = input_names(model, batch)
@@ -70,12 +65,25 @@ class Stateless(nn.Module):
 
 
 def without_cache(model: nn.Module) -> nn.Module:
-    """``model`` wrapped in `Stateless` when its forward takes ``use_cache``, else ``model``."""
+    """``model`` wrapped in `Stateless` when its forward takes ``use_cache``, else ``model``.
+
+    The wrapper's forward shows the model's own parameters (without ``use_cache``), so
+    torch.export binds inputs, and dynamic shapes, to the same names as for the model."""
     try:
-        params = inspect.signature(model.forward).parameters
+        signature = inspect.signature(model.forward)
     except (TypeError, ValueError):
         return model
-    return Stateless(model) if "use_cache" in params else model
+    if "use_cache" not in signature.parameters:
+        return model
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    params = [p for name, p in signature.parameters.items() if name != "use_cache"]
+
+    def forward(self: Stateless, *args: Any, **kwargs: Any) -> Any:
+        return Stateless.forward(self, *args, **kwargs)
+
+    forward.__signature__ = signature.replace(parameters=[self_param, *params])  # type: ignore[attr-defined]
+    named = type(Stateless.__name__, (Stateless,), {"forward": forward})
+    return named(model)
 
 
 def refuse_int8_dynamic(model: nn.Module, fmt: str) -> None:
