@@ -15,7 +15,7 @@ from torch import nn
 
 from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import InvalidConfigError, require
-from slimkit.runtime.tracing import calibration_batches, refuse_int8_dynamic, trace, unsupported_op_error
+from slimkit.runtime.tracing import calibration_batches, refuse_int8_dynamic, trace, unsupported_op_error, without_cache
 
 TFLITE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.tflite``: full-integer static (calibrated) or dynamic-range int8."""
@@ -51,7 +51,7 @@ def export_tflite(
 
     Args:
         model: the eval-mode model.
-        batch: positional sample inputs.
+        batch: sample inputs (keyword inputs are passed by name).
         path: the file to write.
         quantize: None, ``"int8"`` (full-integer, calibrated on ``data``) or ``"int8-dynamic"``
             (dynamic-range: int8 weights, float activations).
@@ -66,7 +66,9 @@ def export_tflite(
     source, config = _quantized(model, sample, quantize, data) if quantize else (model.eval(), None)
     try:
         with _quiet():
-            converted = litert.convert(source, sample.args, quant_config=config)
+            converted = litert.convert(
+                without_cache(source), sample.args, sample.kwargs or None, quant_config=config
+            )
     except Exception as exc:  # litert-torch raises RuntimeError / jax errors for unsupported ops
         program = None
         with contextlib.suppress(Exception):
