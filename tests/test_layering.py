@@ -36,7 +36,6 @@ TECHNIQUES = {name for name, rank in LAYER.items() if rank == 3}
 KNOWN = {
     ("core", "models"): "example: specs resolve through the model registry; move the lookup up (issue 16)",
     ("measure", "runtime"): "profile() runs models through TorchRuntime; move profile to the profile layer (issue 16)",
-    ("distillation", "pruning"): "shrink drops layers; make depth pruning a pruning method (issue 16/17)",
     ("runtime", "quantization"): "ONNX lowerings of quantized layers; let quantization register them (issue 16)",
     ("measure", "models"): "profile() finds an example's dataset; resolve data specs above measure (issue 16)",
     ("pipeline", "report"): "compress writes its report files; let the caller write them (issue 16)",

@@ -9,7 +9,6 @@ recorded as a structural transform, so `sk.save` / `sk.load` rebuild the shorter
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Literal
 
 from pydantic import Field
@@ -120,17 +119,9 @@ def _shrink_depth(model: nn.Module, config: Shrink, ctx: Context) -> nn.Module:
 
 
 def _narrow(model: nn.Module, width: float, example_inputs: Any, inplace: bool) -> nn.Module:
-    try:
-        pruning = importlib.import_module("slimkit.pruning")
-    except ModuleNotFoundError as exc:
-        if exc.name != "slimkit.pruning":
-            raise
-        pruning = None
-    if pruning is None or not hasattr(pruning, "prune"):
-        raise UnsupportedModelError(
-            "width shrinking needs structured pruning (slimkit.pruning), which is not available in this install"
-        )
-    return pruning.prune(model, "channels", ratio=1 - width, example_inputs=example_inputs, inplace=inplace)
+    """Structured channel pruning through the registry (the pruning package registers it), so
+    distillation never imports another technique."""
+    return apply("prune", model, "channels", ratio=1 - width, example_inputs=example_inputs, inplace=inplace)
 
 
 def shrink(
