@@ -43,6 +43,7 @@ _LAZY = {
     "models": "slimkit.models",
     "pipeline": "slimkit.pipeline",
     "search": "slimkit.search",
+    "sensitivity": "slimkit.search",
 }
 
 

@@ -1,0 +1,89 @@
+"""``slimkit search``: search recipes for the Pareto front on the target runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from slimkit.cli import common as cli
+from slimkit.cli.common import app, check_out, err, out, progress, staged_out
+from slimkit.core.errors import InvalidConfigError
+
+if TYPE_CHECKING:
+    from slimkit.search import Measured
+
+
+@app.command("search")
+def search_cmd(
+    model: cli.ModelSpec,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for front.json, front/*.yaml and pareto.png.")],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Data spec with calibration and test splits, e.g. example:digits.")
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="Runtime trials are measured on.")] = "onnxruntime",
+    max_drop: Annotated[
+        float | None, typer.Option("--max-drop", min=0, help="Largest allowed metric drop, e.g. 0.01 (1 point).")
+    ] = None,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="Recipes to try.")] = 20,
+    objectives: Annotated[
+        str, typer.Option("--objectives", help="Comma-separated figures to minimise: latency, size, drop.")
+    ] = "latency,size",
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Sampler seed.")] = 0,
+    weights: cli.Weights = None,
+    trust_pickle: cli.TrustPickle = False,
+    overwrite: cli.Overwrite = False,
+    as_json: cli.AsJson = False,
+    quiet: cli.Quiet = False,
+) -> None:
+    """Try recipes (pruning, SVD, quantization, their order), measure each on --target, keep the Pareto front.
+
+    Trials are scored on the data's calibration split; the front is measured again on the
+    test split. Each front point is written as a recipe that `slimkit compress` runs.
+
+    Examples:
+
+        slimkit search example:digits-cnn --data example:digits --max-drop 0.01 --trials 20 --out found/
+
+        slimkit compress found/front/00-trial1.yaml --out out/
+    """
+    from slimkit.core.specs import load_model
+    from slimkit.search import search
+    from slimkit.search.output import write_results
+
+    if data is None:
+        raise InvalidConfigError("search needs --data with calibration and test splits, e.g. --data example:digits")
+    check_out(out_dir, overwrite, model, data)
+    goals = tuple(part.strip() for part in objectives.split(",") if part.strip())
+    constraints = {} if max_drop is None else {"max_metric_drop": max_drop}
+    loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
+    with progress(f"searching {trials} recipes on {target}", quiet or as_json):
+        result = search(
+            loaded, data, target=target, objectives=goals, constraints=constraints, trials=trials, seed=seed,
+            model_spec=model,
+        )  # fmt: skip
+    with staged_out(out_dir, overwrite) as folder:
+        write_results(result, folder)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    failed = [t for t in result.trials if t.error]
+    for trial in failed:
+        err.print(f"trial {trial.number} failed: {trial.error}", markup=False)
+    out.print(f"original: {_figures(result.original)}", markup=False)
+    for i, point in enumerate(result.front):
+        stages = " -> ".join(f"{verb}:{o['method']}" for stage in point.recipe["stages"] for verb, o in stage.items())
+        out.print(f"{i:02d} trial {point.trial}: {_figures(point.test)} (test)  {stages or 'none'}", markup=False)
+    if not result.front:
+        err.print("no trial met the constraints: allow a larger --max-drop or more --trials", style="yellow")
+    out.print(f"wrote {out_dir}/front.json, front/*.yaml, pareto.png", markup=False)
+
+
+def _figures(measured: Measured) -> str:
+    """``0.342 ms, 279035 B, metric 0.9978 (drop +0.0000)``."""
+    return (
+        f"{measured.latency_ms:.3f} ms, {measured.size_bytes} B, "
+        f"metric {measured.metric:.4f} (drop {measured.drop:+.4f})"
+    )

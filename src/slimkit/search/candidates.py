@@ -1,0 +1,238 @@
+"""Per-layer candidate settings and applying a chosen set of them with the verbs.
+
+A *unit* is what one per-layer choice changes: a quantizable layer (``quantize`` with
+weight-only ``bits``) or a prunable channel group of the dependency graph (``prune`` with
+``channels`` at a ``ratio``, selected through the group's producing layers). Each unit has
+candidate `Setting` s; keeping the unit unchanged is always allowed and is not listed.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, field_validator
+from torch import nn
+
+from slimkit.core.config import Config
+from slimkit.core.errors import InvalidConfigError
+from slimkit.core.registry import apply
+from slimkit.core.walk import Selector, select_modules
+
+TECHNIQUES = ("quantize", "prune")
+"""Techniques `sensitivity` scores per layer."""
+ORDER = {"prune": 0, "decompose": 1, "quantize": 2}
+"""Verbs run in this order when a plan is applied (structure first, precision last)."""
+QUANTIZED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Embedding)
+"""Layers weight-only quantization handles (convolutions are left to pruning)."""
+
+
+class CandidateConfig(Config):
+    """Which settings `sensitivity` tries on each layer.
+
+    Attributes:
+        techniques: ``quantize`` (weight-only per layer) and/or ``prune`` (channels per group).
+        bits: weight-only bit widths tried per layer (2..8).
+        group_size: weight-only group size (None: one scale per output channel).
+        ratios: channel-pruning ratios tried per group, each in (0, 1).
+        include: globs over module names a unit must match to be scored (None: all).
+        exclude: globs over module names to leave alone.
+    """
+
+    techniques: tuple[str, ...] = TECHNIQUES
+    bits: tuple[int, ...] = (2, 4, 8)
+    group_size: int | None = Field(32, ge=1)
+    ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+
+    @field_validator("techniques")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or set(value) - set(TECHNIQUES):
+            raise ValueError(f"techniques must be a non-empty subset of {TECHNIQUES}, got {value}")
+        return value
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or not all(2 <= b <= 8 for b in value):
+            raise ValueError(f"bits must be widths in 2..8, got {value}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 < r < 1 for r in value):
+            raise ValueError(f"ratios must be fractions in (0, 1), got {value}")
+        return tuple(sorted(set(value)))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One per-unit change: a verb, its method and options, on the unit's layers.
+
+    Attributes:
+        unit: the layer name or group label it changes.
+        verb: ``quantize`` or ``prune``.
+        method: the registered method name.
+        options: the method's options as sorted ``(name, value)`` pairs.
+        include: the module names the verb is restricted to.
+    """
+
+    unit: str
+    verb: str
+    method: str
+    options: tuple[tuple[str, Any], ...]
+    include: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """A readable unique name: ``quantize:weight-only(bits=4,group_size=32)@fc``."""
+        opts = ",".join(f"{k}={v}" for k, v in self.options)
+        return f"{self.verb}:{self.method}({opts})@{self.unit}"
+
+    @property
+    def slot(self) -> str:
+        """What a plan chooses one setting for: the verb and the unit (``prune stem.0.0``)."""
+        return f"{self.verb} {self.unit}"
+
+    @property
+    def label(self) -> str:
+        """A short name for tables: ``int4`` or ``prune 50%``."""
+        opts = dict(self.options)
+        return f"int{opts['bits']}" if "bits" in opts else f"prune {opts['ratio']:.0%}"
+
+    def apply(self, model: nn.Module, **kwargs: Any) -> nn.Module:
+        """A copy of ``model`` with only this setting applied (``kwargs`` go to the verb)."""
+        return apply_settings(model, [self], **kwargs)
+
+
+def _quantize_units(model: nn.Module, config: CandidateConfig) -> list[Setting]:
+    selector = Selector.of(config.include, config.exclude)
+    options = {"group_size": config.group_size}
+    return [
+        Setting(name, "quantize", "weight-only", tuple(sorted({**options, "bits": bits}.items())), (name,))
+        for name, _ in select_modules(model, selector, QUANTIZED_TYPES)
+        for bits in config.bits
+    ]
+
+
+def prunable_groups(model: nn.Module, example_inputs: Any) -> list[tuple[str, tuple[str, ...]]]:
+    """``(label, producing layers)`` of every channel group the dependency graph can prune."""
+    from slimkit.core.graph import capture
+    from slimkit.pruning.dependency import DependencyGraph
+
+    graph = DependencyGraph(capture(model, example_inputs))
+    return [(g.label, tuple(g.producers)) for g in graph.groups() if not g.blocked]
+
+
+def _prune_units(model: nn.Module, config: CandidateConfig, example_inputs: Any) -> list[Setting]:
+    selector = Selector.of(config.include, config.exclude)
+    return [
+        Setting(label, "prune", "channels", (("ratio", ratio),), producers)
+        for label, producers in prunable_groups(model, example_inputs)
+        if all(selector(p) for p in producers)
+        for ratio in config.ratios
+    ]
+
+
+def candidates(model: nn.Module, config: CandidateConfig, example_inputs: Any) -> list[Setting]:
+    """Every per-unit setting `config` asks for, quantize units first.
+
+    Raises:
+        InvalidConfigError: when no unit matches (a typo in ``include``, or no layer the
+            techniques handle).
+    """
+    found: list[Setting] = []
+    if "quantize" in config.techniques:
+        found += _quantize_units(model, config)
+    if "prune" in config.techniques:
+        found += _prune_units(model, config, example_inputs)
+    if not found:
+        raise InvalidConfigError(
+            f"no layer to score with {', '.join(config.techniques)}: weight-only quantization takes "
+            "Linear/Embedding layers, channel pruning takes conv/linear groups; check include/exclude"
+        )
+    return found
+
+
+def plan_stages(settings: Iterable[Setting]) -> list[tuple[str, dict[str, Any]]]:
+    """The verb calls that apply ``settings``: one per (verb, method, options), with the union of
+    their layers as ``include``, structure-changing verbs first.
+
+    Returns:
+        ``[(verb, {"method": ..., **options, "include": [...]})]``, the form of a recipe stage.
+    """
+    merged: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[str]] = {}
+    for s in settings:
+        merged.setdefault((s.verb, s.method, s.options), []).extend(s.include)
+    ordered = sorted(merged.items(), key=lambda item: (ORDER[item[0][0]], repr(item[0][2])))
+    return [
+        (verb, {"method": method, **dict(options), "include": sorted(set(layers))})
+        for (verb, method, options), layers in ordered
+    ]
+
+
+def apply_settings(
+    model: nn.Module, settings: Sequence[Setting], *, data: Any = None, example_inputs: Any = None, device: Any = "auto"
+) -> nn.Module:
+    """A copy of ``model`` with ``settings`` applied by the verbs (the input is never changed).
+
+    Args:
+        model: the model.
+        settings: at most one per slot (verb and unit).
+        data: calibration data handed to every verb.
+        example_inputs: sample inputs for tracing (pruning).
+        device: where the verbs run.
+
+    Raises:
+        InvalidConfigError: two settings for one slot.
+    """
+    check_units(settings)
+    stages = [{verb: options} for verb, options in plan_stages(settings)]
+    return apply_stages(model, stages, data=data, example_inputs=example_inputs, device=device)
+
+
+def apply_stages(
+    model: nn.Module,
+    stages: Sequence[dict[str, Any]],
+    *,
+    data: Any = None,
+    example_inputs: Any = None,
+    device: Any = "auto",
+) -> nn.Module:
+    """A copy of ``model`` with recipe ``stages`` (``[{"prune": {"method": ..., ...}}]``) applied in order.
+
+    Args:
+        model: the model (never changed).
+        stages: technique stages in recipe form; ``include``/``exclude`` go to the verb.
+        data: calibration data handed to every verb.
+        example_inputs: sample inputs for tracing (pruning, static quantization).
+        device: where the verbs run.
+    """
+    result = model
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*changed nothing.*")
+        for stage in stages:
+            ((verb, options),) = stage.items()
+            options = dict(options)
+            method = options.pop("method")
+            result = apply(verb, result, method, data=data, example_inputs=example_inputs, device=device, **options)
+    return result if result is not model else copy.deepcopy(model)
+
+
+def check_units(settings: Sequence[Setting]) -> None:
+    """Refuse two settings for one unit (a plan chooses one per unit).
+
+    Raises:
+        InvalidConfigError: naming the unit.
+    """
+    seen: set[str] = set()
+    for s in settings:
+        if s.slot in seen:
+            raise InvalidConfigError(f"two settings for {s.slot!r}: a plan chooses one setting per layer")
+        seen.add(s.slot)

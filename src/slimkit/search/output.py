@@ -1,0 +1,57 @@
+"""Writing a search's results: ``front.json``, ``front/NN.yaml`` recipes and ``pareto.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from slimkit.search.study import SearchResult
+
+UNITS = {"latency": "p50 latency at batch 1 (ms)", "size": "artifact size (bytes)", "drop": "metric drop"}
+
+
+def write_results(result: SearchResult, folder: Path) -> list[Path]:
+    """Write the result into ``folder`` (which must exist) and return the files written."""
+    written = [folder / "front.json"]
+    written[0].write_text(json.dumps(result.to_dict(), indent=2, default=str))
+    recipes = folder / "front"
+    recipes.mkdir()
+    for i, point in enumerate(result.front):
+        path = recipes / f"{i:02d}-trial{point.trial}.yaml"
+        path.write_text(yaml.safe_dump(point.recipe, sort_keys=False))
+        written.append(path)
+    written.append(pareto_plot(result, folder / "pareto.png"))
+    return written
+
+
+def pareto_plot(result: SearchResult, path: Path) -> Path:
+    """Scatter every measured trial on the first two objectives (calibration split), the front
+    marked, and the original model; with one objective, that objective per trial."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x_name, y_name = result.objectives[:2] if len(result.objectives) > 1 else ("trial", result.objectives[0])
+    measured = [t for t in result.trials if t.selection is not None]
+    front = {p.trial for p in result.front}
+
+    def coords(records: list) -> tuple[list[float], list[float]]:
+        xs = [t.number if x_name == "trial" else t.selection.value(x_name) for t in records]
+        return xs, [t.selection.value(y_name) for t in records]
+
+    figure = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    axes.scatter(*coords([t for t in measured if t.number not in front]), c="0.6", label="trials")
+    axes.scatter(*coords([t for t in measured if t.number in front]), c="tab:red", label="Pareto front")
+    if x_name != "trial":
+        axes.scatter([result.original.value(x_name)], [result.original.value(y_name)], marker="*", s=150, c="k",
+                     label="original")  # fmt: skip
+    axes.set_xlabel(UNITS.get(x_name, x_name))
+    axes.set_ylabel(UNITS.get(y_name, y_name))
+    axes.set_title("search: trials on the calibration split")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path

@@ -1,0 +1,230 @@
+"""`sensitivity`: per layer and per candidate setting, the metric change and the bytes saved.
+
+Each setting (weight-only ``bits`` on one layer, a channel-pruning ``ratio`` on one group)
+is applied alone with the verbs, every other layer kept as it is, and the model is scored
+on held-out data: the calibration split of a `DataSplits` (never its test split), on at
+most ``max_batches`` batches. Rows are cached by a fingerprint of (model weights, data,
+metric, setting), so a rerun measures nothing again.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from slimkit.core.data import DataSplits
+from slimkit.core.errors import InvalidConfigError
+from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
+from slimkit.measure.profile import example_batch
+from slimkit.measure.size import tensor_bytes
+from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
+from slimkit.search.candidates import CandidateConfig, Setting, candidates
+
+CACHE_VERSION = "sensitivity-v1"
+"""Part of every cache key: bump it when what a row means changes."""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One setting measured alone.
+
+    Attributes:
+        setting: what was applied.
+        metric: the metric of the model with only this setting applied.
+        drop: how much worse than the baseline, in the metric's units (negative: better).
+        bytes_saved: bytes of weights and buffers saved (`slimkit.measure.tensor_bytes`).
+    """
+
+    setting: Setting
+    metric: float
+    drop: float
+    bytes_saved: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "unit": self.setting.unit,
+            "setting": self.setting.key,
+            "metric": self.metric,
+            "drop": self.drop,
+            "bytes_saved": self.bytes_saved,
+        }
+
+
+@dataclass
+class SensitivityTable:
+    """What `sensitivity` measured.
+
+    Attributes:
+        metric: the metric's name (``accuracy``, ``cosine`` for fidelity, a user metric's).
+        baseline: the unchanged model's metric on the same batches.
+        model_bytes: the unchanged model's weight and buffer bytes.
+        rows: one per setting, in candidate order.
+        measured: rows measured in this call (the rest came from the cache).
+    """
+
+    metric: str
+    baseline: float
+    model_bytes: int
+    rows: list[Row] = field(default_factory=list)
+    measured: int = 0
+
+    def slots(self) -> dict[str, list[Row]]:
+        """Rows by slot (``quantize fc``, ``prune stem.0.0``), in candidate order."""
+        grouped: dict[str, list[Row]] = {}
+        for row in self.rows:
+            grouped.setdefault(row.setting.slot, []).append(row)
+        return grouped
+
+    def row(self, key: str) -> Row:
+        """The row of the setting whose `Setting.key` is ``key``."""
+        for row in self.rows:
+            if row.setting.key == key:
+                return row
+        raise KeyError(key)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "metric": self.metric,
+            "baseline": self.baseline,
+            "model_bytes": self.model_bytes,
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def held_out(data: Iterable[Any] | DataSplits) -> tuple[Iterable[Any], str | None]:
+    """The batches model selection may see (a `DataSplits`' calibration split) and the data's metric."""
+    if isinstance(data, DataSplits):
+        return data.calibration, data.metric
+    return data, None
+
+
+def worsening(metric: Metric, baseline: float, value: float) -> float:
+    """How much worse ``value`` is than ``baseline`` (positive: worse), in the metric's units."""
+    return baseline - value if metric.higher_is_better else value - baseline
+
+
+class Scorer:
+    """Scores models against one reference on a bounded number of held-out batches.
+
+    Args:
+        reference: the unchanged model (fidelity is measured against it).
+        data: held-out batches.
+        metric: what to score (None: accuracy).
+        max_batches: score on at most this many batches.
+    """
+
+    def __init__(self, reference: nn.Module, data: Iterable[Any], metric: MetricLike | None, max_batches: int | None):
+        self.reference, self.data, self.limit = reference, data, max_batches
+        self.metric = resolve_metric(metric)
+
+    def __call__(self, model: nn.Module) -> float:
+        """The metric of ``model``."""
+        reference = self.reference if self.metric.name == "fidelity" else None
+        return evaluate(model, self.data, self.metric, reference=reference, limit=self.limit)[self.metric.key]
+
+
+def _cache_of(cache: Cache | str | os.PathLike[str] | None) -> Cache:
+    return cache if isinstance(cache, Cache) else Cache(cache)
+
+
+def sensitivity(
+    model: nn.Module,
+    data: Iterable[Any] | DataSplits,
+    techniques: Sequence[str] = ("quantize", "prune"),
+    *,
+    metric: MetricLike | None = None,
+    bits: Sequence[int] = (2, 4, 8),
+    group_size: int | None = 32,
+    ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    include: str | Sequence[str] | None = None,
+    exclude: str | Sequence[str] | None = None,
+    max_batches: int | None = 4,
+    cache: Cache | str | os.PathLike[str] | None = None,
+    example_inputs: Any = None,
+    device: str = "auto",
+) -> SensitivityTable:
+    """Measure, per layer and candidate setting, the metric change and the bytes saved.
+
+    Args:
+        model: the model (not modified).
+        data: a `DataSplits` (its calibration split is used, never the test split) or
+            held-out batches.
+        techniques: ``quantize`` (weight-only ``bits`` per Linear/Embedding) and/or
+            ``prune`` (channel ``ratios`` per prunable group).
+        metric: what judges the model (default: the data's own, else accuracy).
+        bits: weight-only widths tried per layer (2..8).
+        group_size: weight-only group size (None: per output channel).
+        ratios: channel-pruning ratios tried per group.
+        include: globs of module names to score (a group counts when all its layers match).
+        exclude: globs of module names to leave out.
+        max_batches: score each setting on at most this many batches.
+        cache: a `Cache`, or a folder to keep rows in across runs (default: this call only).
+        example_inputs: inputs for tracing (default: one sample of ``data``).
+        device: where the verbs run.
+
+    Returns:
+        A `SensitivityTable` with one row per setting.
+
+    Raises:
+        InvalidConfigError: bad options, or nothing to score.
+        DataError: unusable data.
+    """
+    config = CandidateConfig.build(
+        techniques=tuple(techniques),
+        bits=tuple(bits),
+        group_size=group_size,
+        ratios=tuple(ratios),
+        include=_globs(include),
+        exclude=_globs(exclude),
+    )
+    if max_batches is not None and max_batches < 1:
+        raise InvalidConfigError(f"max_batches must be at least 1 (or None for all), got {max_batches}")
+    batches, data_metric = held_out(data)
+    scorer = Scorer(model, batches, metric or data_metric, max_batches)
+    store = _cache_of(cache)
+    inputs = example_inputs if example_inputs is not None else _sample(model, batches)
+    settings = candidates(model, config, inputs)
+    prefix = (CACHE_VERSION, model_fingerprint(model), data_fingerprint(batches, max_batches), scorer.metric.spec)
+    model_bytes = tensor_bytes(model)
+    measured = 0
+
+    def lookup(name: str, measure: Any) -> dict[str, Any]:
+        nonlocal measured
+        key = key_of(*prefix, name)
+        row = store.get(key)
+        if row is None:
+            row = measure()
+            store.put(key, row)
+            measured += 1
+        return row
+
+    baseline = lookup("baseline", lambda: {"metric": scorer(model)})["metric"]
+
+    def measure(setting: Setting) -> dict[str, Any]:
+        changed = setting.apply(model, data=batches, example_inputs=inputs, device=device)
+        return {"metric": scorer(changed), "bytes_saved": model_bytes - tensor_bytes(changed)}
+
+    rows = []
+    for setting in settings:
+        found = lookup(setting.key, lambda s=setting: measure(s))
+        drop = worsening(scorer.metric, baseline, found["metric"])
+        rows.append(Row(setting, found["metric"], drop, int(found["bytes_saved"])))
+    return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured)
+
+
+def _sample(model: nn.Module, data: Iterable[Any]) -> Any:
+    """One sample of ``data`` as model inputs (a tuple of tensors, or a dict for keyword models)."""
+    batch = example_batch(model, None, data, "sensitivity")
+    return batch.kwargs or batch.args
+
+
+def _globs(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    return (value,) if isinstance(value, str) else tuple(value)

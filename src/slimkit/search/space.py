@@ -1,0 +1,96 @@
+"""The recipe search space: which techniques, with which settings, in which order.
+
+A trial samples a channel-pruning ratio, an SVD rank fraction and a quantization method
+(with bits for weight-only), and the order of the structural stages; quantization always
+comes last (the other verbs work on float layers). A choice of 0 / ``none`` skips a stage.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import field_validator
+
+from slimkit.core.config import Config
+
+QUANTIZE_CHOICES = ("none", "int8-dynamic", "int8-static", "weight-only")
+ORDERS = ("prune-first", "decompose-first")
+
+
+class SearchSpace(Config):
+    """What `search` may choose from.
+
+    Attributes:
+        prune_ratios: channel-pruning ratios (0: no pruning stage).
+        svd_fractions: SVD rank as a fraction of the full rank (0: no decomposition stage).
+        quantize: quantization methods (``none``: float).
+        bits: weight-only bit widths.
+    """
+
+    prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5)
+    svd_fractions: tuple[float, ...] = (0.0, 0.5)
+    quantize: tuple[str, ...] = QUANTIZE_CHOICES
+    bits: tuple[int, ...] = (4, 8)
+
+    @field_validator("prune_ratios")
+    @classmethod
+    def _ratios(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 <= r < 1 for r in value):
+            raise ValueError(f"prune_ratios must be fractions in [0, 1), got {value}")
+        return value
+
+    @field_validator("svd_fractions")
+    @classmethod
+    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 <= f < 1 for f in value):
+            raise ValueError(f"svd_fractions must be fractions in [0, 1), got {value}")
+        return value
+
+    @field_validator("quantize")
+    @classmethod
+    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or set(value) - set(QUANTIZE_CHOICES):
+            raise ValueError(f"quantize must be a non-empty subset of {QUANTIZE_CHOICES}, got {value}")
+        return value
+
+    @field_validator("bits")
+    @classmethod
+    def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or not all(2 <= b <= 8 for b in value):
+            raise ValueError(f"bits must be widths in 2..8, got {value}")
+        return value
+
+
+def sample_stages(trial: Any, space: SearchSpace) -> list[dict[str, Any]]:
+    """Recipe stages (``[{"prune": {...}}, ...]``) for one Optuna ``trial``."""
+    structural: dict[str, dict[str, Any]] = {}
+    ratio = trial.suggest_categorical("prune_ratio", list(space.prune_ratios))
+    if ratio > 0:
+        structural["prune"] = {"method": "channels", "ratio": ratio}
+    fraction = trial.suggest_categorical("svd_fraction", list(space.svd_fractions))
+    if fraction > 0:
+        structural["decompose"] = {"method": "svd", "rank": fraction}
+    order = trial.suggest_categorical("order", list(ORDERS))
+    ordered = ("prune", "decompose") if order == "prune-first" else ("decompose", "prune")
+    stages = [{verb: structural[verb]} for verb in ordered if verb in structural]
+    method = trial.suggest_categorical("quantize", list(space.quantize))
+    if method == "weight-only":
+        stages.append({"quantize": {"method": method, "bits": trial.suggest_categorical("bits", list(space.bits))}})
+    elif method != "none":
+        stages.append({"quantize": {"method": method}})
+    return stages
+
+
+def warm_starts(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
+    """Trial parameters tried first: each quantization alone, without structural stages.
+
+    Pruning or decomposing a whole model without fine-tuning often breaks a tight metric
+    budget; starting from quantization alone gives the front a feasible point early.
+    """
+    safe = {"prune_ratio": min(space.prune_ratios), "svd_fraction": min(space.svd_fractions), "order": ORDERS[0]}
+    starts = [
+        {**safe, "quantize": method, **({"bits": max(space.bits)} if method == "weight-only" else {})}
+        for method in space.quantize
+        if method != "none"
+    ]
+    return starts[:limit]

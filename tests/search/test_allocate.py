@@ -1,0 +1,49 @@
+"""`allocate`: the plan meets the budget on measured figures, falling back when it does not."""
+
+import dataclasses
+
+import pytest
+
+from slimkit.core.errors import InvalidConfigError
+from slimkit.pipeline.recipe import load_recipe
+from slimkit.search import allocate, apply_settings, plan, sensitivity
+
+
+def test_fallback_raises_precision_until_the_measured_drop_fits(small, fc_table):
+    model, data = small
+    drops = {r.setting.label: r.drop for r in fc_table.rows}
+    budget = (drops["int4"] + drops["int2"]) / 2  # int2 breaks it, int4 meets it
+    optimistic = dataclasses.replace(fc_table, rows=[dataclasses.replace(r, drop=0.0) for r in fc_table.rows])
+    assert [r.setting.label for r in plan(optimistic, max_metric_drop=budget)] == ["int2"]
+    result = allocate(model, data, optimistic, max_metric_drop=budget, metric="fidelity", max_batches=1)
+    assert [s.label for s in result.settings] == ["int4"]
+    assert result.fallback == ["quantize:weight-only(bits=2,group_size=32)@fc -> int4"]
+    assert result.met and result.drop <= budget
+    assert result.drop == pytest.approx(drops["int4"], abs=1e-9)  # the same batches as the table
+    assert result.size_bytes < result.original_bytes
+    recipe = load_recipe({"model": "example:digits-cnn", "stages": result.stages()})
+    assert recipe.stages[0].options == {"method": "weight-only", "bits": 4, "group_size": 32, "include": ["fc"]}
+
+
+def test_one_budget_is_required(small, fc_table):
+    model, data = small
+    with pytest.raises(InvalidConfigError, match="exactly one budget"):
+        allocate(model, data, fc_table)
+    with pytest.raises(InvalidConfigError, match="max_size_ratio"):
+        plan(fc_table, max_size_ratio=1.5)
+
+
+@pytest.mark.slow
+def test_digits_meets_one_point_on_measured_accuracy(digits):
+    model, data = digits
+    table = sensitivity(model, data, ratios=(0.25, 0.5), include=["fc", "stages.1.*", "stages.2.*"], max_batches=2)
+    result = allocate(model, data, table, max_metric_drop=0.01)
+    assert result.met and result.drop <= 0.01
+    assert result.size_ratio < 0.95
+    assert result.settings  # something was compressed
+
+
+def test_two_settings_for_one_layer_are_refused(small, fc_table):
+    model, _ = small
+    with pytest.raises(InvalidConfigError, match="two settings for 'quantize fc'"):
+        apply_settings(model, [r.setting for r in fc_table.rows[:2]])

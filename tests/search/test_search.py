@@ -1,0 +1,118 @@
+"""`sk.search` and `slimkit search`: a Pareto front of loadable recipes; bad inputs refused."""
+
+import json
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+import slimkit as sk
+from slimkit.cli import app
+from slimkit.core.errors import InvalidConfigError
+from slimkit.pipeline.recipe import load_recipe, read_yaml
+from slimkit.search import SearchSpace, search
+from slimkit.search.pareto import dominates, pareto_front
+from slimkit.search.space import sample_stages
+from slimkit.search.study import _sampler
+
+SMALL_SPACE = SearchSpace(prune_ratios=(0.0, 0.25), svd_fractions=(0.0,), quantize=("int8-static", "weight-only"))
+
+
+def test_sk_search_is_the_search_function():
+    assert callable(sk.search) and sk.search.search is search
+
+
+def test_the_seed_fixes_the_proposed_recipes():
+    def proposals(seed):
+        study = optuna.create_study(directions=["minimize"] * 2, sampler=_sampler(optuna, seed))
+        return [sample_stages(study.ask(), SearchSpace()) for _ in range(8)]
+
+    assert proposals(0) == proposals(0)
+    assert proposals(0) != proposals(1)
+
+
+def test_pareto_front_keeps_the_non_dominated_points():
+    points = [(1, 5), (2, 2), (3, 1), (3, 3), (2, 2), (1, 6)]
+    assert pareto_front(points, lambda p: p) == [(1, 5), (2, 2), (3, 1)]
+    assert dominates((1, 1), (1, 2)) and not dominates((1, 2), (1, 2)) and not dominates((0, 3), (1, 2))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"objectives": ("speed",)}, "objectives"),
+        ({"objectives": ("size", "size")}, "objectives"),
+        ({"constraints": {"max_size": 1}}, "unknown constraints"),
+        ({"constraints": {"max_metric_drop": -1}}, "max_metric_drop"),
+        ({"trials": 0}, "trials"),
+        ({"target": "tensorrt"}, "unknown target"),
+    ],
+)
+def test_bad_inputs_raise_one_clear_error(small, options, message):
+    model, data = small
+    with pytest.raises(InvalidConfigError, match=message):
+        search(model, data, **options)
+
+
+def test_data_without_splits_is_refused(small):
+    model, data = small
+    with pytest.raises(InvalidConfigError, match="calibration and test splits"):
+        search(model, list(data.calibration), trials=1)
+
+
+def test_bad_space_is_refused():
+    with pytest.raises(InvalidConfigError, match="quantize"):
+        SearchSpace.build(quantize=("int3",))
+
+
+def test_cli_refuses_an_existing_out_and_missing_data(tmp_path):
+    (tmp_path / "out").mkdir()
+    runner = CliRunner()
+    existing = runner.invoke(
+        app, ["search", "example:digits-cnn", "--data", "example:digits", "--out", str(tmp_path / "out")]
+    )
+    assert existing.exit_code != 0 and "already exists" in str(existing.exception or existing.output)
+    missing = runner.invoke(app, ["search", "example:digits-cnn", "--out", str(tmp_path / "new")])
+    assert "--data" in str(missing.exception or missing.output)
+
+
+@pytest.mark.slow
+def test_search_finds_a_front_of_loadable_recipes(digits, tmp_path):
+    model, data = digits
+    result = sk.search(
+        model, data, target="onnxruntime", constraints={"max_metric_drop": 0.01}, trials=4, seed=0, space=SMALL_SPACE
+    )
+    assert len(result.trials) == 4 and result.front
+    for point in result.front:
+        assert point.selection.drop <= 0.01
+        assert point.test.size_bytes < result.original.size_bytes
+        recipe = load_recipe(point.recipe)
+        assert recipe.model == "example:digits-cnn" and recipe.target.runtime == "onnxruntime"
+
+
+@pytest.mark.slow
+def test_cli_writes_front_recipes_and_plot(tmp_path):
+    from slimkit.cli import main
+
+    out = tmp_path / "found"
+    with pytest.raises(SystemExit) as done:
+        main(["search", "example:digits-cnn", "--data", "example:digits", "--max-drop", "0.01", "--trials", "2",
+              "--out", str(out), "--quiet"])  # fmt: skip
+    assert done.value.code in (0, None)
+    front = json.loads((out / "front.json").read_text())
+    assert front["front"] and (out / "pareto.png").stat().st_size > 0
+    recipes = sorted((out / "front").glob("*.yaml"))
+    assert len(recipes) == len(front["front"])
+    for path in recipes:
+        load_recipe(read_yaml(path))
+
+
+def test_cli_bad_target_exits_2(tmp_path, capsys):
+    from slimkit.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["search", "example:digits-cnn", "--data", "example:digits", "--target", "nope", "--trials", "1",
+              "--out", str(tmp_path / "x")])  # fmt: skip
+    assert done.value.code == 2
+    assert "unknown target" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
