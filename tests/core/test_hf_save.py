@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -144,10 +145,12 @@ def test_hf_format_of_pruned_model_needs_an_updated_config(tmp_path):
     pruned = sk.prune(transformers.BertModel(_bert_config()).eval(), "neurons", ratio=0.5)
     width = pruned.encoder.layer[0].intermediate.dense.out_features
     assert all(layer.intermediate.dense.out_features == width for layer in pruned.encoder.layer)
+    assert pruned.config.intermediate_size == width  # uniform pruning: the pruner updates the config
+    stale = copy.deepcopy(pruned)
+    stale.config.intermediate_size = _bert_config().intermediate_size
     with pytest.raises(UnsupportedModelError, match=r"intermediate\.dense\.weight: shape"):
-        sk.save(pruned, tmp_path / "stale", format="hf")
+        sk.save(stale, tmp_path / "stale", format="hf")
     assert not (tmp_path / "stale").exists()
-    pruned.config.intermediate_size = width  # uniform pruning: the config can describe it
     out = sk.save(pruned, tmp_path / "hf", format="hf")
     _assert_same(pruned, transformers.BertModel.from_pretrained(out).eval())
 

@@ -61,12 +61,16 @@ def test_recipe_file_errors(tmp_path):
 
 
 def test_recipe_reference_is_current():
+    """Generated in a fresh process: methods other tests register must not leak into it."""
+    import subprocess
+    import sys
     from pathlib import Path
 
-    from slimkit.pipeline.schema import recipe_reference
-
     docs = Path(__file__).parents[2] / "docs" / "recipes.md"
-    assert docs.read_text() == recipe_reference(), "regenerate: python -m slimkit.pipeline.schema > docs/recipes.md"
+    fresh = subprocess.run(
+        [sys.executable, "-m", "slimkit.pipeline.schema"], capture_output=True, text=True, check=True
+    ).stdout
+    assert docs.read_text() == fresh, "regenerate: python -m slimkit.pipeline.schema > docs/recipes.md"
 
 
 def test_recipe_reference_says_what_every_option_means():
