@@ -117,9 +117,19 @@ def test_svd_changes_or_explains_every_layer(family):
     assert _output(small, x).shape == _output(model, x).shape
 
 
+ONNX_REFUSED = {"t5_encoder": r"ONNX cannot express the op aten\.view in layer 'encoder\.block\.0\.layer\.0\."}
+"""Documented gaps (docs/coverage.md): torch's ONNX decomposition turns T5's reshape of a transposed
+tensor into a view it cannot prove valid for symbolic shapes."""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", TRANSFORMERS + CNNS)
 def test_onnx_export_passes_parity(tmp_path, family):
     model, x = _model_and_inputs(family)
+    if family in ONNX_REFUSED:
+        with pytest.raises(sk.UnsupportedModelError, match=ONNX_REFUSED[family]):
+            sk.export(model, tmp_path / "m.onnx", example_inputs=x)
+        assert not (tmp_path / "m.onnx").exists()
+        return
     path = sk.export(model, tmp_path / "m.onnx", example_inputs=x)
     assert path.stat().st_size > 0  # export itself verified the outputs in onnxruntime (>= 35 dB)
