@@ -39,9 +39,11 @@ MAX_MACS = {"shufflenet_v2_x1_0": 0.52, "vit": 0.80, "swin": 0.71}
 """Bounds where Torch-Pruning does not run. ShuffleNet's trunk (channel split + shuffle) is not
 pruned yet, only its branches (docs/pruning.md, Coverage); ViT's and Swin's residual width is
 held by their attention (prune it with ``heads``)."""
-FAST = ["resnet18", "mobilenet_v2", "squeezenet1_1", "mnasnet0_5", "regnet_x_400mf", "mobilenet_v3_small",
-        "efficientnet_b0", "shufflenet_v2_x1_0", "vit", "swin", "bnact_net"]  # fmt: skip
-SLOW = ["resnet50", "densenet121", "googlenet", "resnext50_32x4d", "convnext_tiny", "deeplabv3_mobilenet_v3_large"]
+FAST = ["resnet18", "mobilenet_v3_small", "bnact_net"]
+"""One residual net, one with SE gates, the BatchNorm-with-activation net: the daily tier (`make test-fast`)."""
+SLOW = ["mobilenet_v2", "squeezenet1_1", "mnasnet0_5", "regnet_x_400mf", "efficientnet_b0", "shufflenet_v2_x1_0",
+        "vit", "swin", "resnet50", "densenet121", "googlenet", "resnext50_32x4d", "convnext_tiny",
+        "deeplabv3_mobilenet_v3_large"]  # fmt: skip
 SIZES = {"vit": 32, "swin": 32}
 
 

@@ -82,8 +82,12 @@ def _ratio(family: str, method: str) -> float:
     return 0.5 if (family in GQA and method == "heads") else RATIOS[method]
 
 
+FAST = {"bert", "llama", "gpt2"}
+"""Families of the daily tier (`make test-fast`); `make test` runs every family."""
+
+
 @pytest.mark.parametrize("method", ["heads", "neurons", "depth"])
-@pytest.mark.parametrize("family", zoo.FAMILIES)
+@pytest.mark.parametrize("family", [f if f in FAST else pytest.param(f, marks=pytest.mark.slow) for f in zoo.FAMILIES])
 def test_prune_family(family, method, tmp_path):
     model, x = _build(family), zoo.inputs(family)
     if (family, method) in UNSUPPORTED:
@@ -146,6 +150,7 @@ def test_gpt2_packed_conv1d_heads_stay_conv1d_and_exact():
     torch.testing.assert_close(_run(pruned, x), _run(model, x), atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gpt2", "llama", "qwen2"])
 @pytest.mark.parametrize("method", ["heads", "neurons", "depth"])
 def test_pruned_decoders_generate(family, method):

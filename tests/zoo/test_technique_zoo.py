@@ -27,7 +27,7 @@ import transformer_zoo  # noqa: E402
 
 CNNS = ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "bnact_net")
 TRANSFORMERS = tuple(f for f in transformer_zoo.FAMILIES if f != "torch_encoder")
-FAST = {"gpt2", "resnet18"}
+FAST = {"gpt2", "bnact_net"}
 """Families in the fast tier; the rest run in `make test` (marked slow)."""
 
 
