@@ -156,3 +156,31 @@ def test_a_layer_used_twice_keeps_the_same_channels_in_both_calls(tmp_path):
     pruned = _prune_and_reload(Shared(), tmp_path, x)
     assert (pruned.a.out_channels, pruned.b.out_channels, pruned.shared.in_channels) == (4, 4, 4)
     assert pruned.shared.out_channels == 4 and pruned.scale.shape == (4, 1, 1) and pruned.head.in_features == 8
+
+
+class ScaledMLPBlock(nn.Module):
+    """ConvNeXt's block tail: Linear -> GELU -> Linear, then a per-channel layer-scale parameter."""
+
+    def __init__(self, width: int = 8, hidden: int = 32):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(width, hidden), nn.Linear(hidden, width)
+        self.layer_scale = nn.Parameter(torch.full((width,), 0.5))
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x):
+        y = self.stem(x).mean((2, 3))
+        return self.head(y + self.layer_scale * self.fc2(F.gelu(self.fc1(y))))
+
+
+def test_neurons_beside_a_layer_scale_parameter_prunes_the_hidden_layer(tmp_path):
+    """A channel group holding a bare parameter (the layer scale) is not an FFN: no crash, and
+    the hidden neurons still go."""
+    torch.manual_seed(0)
+    model = ScaledMLPBlock().eval()
+    x = torch.randn(2, 3, 8, 8)
+    pruned = sk.prune(model, "neurons", ratio=0.5, example_inputs=(x,))
+    assert pruned.fc1.out_features == 16 and pruned.fc2.in_features == 16
+    assert pruned(x).shape == (2, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(sk.load(sk.save(pruned, tmp_path / "m"))(x), pruned(x))

@@ -238,10 +238,12 @@ def _explicit(model: nn.Module, config: _Structured) -> list[Group] | None:
 
 
 def _linear_groups(model: nn.Module, ctx: Context) -> list[Group]:
-    """Hidden neurons between Linear layers of the traced graph (models with no named FFN)."""
+    """Hidden neurons between Linear layers of the traced graph (models with no named FFN).
+    Groups that also hold other members (convolutions, norms, bare parameters such as a layer
+    scale) are channel groups, not FFN neurons."""
     modules = dict(model.named_modules())
     groups = graph_groups(model, ctx)
-    return [g for g in groups if all(isinstance(modules[m.module], nn.Linear) for m in g.members)]
+    return [g for g in groups if all(isinstance(modules.get(m.module), nn.Linear) for m in g.members)]
 
 
 def rebuild_transformer(model: nn.Module, config: _Structured, state: dict[str, Any]) -> nn.Module:
