@@ -58,3 +58,25 @@ def test_tflite_missing_extra(tmp_path, monkeypatch):
 def test_tflite_unsupported_op(tmp_path, svd_model):
     with pytest.raises(UnsupportedModelError, match=r"TFLite cannot express the op aten._linalg_svd in layer 'body'"):
         export(svd_model, tmp_path / "m.tflite")
+
+
+@pytest.mark.slow
+def test_bert_keyword_inputs_and_every_output_in_the_models_order(tmp_path):
+    """LiteRT names a model-output object's fields and returns them sorted by name; slimkit
+    flattens the outputs first, so the pooler never comes back in place of the hidden states."""
+    import transformers
+
+    import slimkit as sk
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, vocab_size=50
+    )
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, 50, (1, 6))
+    path = sk.export(model, tmp_path / "bert.tflite", example_inputs={"input_ids": ids, "attention_mask": ids > -1})
+    hidden, pooled = sk.runtime.load(path).run(input_ids=ids, attention_mask=ids > -1)
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=ids > -1)
+    torch.testing.assert_close(hidden, expected.last_hidden_state, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(pooled, expected.pooler_output, rtol=1e-4, atol=1e-4)

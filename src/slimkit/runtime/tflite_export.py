@@ -15,6 +15,7 @@ from torch import nn
 
 from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import InvalidConfigError, require
+from slimkit.runtime.inputs import flat_outputs
 from slimkit.runtime.tracing import calibration_batches, refuse_int8_dynamic, trace, unsupported_op_error, without_cache
 
 TFLITE_QUANTIZE = ("int8", "int8-dynamic")
@@ -67,7 +68,7 @@ def export_tflite(
     try:
         with _quiet():
             converted = litert.convert(
-                without_cache(source), sample.args, sample.kwargs or None, quant_config=config
+                FlatOutputs(without_cache(source)), sample.args, sample.kwargs or None, quant_config=config
             )
     except Exception as exc:  # litert-torch raises RuntimeError / jax errors for unsupported ops
         program = None
@@ -76,6 +77,19 @@ def export_tflite(
         raise unsupported_op_error(exc, program, "TFLite") from exc
     with _quiet():
         converted.export(str(path))
+
+
+class FlatOutputs(nn.Module):
+    """The model returning its output tensors as a flat tuple, so LiteRT names them
+    ``output_0``, ``output_1``, ... in the model's own order (named fields such as
+    ``last_hidden_state`` / ``pooler_output`` would come back sorted by name)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(flat_outputs(self.model(*args, **kwargs)))
 
 
 @contextlib.contextmanager
