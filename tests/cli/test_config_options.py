@@ -22,11 +22,11 @@ def run_cli(capsys, *args):
 
 
 def test_values_are_read_as_json_else_kept_as_text():
-    parsed = parse_options(["ratio=0.5", "round_to=8", "permanent=false", "groups=[[\"a:out\"]]", "importance=l2"])
+    parsed = parse_options(["ratio=0.5", "round_to=8", "permanent=false", 'groups=[["a:out"]]', "importance=l2"])
     assert parsed == {"ratio": 0.5, "round_to": 8, "permanent": False, "groups": [["a:out"]], "importance": "l2"}
 
 
-@given(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), st.integers(-10**6, 10**6))
+@given(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), st.integers(-(10**6), 10**6))
 def test_integers_round_trip(key, value):
     assert parse_options([f"{key}={value}"]) == {key: value}
 

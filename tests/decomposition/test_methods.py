@@ -9,11 +9,17 @@ from slimkit.decomposition import CPConv, LowRankEmbedding, LowRankLinear, Spati
 SPEC = "slimkit.models.testing:"
 CASES = [
     ("ResidualNet", "spatial-svd", {"rank": 0.3}, SpatialSVDConv),
-    ("ResidualNet", "tucker", {"rank": 0.5}, TuckerConv),
-    ("ResidualNet", "cp", {"rank": 4}, CPConv),
+    pytest.param("ResidualNet", "tucker", {"rank": 0.5}, TuckerConv, marks=pytest.mark.slow),
+    pytest.param("ResidualNet", "cp", {"rank": 4}, CPConv, marks=pytest.mark.slow),
     ("TinyAttention", "svd", {"rank": "params:0.5"}, LowRankLinear),
     ("EmbeddingMLP", "svd", {"rank": 4, "include": "embedding"}, LowRankEmbedding),
-    ("TinyAttention", "tt", {"rank": 4, "cores": 2, "include": "ffn.*", "force": True}, TTLinear),
+    pytest.param(
+        "TinyAttention",
+        "tt",
+        {"rank": 4, "cores": 2, "include": "ffn.*", "force": True},
+        TTLinear,
+        marks=pytest.mark.slow,
+    ),
 ]
 
 

@@ -27,6 +27,7 @@ def _pair() -> tuple[nn.Module, nn.Module]:
     return ResidualNet(width=8, classes=4), ResidualNet(width=4, classes=4)
 
 
+@pytest.mark.slow
 def test_kd_distillation_moves_student_towards_teacher() -> None:
     teacher, student = _pair()
     data = _images()

@@ -16,6 +16,8 @@ from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.runtime import load
 from slimkit.runtime.onnx_quantized import NBitsEmbedding, NBitsLinear, block_size, export_bits, export_standins
 
+pytestmark = pytest.mark.slow  # integration: exports through onnxruntime/torch.export (make test)
+
 MIN_SQNR_DB = 40.0
 
 

@@ -5,6 +5,8 @@ import torch
 
 import slimkit as sk
 
+pytestmark = pytest.mark.slow  # integration: exports through onnxruntime/torch.export (make test)
+
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
 
