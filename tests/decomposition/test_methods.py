@@ -78,6 +78,7 @@ def test_config_objects_and_names_are_the_same():
         assert torch.equal(a(*x), b(*x))
 
 
+@pytest.mark.slow
 def test_vbmf_tucker_on_digits_cnn_lists_skipped_layers():
     model = sk.load("example:digits-cnn")
     with pytest.warns(UserWarning, match="left dense"):

@@ -39,6 +39,7 @@ def _net(seed: int = 1) -> Net:
     return Net()
 
 
+@pytest.mark.slow
 def test_finetune_improves_accuracy_and_returns_same_model_in_eval_mode() -> None:
     train, test = _data()
     model = _net()
@@ -49,6 +50,7 @@ def test_finetune_improves_accuracy_and_returns_same_model_in_eval_mode() -> Non
     assert evaluate(model, test, "accuracy")["accuracy"] >= before + 0.2
 
 
+@pytest.mark.slow
 def test_best_weights_are_returned_with_eval_data() -> None:
     train, test = _data()
     model = _net()
@@ -69,6 +71,7 @@ class _InterruptAt:
 
 
 @pytest.mark.parametrize("stop_step", [12, 17])  # end of epoch 1 (12 batches) and mid-epoch 2
+@pytest.mark.slow
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path: Path, stop_step: int) -> None:
     train, test = _data()
     options = dict(epochs=3, lr=3e-3, weight_decay=0.01, warmup_steps=4, grad_clip=5.0, seed=7)
