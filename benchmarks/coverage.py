@@ -27,38 +27,9 @@ from slimkit.measure import count_macs
 
 ZOO = Path(__file__).resolve().parents[1] / "tests" / "zoo"
 sys.path.insert(0, str(ZOO))
-import cnn_zoo  # noqa: E402
-import transformer_zoo  # noqa: E402
+from families import CNNS, TRANSFORMERS, build, output  # noqa: E402
 
-CNNS = ("resnet18", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "convnext_tiny", "bnact_net")
-FAMILIES = tuple(f for f in transformer_zoo.FAMILIES if f != "torch_encoder") + CNNS
-
-
-def build(family: str) -> tuple[torch.nn.Module, object]:
-    """The family's model (eval mode) and example inputs."""
-    torch.manual_seed(0)
-    if family in CNNS:
-        model = getattr(cnn_zoo, family)().train()
-        with torch.no_grad():
-            for _ in range(3):
-                model(torch.randn(8, 3, cnn_zoo.SIZE, cnn_zoo.SIZE))
-        return model.eval(), (torch.randn(2, 3, cnn_zoo.SIZE, cnn_zoo.SIZE),)
-    model = getattr(transformer_zoo, family)().eval()
-    with torch.no_grad():  # zero-initialised heads (torchvision's ViT) would make every output 0
-        for weight in (p for p in model.parameters() if p.dim() > 1 and not p.any()):
-            weight.normal_(std=0.02)
-    return model, transformer_zoo.inputs(family)
-
-
-def output(model: torch.nn.Module, x: object) -> torch.Tensor:
-    """The model's primary output tensor."""
-    with torch.no_grad():
-        out = model(**x) if isinstance(x, dict) else model(*x)
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, tuple):
-        return out[0]
-    return out.logits if getattr(out, "logits", None) is not None else out.last_hidden_state
+FAMILIES = TRANSFORMERS + CNNS
 
 
 def cosine(model: torch.nn.Module, reference: torch.nn.Module, x: object) -> str:
