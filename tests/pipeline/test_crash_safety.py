@@ -216,3 +216,11 @@ def test_temp_files_stay_in_the_work_folder(tmp_path, model, splits):
     before = tempfile.gettempdir()
     _run(model, splits, tmp_path / "out")
     assert tempfile.gettempdir() == before
+
+
+def test_read_only_destination_is_refused_before_the_work(tmp_path, model, splits, monkeypatch):
+    """``os.access`` is what slimkit asks (root ignores permission bits, so the test answers for it)."""
+    monkeypatch.setattr(workdir_module.os, "access", lambda path, mode: False)
+    with pytest.raises(InvalidConfigError, match="is not a writable folder -- choose another --out"):
+        _run(model, splits, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
