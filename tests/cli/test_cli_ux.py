@@ -121,7 +121,7 @@ def test_out_that_would_swallow_the_input_is_refused(capsys, tmp_path, monkeypat
 
 
 def test_own_model_gets_inputs_from_data_in_export_bench_and_profile(capsys, own_project, monkeypatch):
-    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401 (required: make test installs every extra)
     monkeypatch.chdir(own_project)
     data = ["--data", "mypkg.data:splits"]
     code, _, err = run_cli(capsys, "export", "mypkg.models:trained_net", "--to", "onnx", "--out", "deploy")

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+import transformers
 
 import slimkit as sk
 from slimkit.core import io
@@ -15,8 +16,6 @@ from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.hf import remember_config
 from slimkit.core.record import get_record
 from slimkit.models.testing import ResidualNet
-
-transformers = pytest.importorskip("transformers")
 
 VOCAB = 50
 

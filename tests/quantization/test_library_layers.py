@@ -3,11 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+import transformers
 from torch import nn
 
 import slimkit as sk
-
-transformers = pytest.importorskip("transformers")
 
 
 def tiny_gpt2() -> nn.Module:

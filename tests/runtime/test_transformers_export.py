@@ -1,14 +1,13 @@
 """transformers models exported to ONNX: every output compared, batch and sequence axes dynamic."""
 
+import onnxruntime  # noqa: F401 (required: make test installs every extra)
 import pytest
 import torch
+import transformers
 
 import slimkit as sk
 
 pytestmark = pytest.mark.slow  # integration: exports through onnxruntime/torch.export (make test)
-
-transformers = pytest.importorskip("transformers")
-pytest.importorskip("onnxruntime")
 
 
 def _ids(batch: int, seq: int, seed: int = 0) -> torch.Tensor:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
 import slimkit as sk
 from slimkit.core.errors import UnsafeFileError
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture
