@@ -42,7 +42,8 @@ def test_winograd_forced_tile_json(capsys, tmp_path):
     )
     assert code in (0, None)
     result = json.loads(out)
-    assert set(result["converted"].values()) == {2} and len(result["converted"]) == 4
+    converted = result["details"]["converted"]
+    assert set(converted.values()) == {2} and len(converted) == 4
     assert isinstance(sk.load(tmp_path / "out").get_submodule("stem.0"), WinogradConv2d)
 
 

@@ -37,7 +37,7 @@ def test_decompose_json(capsys, tmp_path):
     )  # fmt: skip
     assert code in (0, None)
     result = json.loads(out)
-    assert set(result["layers"]) == {"ffn.0", "ffn.2"}
+    assert set(result["details"]["layers"]) == {"ffn.0", "ffn.2"}
     assert result["ratios"]["params"] < 1
 
 

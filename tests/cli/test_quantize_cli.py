@@ -24,7 +24,7 @@ def test_quantize_example_int8_static_json(capsys, tmp_path):
     result = json.loads(out)
     assert result["ratios"]["size"] <= 0.28
     assert result["metric_deltas"]["accuracy"] >= -0.003
-    assert len(result["quantized"]) == 13
+    assert len(result["details"]["layers"]) == 13
     loaded = sk.load(tmp_path / "q")
     assert sum(isinstance(m, sk.quantization.QDQLayer) for m in loaded.modules()) == 13
 

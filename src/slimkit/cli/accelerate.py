@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, merge_options, metric_option, parse_options
+from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = ("fuse", "winograd", "separable")
@@ -32,29 +32,18 @@ def _options(method: str, tile: str | None, rank: int | None, finetune_epochs: i
     return {}
 
 
-@app.command("accelerate")
+@command("accelerate", TECHNIQUE)
 def accelerate_cmd(
     model: cli.ModelSpec,
     out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help="fuse, winograd or separable.")] = "fuse",
     tile: Annotated[str | None, typer.Option("--tile", help="Winograd tile: auto (measured), 2 or 4.")] = None,
     rank: Annotated[int | None, typer.Option("--rank", help="Separable: depthwise filters per channel.")] = None,
-    include: cli.Include = None,
-    exclude: cli.Exclude = None,
-    data: cli.DataSpec = None,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=0, help="Separable: distillation epochs on the train split.")
     ] = 0,
-    batch_sizes: cli.BatchSizes = "1",
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
-    overwrite: cli.Overwrite = False,
-    threads: cli.Threads = 1,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    option: cli.ConfigOptions = None,
+    *,
+    run: Run,
 ) -> None:
     """Make convolutions cheaper, save the result and print before/after.
 
@@ -67,15 +56,11 @@ def accelerate_cmd(
         slimkit accelerate example:digits-cnn --method separable --finetune-epochs 3 --out out/
     """
     # separable fine-tunes inside the method (distilling per layer), so it gets the train split itself
-    options = merge_options(_options(method, tile, rank, finetune_epochs), parse_options(option))
-    technique = Technique("accelerate", method, options, split="train" if finetune_epochs else None)
-    technique.needs_data = bool(finetune_epochs)
-    comparison, state, outcome = run_technique(
-        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
-        batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
-        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
-    )  # fmt: skip
-    show_technique(comparison, outcome, state, _summary(method, state), out_dir, as_json)
+    options = run.options(_options(method, tile, rank, finetune_epochs))
+    split = "train" if finetune_epochs else None
+    technique = Technique("accelerate", method, options, split=split, needs_data=bool(finetune_epochs))
+    comparison, outcome = run_technique(technique, model, out_dir, run)
+    show_technique(comparison, outcome, _summary(method, outcome.details), out_dir, run.as_json)
 
 
 def _summary(method: str, state: dict[str, Any]) -> list[str]:

@@ -96,6 +96,9 @@ TrustPickle = Annotated[
     bool, typer.Option("--trust-pickle", help="Allow .pt files holding pickled objects (they can run code).")
 ]
 Threads = Annotated[int, typer.Option("--threads", min=1, help="Intra-op threads while timing (default 1).")]
+Device = Annotated[
+    str, typer.Option("--device", help="Where the work runs: auto (a GPU when there is one), cpu, cuda, cuda:1.")
+]
 MetricSpec = Annotated[
     str | None,
     typer.Option(

@@ -7,25 +7,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from slimkit.cli import common as cli
-from slimkit.cli.common import (
-    app,
-    check_out,
-    emit,
-    merge_options,
-    metric_option,
-    out,
-    parse_options,
-    parse_pairs,
-    progress,
-    staged_out,
-)
+from slimkit.cli.common import check_out, emit, out, parse_pairs, progress, staged_out
+from slimkit.cli.shared import Run, command
 from slimkit.core.errors import InvalidConfigError
 
 if TYPE_CHECKING:
     from torch import nn
 
     from slimkit.distillation.methods import Combined
+
+DISTILL = (
+    "weights", "trust_pickle", "device", "threads", "metric", "lower_is_better", "option",
+    "overwrite", "as_json", "quiet",
+)  # fmt: skip
+"""The shared options `distill` takes (``--weights`` are the teacher's, for a factory-built teacher)."""
 
 SHRINK_KEYS = frozenset({"depth", "width", "spacing"})
 """What ``--shrink`` accepts (the keyword arguments of `slimkit.distillation.shrink`)."""
@@ -41,7 +36,7 @@ def with_layer_hints(name: str, student: nn.Module, options: dict[str, object]) 
     return Combined(**{name: config.build(**own), "hint": layer_hints(student)})
 
 
-@app.command("distill")
+@command("distill", DISTILL)
 def distill_cmd(
     teacher: Annotated[str, typer.Option("--teacher", help="Teacher model spec (example:NAME, hf:DIR, ...).")],
     data: Annotated[str, typer.Option("--data", help="Data spec: example:NAME, pkg.mod:fn, file.npz (x, y).")],
@@ -65,14 +60,8 @@ def distill_cmd(
     options: Annotated[
         str | None, typer.Option("--options", help="More method/trainer options: key=value,key=value (same as -o).")
     ] = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
-    overwrite: cli.Overwrite = False,
-    threads: cli.Threads = 1,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    option: cli.ConfigOptions = None,
+    *,
+    run: Run,
 ) -> None:
     """Distill TEACHER into a student and print a before/after comparison.
 
@@ -93,19 +82,19 @@ def distill_cmd(
 
     if (student is None) == (shrink is None):
         raise InvalidConfigError("give exactly one of --student MODEL or --shrink depth=0.5")
-    check_out(out_dir, overwrite, teacher, student)
-    chosen = metric_option(metric, lower_is_better)
+    check_out(out_dir, run.overwrite, teacher, student)
+    chosen = run.chosen_metric()
     splits = sk.load_data(data)
-    teacher_model = load_model(teacher, trust_pickle=trust_pickle)
+    teacher_model = load_model(teacher, weights=run.weights, trust_pickle=run.trust_pickle)
     shape: dict[str, object] = {}
     if student is not None:
-        student_model = load_model(student, trust_pickle=trust_pickle)
+        student_model = load_model(student, trust_pickle=run.trust_pickle)
     else:
         shape = parse_pairs(shrink, "--shrink")
         if unknown := sorted(set(shape) - SHRINK_KEYS):
             raise InvalidConfigError(f"--shrink takes {', '.join(sorted(SHRINK_KEYS))}; unknown: {', '.join(unknown)}")
         student_model = shrink_model(teacher_model, **shape)  # type: ignore[arg-type]
-    extra = merge_options(parse_pairs(options, "--options"), parse_options(option))
+    extra = run.options(parse_pairs(options, "--options"))
     extra.update({k: v for k, v in (("temperature", temperature), ("alpha", alpha)) if v is not None})
     name = method or ("kd" if splits.metric == "accuracy" else "embedding")
     loss = with_layer_hints(name, student_model, extra) if method is None and "depth" in shape else name
@@ -117,19 +106,21 @@ def distill_cmd(
         epochs=epochs,
         eval_data=splits.calibration,
         lr=lr,
-        quiet=quiet or as_json,
+        quiet=run.silent,
+        device=run.device,
         **extra,
     )
-    with staged_out(out_dir, overwrite) as stage:
+    with staged_out(out_dir, run.overwrite) as stage:
         sk.save(trained, stage)
     judge = chosen or splits.metric
     reference = teacher_model if splits.metric == "fidelity" else None
-    with progress(f"profiling teacher and student ({threads} thread{'s' if threads > 1 else ''})", quiet or as_json):
+    threads = run.threads
+    with progress(f"profiling teacher and student ({threads} thread{'s' if threads > 1 else ''})", run.silent):
         before, after = (
             sk.profile(m, data=splits.test, metric=judge, reference=reference, batch_sizes=(1,), threads=threads)
             for m in (teacher_model, trained)
         )
     before.name, after.name = teacher, f"student ({out_dir})"
-    emit(sk.compare(before, after), as_json, comparison_table)
-    if not as_json and not quiet:
+    emit(sk.compare(before, after), run.as_json, comparison_table)
+    if not run.silent:
         out.print(f"saved the student to {out_dir}")

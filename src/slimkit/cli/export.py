@@ -8,7 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, check_out, metric_option, out, parse_batch_sizes, progress, staged_out
+from slimkit.cli.common import check_out, out, parse_batch_sizes, progress, staged_out
+from slimkit.cli.shared import MEASURE, Run, command
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.formats import FORMATS
 
@@ -26,18 +27,14 @@ def _choices(text: str, valid: dict[str, Any], option: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-@app.command("export")
+@command("export", ("overwrite", "data", "weights", "trust_pickle", "as_json", "quiet"))
 def export_cmd(
     model: cli.ModelSpec,
     to: Annotated[str, typer.Option("--to", help=f"Formats: {','.join(FORMAT_SUFFIX)} or all.")] = "onnx",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for model.<format> files.")] = Path("export"),
-    overwrite: cli.Overwrite = False,
     int8: Annotated[bool, typer.Option("--int8", help="int8 through each runtime's own static quantizer.")] = False,
-    data: cli.DataSpec = None,
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
+    *,
+    run: Run,
 ) -> None:
     """Export a model to ONNX / ExecuTorch / TFLite, each verified in its own runtime.
 
@@ -60,20 +57,20 @@ def export_cmd(
     from slimkit.runtime.export import export
 
     formats = _choices(to, FORMAT_SUFFIX, "--to")
-    check_out(out_dir, overwrite, model)
-    loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
-    data_spec = example_data(model, data) if int8 else data
+    check_out(out_dir, run.overwrite, model)
+    loaded = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
+    data_spec = example_data(model, run.data) if int8 else run.data
     if int8 and data_spec is None:
         raise InvalidConfigError("--int8 needs --data: calibration batches for the runtime's quantizer")
     splits = load_data(data_spec) if data_spec else None
     written = []
-    with staged_out(out_dir, overwrite) as stage:
+    with staged_out(out_dir, run.overwrite) as stage:
         for fmt in formats:
             name = f"model{FORMAT_SUFFIX[fmt]}"
-            with progress(f"exporting {model} to {out_dir / name}", quiet or as_json):
+            with progress(f"exporting {model} to {out_dir / name}", run.silent):
                 export(loaded, stage / name, quantize="int8" if int8 else None, data=splits)
             written.append(out_dir / name)
-    if as_json:
+    if run.as_json:
         print(json.dumps({str(p): p.stat().st_size for p in written}, indent=2))
         return
     for fmt, path in zip(formats, written, strict=True):
@@ -101,21 +98,14 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
-@app.command("bench")
+@command("bench", MEASURE, batch_sizes="1,32")
 def bench_cmd(
     model: cli.ModelSpec,
     runtime: Annotated[
         str, typer.Option("--runtime", help=f"{','.join(BENCH_RUNTIMES)} or all.")
     ] = "torch,onnxruntime",
-    data: cli.DataSpec = None,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    batch_sizes: cli.BatchSizes = "1,32",
-    threads: cli.Threads = 1,
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
+    *,
+    run: Run,
 ) -> None:
     """Time a model on each runtime (exported and verified on the fly) at each batch size.
 
@@ -145,23 +135,23 @@ def bench_cmd(
     from slimkit.runtime.artifact import RuntimeModule
     from slimkit.runtime.export import export
 
-    sizes = parse_batch_sizes(batch_sizes)
+    sizes = parse_batch_sizes(run.batch_sizes)
     names = _choices(runtime, BENCH_RUNTIMES, "--runtime")
-    chosen = metric_option(metric, lower_is_better)
-    data_spec = example_data(model, data) if chosen is not None else data
+    chosen, threads = run.chosen_metric(), run.threads
+    data_spec = example_data(model, run.data) if chosen is not None else run.data
     if chosen is not None and data_spec is None:
         raise InvalidConfigError("--metric needs --data (its test split is scored)")
     splits: DataSplits | None = load_data(data_spec) if data_spec else None
     rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory(prefix="slimkit-bench-") as tmp,
-        progress(f"benchmarking {model}", quiet or as_json),
+        progress(f"benchmarking {model}", run.silent),
     ):
         if Path(model).suffix in ARTIFACT_SUFFIXES:
             batch = resize_batch(next(iter_batches(splits.test)), 1) if splits is not None else None
             runtimes = [load(model)]
         else:
-            loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
+            loaded = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
             batch = example_batch(loaded, None, splits, "bench")
             targets = [loaded if BENCH_RUNTIMES[n] is None else Path(tmp) / f"model{BENCH_RUNTIMES[n]}" for n in names]
             runtimes = [
@@ -184,7 +174,7 @@ def bench_cmd(
                 }
                 for bs, s in stats.items()
             ]
-    if as_json:
+    if run.as_json:
         print(json.dumps(rows, indent=2))
     else:
         out.print(bench_table(rows, f"latency of {model} ({threads} thread{'s' if threads > 1 else ''})"))

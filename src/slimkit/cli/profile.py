@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, emit, metric_option, parse_batch_sizes, progress
+from slimkit.cli.common import emit, parse_batch_sizes, progress
+from slimkit.cli.shared import MEASURE, Run, command
 
 
 def example_data(model: str, data: str | None) -> str | None:
@@ -15,19 +16,8 @@ def example_data(model: str, data: str | None) -> str | None:
     return data
 
 
-@app.command("profile")
-def profile_cmd(
-    model: cli.ModelSpec,
-    data: cli.DataSpec = None,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    batch_sizes: cli.BatchSizes = "1,32",
-    threads: cli.Threads = 1,
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
-) -> None:
+@command("profile", MEASURE, batch_sizes="1,32")
+def profile_cmd(model: cli.ModelSpec, *, run: Run) -> None:
     """Measure params, size, MACs, latency, memory and the metric of a model or a deployed file.
 
     MODEL may be a .onnx / .pte / .tflite file: it is profiled on its own runtime. Sample
@@ -48,13 +38,14 @@ def profile_cmd(
     from slimkit.measure.profile import profile
     from slimkit.report import profile_table
 
-    sizes = parse_batch_sizes(batch_sizes)
-    chosen = metric_option(metric, lower_is_better)
-    with progress(f"profiling {model}", quiet or as_json):
+    sizes = parse_batch_sizes(run.batch_sizes)
+    chosen = run.chosen_metric()
+    with progress(f"profiling {model}", run.silent):
         if Path(model).suffix.lower() in ARTIFACT_SUFFIXES:
             target = model
         else:
-            target = load_model(model, weights=weights, trust_pickle=trust_pickle)
-        result = profile(target, data=example_data(model, data), metric=chosen, batch_sizes=sizes, threads=threads)
+            target = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
+        data = example_data(model, run.data)
+        result = profile(target, data=data, metric=chosen, batch_sizes=sizes, threads=run.threads)
     result.name = model
-    emit(result, as_json, profile_table)
+    emit(result, run.as_json, profile_table)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, merge_options, metric_option, parse_options
+from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "channels, neurons, heads, depth, unstructured, nm or gradual"
@@ -25,7 +25,7 @@ def _options(method: str, ratio: float | None, round_to: int | None, importance:
     return options
 
 
-@app.command("prune")
+@command("prune", ("finetune_epochs", *TECHNIQUE))
 def prune_cmd(
     model: cli.ModelSpec,
     out_dir: cli.OutDir,
@@ -35,20 +35,8 @@ def prune_cmd(
     ] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep multiples of this.")] = None,
     importance: Annotated[str | None, typer.Option("--importance", help="l1, l2, random, bn-scale or taylor.")] = None,
-    include: cli.Include = None,
-    exclude: cli.Exclude = None,
-    data: cli.DataSpec = None,
-    finetune_epochs: cli.FinetuneEpochs = 0,
-    batch_sizes: cli.BatchSizes = "1",
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
-    overwrite: cli.Overwrite = False,
-    threads: cli.Threads = 1,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    option: cli.ConfigOptions = None,
+    *,
+    run: Run,
 ) -> None:
     """Prune channels, neurons, heads, whole blocks or weights; save the result and print before/after.
 
@@ -58,14 +46,9 @@ def prune_cmd(
 
         slimkit prune example:minilm --method heads --ratio 0.25 --out out/
     """
-    options = merge_options(_options(method, ratio, round_to, importance), parse_options(option))
+    options = run.options(_options(method, ratio, round_to, importance))
     technique = Technique("prune", method, options, split="train", needs_data=method == "gradual")
-    comparison, state, outcome = run_technique(
-        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
-        finetune_epochs=finetune_epochs, batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle,
-        quiet=quiet or as_json,
-        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
-    )  # fmt: skip
-    pruned = state.get("pruned", {})
+    comparison, outcome = run_technique(technique, model, out_dir, run)
+    pruned = outcome.details.get("pruned", {})
     lines = [f"  {name}: kept {kept} of {size}" for name, (size, kept) in pruned.items()]
-    show_technique(comparison, outcome, {"pruned": pruned}, lines, out_dir, as_json)
+    show_technique(comparison, outcome, lines, out_dir, run.as_json)

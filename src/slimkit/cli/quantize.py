@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, merge_options, metric_option, parse_options
+from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "int8-dynamic, int8-static, weight-only, fp16, bf16 (and any other registered quantize method)"
@@ -24,7 +24,7 @@ def _options(bits: int | None, group_size: int | None, observer: str | None) -> 
     return options
 
 
-@app.command("quantize")
+@command("quantize", TECHNIQUE)
 def quantize_cmd(
     model: cli.ModelSpec,
     out_dir: cli.OutDir,
@@ -36,19 +36,8 @@ def quantize_cmd(
     observer: Annotated[
         str | None, typer.Option("--observer", help="minmax, moving-average, percentile, mse or entropy (int8-static).")
     ] = None,
-    include: cli.Include = None,
-    exclude: cli.Exclude = None,
-    data: cli.DataSpec = None,
-    batch_sizes: cli.BatchSizes = "1",
-    weights: cli.Weights = None,
-    trust_pickle: cli.TrustPickle = False,
-    as_json: cli.AsJson = False,
-    quiet: cli.Quiet = False,
-    overwrite: cli.Overwrite = False,
-    threads: cli.Threads = 1,
-    metric: cli.MetricSpec = None,
-    lower_is_better: cli.LowerIsBetter = False,
-    option: cli.ConfigOptions = None,
+    *,
+    run: Run,
 ) -> None:
     """Quantize a model; calibrate on the data's calibration split, measure on its test split.
 
@@ -60,13 +49,7 @@ def quantize_cmd(
 
         slimkit quantize example:minilm --method weight-only --bits 4 --group-size 128 --out out/
     """
-    options = merge_options(_options(bits, group_size, observer), parse_options(option))
-    technique = Technique("quantize", method, options, split="calibration")
-    comparison, state, outcome = run_technique(
-        technique, model=model, out_dir=out_dir, data=data, include=include, exclude=exclude,
-        batch_sizes=batch_sizes, weights=weights, trust_pickle=trust_pickle, quiet=quiet or as_json,
-        overwrite=overwrite, threads=threads, metric=metric_option(metric, lower_is_better),
-    )  # fmt: skip
-    quantized = sorted(state.get("layers", {}))
-    lines = [f"  {len(quantized)} layer(s) quantized"]
-    show_technique(comparison, outcome, {"quantized": quantized}, lines, out_dir, as_json)
+    technique = Technique("quantize", method, run.options(_options(bits, group_size, observer)), split="calibration")
+    comparison, outcome = run_technique(technique, model, out_dir, run)
+    lines = [f"  {len(outcome.details.get('layers', {}))} layer(s) quantized"]
+    show_technique(comparison, outcome, lines, out_dir, run.as_json)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from slimkit.cli.common import check_out, out, parse_batch_sizes, progress, staged_out
 from slimkit.cli.profile import example_data
+from slimkit.cli.shared import Run
 
 log = logging.getLogger(__name__)
 
@@ -43,72 +44,57 @@ def finetune_from(model: Any, original: Any, splits: Any, epochs: int, quiet: bo
     return finetune(model, splits.train, epochs=epochs, eval_data=splits.calibration, metric=splits.metric, quiet=quiet)
 
 
-def run_technique(
-    technique: Technique,
-    *,
-    model: str,
-    out_dir: Path,
-    data: str | None,
-    include: Iterable[str] | None,
-    exclude: Iterable[str] | None,
-    finetune_epochs: int = 0,
-    batch_sizes: str = "1",
-    weights: str | None = None,
-    trust_pickle: bool = False,
-    quiet: bool = False,
-    overwrite: bool = False,
-    threads: int = 1,
-    metric: Any = None,
-) -> tuple[Any, dict[str, Any], Any]:
+def run_technique(technique: Technique, model: str, out_dir: Path, run: Run) -> tuple[Any, Any]:
     """Apply ``technique`` to ``model``, optionally fine-tune, save to ``out_dir``.
 
-    ``out_dir`` must not exist unless ``overwrite``; the result is written beside it and
+    ``out_dir`` must not exist unless ``run.overwrite``; the result is written beside it and
     renamed into place, so a failed run leaves the old folder (or none) untouched. Sample
     inputs come from the data's first batch when there is data.
 
     Returns:
-        The before/after `Comparison`, the transform's recorded state (method details) and its
-        `Outcome` (what changed, what was skipped and why).
+        The before/after `Comparison` and the transform's `Outcome` (what changed, what was
+        skipped and why, the method's details).
     """
     from slimkit.core.errors import InvalidConfigError
     from slimkit.core.io import save
     from slimkit.core.outcome import explain
-    from slimkit.core.record import get_record
     from slimkit.core.registry import apply
     from slimkit.core.specs import load_data, load_model
     from slimkit.measure.profile import compare, example_batch, profile
 
-    sizes = parse_batch_sizes(batch_sizes)
-    check_out(out_dir, overwrite, model)
-    data_spec = example_data(model, data)
-    if finetune_epochs and data_spec is None:
+    sizes = parse_batch_sizes(run.batch_sizes)
+    metric = run.chosen_metric()
+    check_out(out_dir, run.overwrite, model)
+    data_spec = example_data(model, run.data)
+    if run.finetune_epochs and data_spec is None:
         raise InvalidConfigError("--finetune-epochs needs --data (a dataset with a train split)")
     if technique.needs_data and data_spec is None:
         raise InvalidConfigError(f"method {technique.method!r} needs --data (a dataset with a train split)")
-    with progress(f"{technique.verb}: {model} with {technique.method}", quiet):
-        original = load_model(model, weights=weights, trust_pickle=trust_pickle)
+    with progress(f"{technique.verb}: {model} with {technique.method}", run.silent):
+        original = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
         splits = load_data(data_spec) if data_spec else None
         given = getattr(splits, technique.split) if splits is not None and technique.split else None
         sample = example_batch(original, None, splits, technique.verb) if splits is not None else None
-        with warnings.catch_warnings():  # skipped layers are in the state, printed by the command
+        with warnings.catch_warnings():  # skipped layers are in the outcome, printed by the command
             warnings.simplefilter("ignore", UserWarning)
             result = apply(
-                technique.verb, original, technique.method, data=given, include=include, exclude=exclude,
-                example_inputs=None if sample is None else (sample.kwargs or sample.args), **technique.options,
+                technique.verb, original, technique.method, data=given, include=run.include, exclude=run.exclude,
+                example_inputs=None if sample is None else (sample.kwargs or sample.args), device=run.device,
+                **technique.options,
             )  # fmt: skip
-        state = get_record(result).transforms[-1].state
         outcome = explain(result)
-    if finetune_epochs and splits is not None:
-        log.info("fine-tuning for %d epoch(s) on the train split", finetune_epochs)
-        result = finetune_from(result, original, splits, finetune_epochs, quiet=quiet)
-    with progress(f"measuring {model} and the result ({threads} thread{'s' if threads > 1 else ''})", quiet):
+    if run.finetune_epochs and splits is not None:
+        log.info("fine-tuning for %d epoch(s) on the train split", run.finetune_epochs)
+        result = finetune_from(result, original, splits, run.finetune_epochs, quiet=run.silent)
+    threads = run.threads
+    with progress(f"measuring {model} and the result ({threads} thread{'s' if threads > 1 else ''})", run.silent):
         before = profile(original, data=splits, metric=metric, reference=original, batch_sizes=sizes, threads=threads)
         after = profile(result, data=splits, metric=metric, reference=original, batch_sizes=sizes, threads=threads)
-        with staged_out(out_dir, overwrite) as stage:
+        with staged_out(out_dir, run.overwrite) as stage:
             save(result, stage)
     log.info("saved %s", out_dir)
     before.name, after.name = model, f"{technique.method} -> {out_dir}"
-    return compare(before, after), state, outcome
+    return compare(before, after), outcome
 
 
 def outcome_lines(outcome: Any) -> list[str]:
@@ -117,14 +103,12 @@ def outcome_lines(outcome: Any) -> list[str]:
     return lines + [f"  {name}: left as is ({reason})" for name, reason in outcome.skipped.items()]
 
 
-def show_technique(
-    comparison: Any, outcome: Any, details: dict[str, Any], lines: Iterable[str], out_dir: Path, as_json: bool
-) -> None:
+def show_technique(comparison: Any, outcome: Any, lines: Iterable[str], out_dir: Path, as_json: bool) -> None:
     """Print the comparison table, the method's detail lines and the outcome, or all of it as JSON."""
     from slimkit.report import comparison_table
 
     if as_json:
-        document = {**comparison.to_dict(), **details, **outcome.to_dict(), "out": str(out_dir)}
+        document = {**comparison.to_dict(), **outcome.to_dict(), "out": str(out_dir)}
         print(json.dumps(document, indent=2, default=str))
         return
     out.print(comparison_table(comparison))

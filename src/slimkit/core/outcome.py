@@ -27,6 +27,8 @@ class Outcome:
         skipped: ``{module name: reason}`` for layers the method could not or would not change.
         verb: the verb (``"quantize"``, ``"prune"``, ...), filled in by `apply`.
         method: the registered method name, filled in by `apply`.
+        details: what the method reports beyond changed/skipped (ranks chosen, layers folded,
+            the schedule it followed...); each method's page in ``docs/`` lists its keys.
     """
 
     model: nn.Module | None = None
@@ -34,10 +36,11 @@ class Outcome:
     skipped: dict[str, str] = field(default_factory=dict)
     verb: str = ""
     method: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the model)."""
-        return {"verb": self.verb, "method": self.method, "changed": list(self.changed), "skipped": self.skipped}
+        return {"verb": self.verb, "method": self.method, "changed": list(self.changed), "skipped": self.skipped, "details": self.details}
 
     def summary(self) -> str:
         """One line: ``quantize:int8-dynamic changed 12 modules, skipped 2 (fc: reason, ...)``."""
@@ -131,4 +134,5 @@ def explain(model: nn.Module, index: int = -1) -> Outcome:
         skipped=dict(transform.skipped),
         verb=transform.verb,
         method=transform.method,
+        details=dict(transform.state),
     )
