@@ -77,7 +77,7 @@ def digits_fuse(model: nn.Module, splits: sk.DataSplits) -> Table:
     x = next(iter(splits.test))[0][:1]
     fused = sk.accelerate(model, "fuse", example_inputs=(x,))
     peer = fx_fuse(copy.deepcopy(model))
-    state = sk.get_record(fused).transforms[-1].state
+    state = sk.explain(fused).details
     table = Table(title="digits-cnn: fuse (batch 1, CPU)")
     for col in ("model", "test accuracy", "max |logit diff|", "latency vs original"):
         table.add_column(col, justify="right")
@@ -115,8 +115,8 @@ def digits_separable(model: nn.Module, splits: sk.DataSplits, epochs: int) -> Ta
     """separable on the 3x3 convs: MACs of the converted layers and accuracy before/after fine-tuning."""
     x = next(iter(splits.test))[0][:1]
     init = sk.accelerate(model, "separable")
-    tuned = sk.accelerate(model, "separable", data=splits.train, finetune_epochs=epochs, lr=2e-3).eval()
-    names = list(sk.get_record(init).transforms[-1].state["converted"])
+    tuned = sk.accelerate(model, "separable", data=splits.train, finetune={"epochs": epochs, "lr": 2e-3}).eval()
+    names = list(sk.explain(init).details["converted"])
     assert all(isinstance(init.get_submodule(n), SeparableConv2d) for n in names)
     dense_macs = _converted_macs(model, names, x)
     sep_macs = _converted_macs(init, names, x)

@@ -26,7 +26,7 @@ from rich.table import Table
 import slimkit as sk
 from slimkit.core.data import resize_batch
 from slimkit.core.formats import artifact_of
-from slimkit.measure.profile import example_batch
+from slimkit.core.samples import example_batch
 from slimkit.runtime import load
 from slimkit.runtime.verify import parity
 

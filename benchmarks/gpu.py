@@ -18,8 +18,8 @@ from rich.table import Table
 
 import slimkit as sk
 from slimkit.core.data import resize_batch
+from slimkit.core.samples import example_batch
 from slimkit.measure import sqnr_db
-from slimkit.measure.profile import example_batch
 from slimkit.runtime import load
 
 MODELS = {"digits": ("example:digits-cnn", "example:digits"), "minilm": ("example:minilm", "example:sentences")}

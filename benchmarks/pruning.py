@@ -121,7 +121,7 @@ def gradual_benchmark(steps: int, final_epochs: int, tmp: Path) -> None:
     original = sk.load("example:digits-cnn")
     base_acc, base_bytes = accuracy(original, splits.test), weights_bytes(original, tmp)
     sparse = sk.prune(
-        original, "gradual", data=splits.train, sparsity=0.9, steps=steps, epochs_per_step=1,
+        original, "gradual", data=splits.train, ratio=0.9, steps=steps, finetune={"epochs": 1},
         final_epochs=final_epochs, distill=True, lr=5e-4,
     )  # fmt: skip
     oneshot = copy.deepcopy(original)
@@ -141,7 +141,7 @@ def gradual_benchmark(steps: int, final_epochs: int, tmp: Path) -> None:
             f"{weights_bytes(model, tmp) / base_bytes:.3f}x",
         )  # fmt: skip
     console.print(table)
-    console.print(f"slimkit schedule: {sk.get_record(sparse).transforms[-1].state['schedule']}")
+    console.print(f"slimkit schedule: {sk.explain(sparse).details['schedule']}")
 
 
 def minilm_benchmark(tmp: Path) -> None:

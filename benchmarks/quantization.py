@@ -261,10 +261,10 @@ def digits(quick: bool) -> None:
             torch_bytes(fp32, "digits-fp32-sd"),
             None,
         )
-        ptq = sk.quantize(fp32, "qat", data=data.train, bits=4, act_bits=8, epochs=0)
+        ptq = sk.quantize(fp32, "qat", data=data.train, bits=4, act_bits=8, finetune={"epochs": 0})
         add("slimkit W4A8 plain PTQ (torch / saved)", acc_torch(ptq), slimkit_bytes(ptq, "w4a8-ptq"), sk_fp32, None)
         t = time.perf_counter()
-        qat = sk.quantize(fp32, "qat", data=data.train, bits=4, act_bits=8, epochs=1 if quick else 2)
+        qat = sk.quantize(fp32, "qat", data=data.train, bits=4, act_bits=8, finetune={"epochs": 1 if quick else 2})
         console.print(f"  QAT W4A8 trained in {time.perf_counter() - t:.0f}s")
         add("slimkit W4A8 QAT (torch / saved)", acc_torch(qat), slimkit_bytes(qat, "w4a8-qat"), sk_fp32, None)
     show(

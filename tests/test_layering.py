@@ -25,7 +25,7 @@ LAYER = {
     "decomposition": 3,
     "conv": 3,
     "runtime": 4,
-    "profile": 5,
+    "profiling": 5,
     "pipeline": 6,
     "search": 6,
     "report": 7,
@@ -34,10 +34,7 @@ LAYER = {
 TECHNIQUES = {name for name, rank in LAYER.items() if rank == 3}
 
 KNOWN = {
-    ("core", "models"): "example: specs resolve through the model registry; move the lookup up (issue 16)",
-    ("measure", "runtime"): "profile() runs models through TorchRuntime; move profile to the profile layer (issue 16)",
     ("runtime", "quantization"): "ONNX lowerings of quantized layers; let quantization register them (issue 16)",
-    ("measure", "models"): "profile() finds an example's dataset; resolve data specs above measure (issue 16)",
     ("pipeline", "report"): "compress writes its report files; let the caller write them (issue 16)",
 }
 
@@ -105,5 +102,12 @@ def test_import_slimkit_loads_no_optional_dependency():
         "'tensorly', 'matplotlib', 'slimkit.quantization', 'slimkit.pruning', 'slimkit.pipeline') "
         "if m in sys.modules))"
     )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == ""
+
+
+def test_import_slimkit_loads_no_runtime_module():
+    """Runtimes load on first use (`sk.profile`, `sk.export`, `sk.runtime`), not with the package."""
+    code = "import sys, slimkit; print(','.join(m for m in sys.modules if m.startswith('slimkit.runtime')))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from slimkit import models  # noqa: E402,F401  # installs the example catalog `example:` specs resolve through
 from slimkit.core.config import Config
 from slimkit.core.data import DataSplits, TensorData
 from slimkit.core.errors import (
@@ -23,10 +24,11 @@ from slimkit.core.outcome import Outcome, explain
 from slimkit.core.record import get_record
 from slimkit.core.specs import load_data
 from slimkit.core.specs import load_model as load
-from slimkit.measure.profile import Comparison, Profile, compare, profile
+from slimkit.measure.profile import Comparison, Profile, compare
 
-# Verbs and packages that load on first use, so `import slimkit` stays light.
+# Verbs and packages that load on first use, so `import slimkit` stays light (no runtime module).
 _LAZY = {
+    "profile": "slimkit.profiling",
     "quantize": "slimkit.quantization",
     "prune": "slimkit.pruning",
     "distill": "slimkit.distillation",
@@ -40,7 +42,6 @@ _LAZY = {
     "decomposition": "slimkit.decomposition",
     "conv": "slimkit.conv",
     "runtime": "slimkit.runtime",
-    "models": "slimkit.models",
     "pipeline": "slimkit.pipeline",
     "search": "slimkit.search",
     "sensitivity": "slimkit.search",

@@ -37,6 +37,18 @@ def test_malformed_items_are_refused(item):
         parse_options([item])
 
 
+def test_a_dotted_key_sets_a_field_of_a_nested_config():
+    parsed = parse_options(["finetune.epochs=3", "finetune.distill=true", "rank=2"])
+    assert parsed == {"finetune": {"epochs": 3, "distill": True}, "rank": 2}
+    assert merge_options({"finetune": {"epochs": 3}}, parse_options(["finetune.lr=0.01"])) == {
+        "finetune": {"epochs": 3, "lr": 0.01}
+    }
+    with pytest.raises(InvalidConfigError, match="finetune is given both as a value"):
+        parse_options(["finetune=1", "finetune.epochs=3"])
+    with pytest.raises(InvalidConfigError, match="epochs given both"):
+        merge_options({"finetune": {"epochs": 3}}, {"finetune": {"epochs": 4}})
+
+
 def test_a_flag_and_an_option_must_agree():
     assert merge_options({"ratio": 0.5}, {"ratio": 0.5, "round_to": 2}) == {"ratio": 0.5, "round_to": 2}
     with pytest.raises(InvalidConfigError, match="ratio given both"):

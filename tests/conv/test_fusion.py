@@ -37,7 +37,7 @@ def test_fuse_matches_unfused_on_zoo(name):
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
     with torch.no_grad():
         assert _max_rel(fused(*x), model(*x)) <= 1e-5
-    state = sk.get_record(fused).transforms[-1].state
+    state = sk.explain(fused).details
     assert len(state["folded"]) == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert state["fused_relu"] and all(
         isinstance(fused.get_submodule(layer), nni.ConvReLU2d) for layer, _ in state["fused_relu"]
@@ -52,7 +52,7 @@ def test_fuse_digits_identical_outputs_and_round_trip(tmp_path):
         ref, out = model(x), fused(x)
     assert _max_rel(out, ref) <= 1e-5
     assert torch.equal(out.argmax(1), ref.argmax(1))
-    assert len(sk.get_record(fused).transforms[-1].state["folded"]) == 12
+    assert len(sk.explain(fused).details["folded"]) == 12
     loaded = sk.load(sk.save(fused, tmp_path / "fused"))
     with torch.no_grad():
         assert torch.equal(loaded(x), out)
@@ -74,7 +74,7 @@ def test_channels_last_forced_round_trip(tmp_path, channels_last):
 def test_channels_last_auto_records_measurement():
     model = ZOO["residual"]()
     fused = sk.accelerate(model, "fuse", example_inputs=model.example_inputs())
-    why = sk.get_record(fused).transforms[-1].state["channels_last_why"]
+    why = sk.explain(fused).details["channels_last_why"]
     assert why["reason"] in ("measured faster", "measured not faster")
     assert why["nchw_ms"] > 0 and why["nhwc_ms"] > 0
 
@@ -145,7 +145,7 @@ def test_untraceable_model_falls_back_to_sequential_adjacency():
 def test_batchnorm_without_running_stats_is_skipped():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
     fused = sk.accelerate(model, "fuse", channels_last=False)
-    state = sk.get_record(fused).transforms[-1].state
+    state = sk.explain(fused).details
     assert state["folded"] == [] and state["skipped"] == ["1"]
     assert isinstance(fused[1], nn.BatchNorm2d)
 
@@ -159,7 +159,7 @@ def test_fuse_in_training_mode_warns():
 def test_fuse_include_restricts_and_bad_pattern_errors():
     model = ZOO["residual"]()
     fused = sk.accelerate(model, "fuse", include="stem.*", channels_last=False)
-    assert [p[0] for p in sk.get_record(fused).transforms[-1].state["folded"]] == ["stem.0"]
+    assert [p[0] for p in sk.explain(fused).details["folded"]] == ["stem.0"]
     with pytest.raises(sk.InvalidConfigError, match="matches no module"):
         sk.accelerate(model, "fuse", include="nope.*")
     with pytest.raises(sk.InvalidConfigError, match="channels_last"):

@@ -68,7 +68,7 @@ def test_accelerate_separable_skips_and_round_trips(tmp_path):
     model = ZOO["grouped"]()
     x = model.example_inputs()
     fast = sk.accelerate(model, "separable")
-    state = sk.get_record(fast).transforms[-1].state
+    state = sk.explain(fast).details
     assert set(state["converted"]) == {"stem.0"}
     assert "already grouped" in state["skipped"]["grouped.0"]
     assert "1x1" in state["skipped"]["reduce.0"]
@@ -81,7 +81,7 @@ def test_accelerate_separable_skips_and_round_trips(tmp_path):
 def test_rank_that_saves_nothing_is_refused_per_layer():
     model = ZOO["residual"]()  # width 8: rank 8 costs 8 * (1/8 + 1/9) > 1
     fast = sk.accelerate(model, "separable", rank=8)
-    state = sk.get_record(fast).transforms[-1].state
+    state = sk.explain(fast).details
     assert state["converted"] == {}
     assert all("would not reduce MACs" in why for name, why in state["skipped"].items() if name != "shortcut")
 
@@ -89,7 +89,7 @@ def test_rank_that_saves_nothing_is_refused_per_layer():
 def test_bad_options_are_clear_errors():
     model = ZOO["residual"]()
     with pytest.raises(sk.InvalidConfigError, match="needs data"):
-        sk.accelerate(model, "separable", finetune_epochs=1)
+        sk.accelerate(model, "separable", finetune={"epochs": 1})
     with pytest.raises(sk.InvalidConfigError, match="rank"):
         sk.accelerate(model, "separable", rank=0)
     with pytest.raises(sk.InvalidConfigError, match="cannot make"):
@@ -114,11 +114,11 @@ def test_distillation_finetune_moves_the_student_towards_the_teacher():
         ref = teacher(x).log_softmax(1)
     data = TensorData(x, ref.argmax(1), batch_size=16)
     untuned = sk.accelerate(teacher, "separable")
-    tuned = sk.accelerate(teacher, "separable", data=data, finetune_epochs=5, lr=3e-3)
+    tuned = sk.accelerate(teacher, "separable", data=data, finetune={"epochs": 5, "lr": 3e-3})
 
     def divergence(student: nn.Module) -> float:
         with torch.no_grad():
             return float(F.kl_div(student.eval()(x).log_softmax(1), ref, log_target=True, reduction="batchmean"))
 
     assert divergence(tuned) < 0.5 * divergence(untuned)
-    assert sk.get_record(tuned).transforms[-1].config["finetune_epochs"] == 5
+    assert sk.get_record(tuned).transforms[-1].config["finetune"]["epochs"] == 5

@@ -112,7 +112,7 @@ def test_accelerate_forced_tile_converts_every_eligible_layer(tmp_path, tile):
     model = ZOO["residual"]()
     x = model.example_inputs()
     fast = sk.accelerate(model, "winograd", tile=tile)
-    state = sk.get_record(fast).transforms[-1].state
+    state = sk.explain(fast).details
     assert set(state["converted"]) == {"stem.0", "block.0.0", "block.1", "down.1"}
     assert state["skipped"] == {"down.0.0": "stride (2, 2) is not 1", "shortcut": "kernel (1, 1) is not 3x3"}
     assert all(isinstance(fast.get_submodule(n), WinogradConv2d) for n in state["converted"])
@@ -128,7 +128,7 @@ def test_accelerate_forced_tile_converts_every_eligible_layer(tmp_path, tile):
 def test_accelerate_auto_records_timings_and_only_converts_faster_layers():
     model = ZOO["residual"]()
     fast = sk.accelerate(model, "winograd", example_inputs=model.example_inputs())
-    state = sk.get_record(fast).transforms[-1].state
+    state = sk.explain(fast).details
     assert set(state["layers"]) == {"stem.0", "block.0.0", "block.1", "down.1"}
     for name, info in state["layers"].items():
         assert info["direct_ms"] > 0 and info["f2_ms"] > 0 and info["f4_ms"] > 0

@@ -11,9 +11,9 @@ import torch
 import transformers
 
 import slimkit as sk
-from slimkit.core import io
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.hf import remember_config
+from slimkit.core.index import read_index
 from slimkit.core.record import get_record
 from slimkit.models.testing import ResidualNet
 
@@ -177,8 +177,8 @@ def test_hf_format_needs_a_transformers_model(tmp_path):
 def test_versions_are_stored_and_index_stays_valid(tmp_path):
     torch.manual_seed(0)
     out = sk.save(_gpt2(), tmp_path / "m")
-    index = io.read_index(out)
-    assert index["versions"] == {}  # every module at version 1: nothing stored
+    stored = read_index(out)
+    assert stored["versions"] == {}  # every module at version 1: nothing stored
 
 
 def test_model_loaded_through_hf_spec_keeps_its_source(tmp_path):
@@ -186,7 +186,7 @@ def test_model_loaded_through_hf_spec_keeps_its_source(tmp_path):
     transformers.BertModel(_bert_config()).save_pretrained(tmp_path / "bert")
     model = sk.load(f"hf:{tmp_path / 'bert'}")
     out = sk.save(model, tmp_path / "saved")
-    assert io.read_index(out)["source"] == f"hf:{tmp_path / 'bert'}"  # the reference for fidelity stays reachable
+    assert read_index(out)["source"] == f"hf:{tmp_path / 'bert'}"  # the reference for fidelity stays reachable
     _assert_same(model, sk.load(out))
 
 

@@ -9,7 +9,9 @@ from torch import nn
 import slimkit as sk
 from slimkit.core import io
 from slimkit.core.errors import InvalidConfigError, UnsafeFileError
+from slimkit.core.index import read_index
 from slimkit.core.record import Transform, append_transform, get_record
+from slimkit.core.weights import apply_state, load_weights
 from slimkit.models.testing import ResidualNet
 
 
@@ -39,7 +41,7 @@ def test_no_pickle_in_artifact(tmp_path):
 
 def test_record_travels_through_save_and_load(tmp_path):
     model = append_transform(ResidualNet(), Transform("quantize", "fp16-test", {"x": 1}, {}))
-    loaded_index = io.read_index(sk.save(model, tmp_path / "o", source="slimkit.models.testing:ResidualNet"))
+    loaded_index = read_index(sk.save(model, tmp_path / "o", source="slimkit.models.testing:ResidualNet"))
     assert loaded_index["transforms"] == [
         {"verb": "quantize", "method": "fp16-test", "config": {"x": 1}, "state": {}, "changed": [], "skipped": {}}
     ]
@@ -67,8 +69,8 @@ def test_tied_weights_roundtrip(tmp_path):
     rebuilt = EmbeddingMLP()
     rebuilt.tied = nn.Linear(16, 100, bias=False)
     rebuilt.tied.weight = rebuilt.embedding.weight
-    state = io.load_weights(out / "model.safetensors")
-    io.apply_state(rebuilt, state, "test")
+    state = load_weights(out / "model.safetensors")
+    apply_state(rebuilt, state, "test")
     torch.testing.assert_close(rebuilt.tied.weight, model.embedding.weight)
 
 

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 import slimkit as sk
-from slimkit.core import io
 from slimkit.core.errors import UnsafeFileError
+from slimkit.core.index import integrity_hash, read_index
 from slimkit.core.specs import load_model
 
 
@@ -55,13 +55,13 @@ def _rewrite(folder, change):
     path = folder / "slimkit.json"
     index = json.loads(path.read_text())
     change(index)
-    index["integrity"] = io.integrity_hash(index)
+    index["integrity"] = integrity_hash(index)
     path.write_text(json.dumps(index))
 
 
 def test_versions_are_saved_and_given_back_to_load_state_dict(tmp_path, versioned):
     out = sk.save(versioned, tmp_path / "m")
-    assert io.read_index(out)["versions"] == {"": 3, "bn": 2}
+    assert read_index(out)["versions"] == {"": 3, "bn": 2}
     loaded = sk.load(out)
     assert loaded.seen == [3]
     x = torch.randn(3, 4)

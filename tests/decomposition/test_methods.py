@@ -35,7 +35,7 @@ def test_decompose_records_errors_and_round_trips(tmp_path, name, method, option
     x = model.example_inputs()
     result = _decompose(model, method, **options)
     assert not any(isinstance(m, cls) for m in model.modules()), "input model must stay unchanged"
-    state = sk.get_record(result).transforms[-1].state
+    state = sk.explain(result).details
     assert state["layers"], state["skipped"]
     for layer_name, entry in state["layers"].items():
         layer = result.get_submodule(layer_name)
@@ -83,7 +83,7 @@ def test_vbmf_tucker_on_digits_cnn_lists_skipped_layers():
     model = sk.load("example:digits-cnn")
     with pytest.warns(UserWarning, match="left dense"):
         result = sk.decompose(model, "tucker", rank="vbmf")
-    state = sk.get_record(result).transforms[-1].state
+    state = sk.explain(result).details
     assert "stages.0.0.conv1" in state["layers"]
     assert "1x1 kernel" in state["skipped"]["stages.0.0.shortcut.0"]
     assert all(1 <= r for entry in state["layers"].values() for r in entry["rank"])
@@ -93,7 +93,7 @@ def test_grouped_conv_is_skipped_and_listed():
     model = sk.load(SPEC + "GroupedConvNet")
     with pytest.warns(UserWarning, match="grouped"):
         result = sk.decompose(model, "tucker", rank=0.5)
-    state = sk.get_record(result).transforms[-1].state
+    state = sk.explain(result).details
     assert "groups=4" in state["skipped"]["grouped.0"]
     assert isinstance(result.grouped[0], torch.nn.Conv2d)
 
@@ -102,7 +102,7 @@ def test_rank_that_saves_nothing_is_skipped_unless_forced():
     model = sk.load(SPEC + "TinyAttention")  # 32x32 layers: rank 16 = mn/(m+n) saves nothing
     with pytest.warns(UserWarning, match="saves nothing"):
         result = sk.decompose(model, "svd", rank=16, include="query")
-    assert "saves nothing" in sk.get_record(result).transforms[-1].state["skipped"]["query"]
+    assert "saves nothing" in sk.explain(result).details["skipped"]["query"]
     forced = _decompose(model, "svd", rank=16, include="query", force=True)
     assert isinstance(forced.query, LowRankLinear)
 
@@ -137,14 +137,14 @@ def test_tt_factors_that_do_not_fit_are_skipped():
     model = sk.load(SPEC + "TinyAttention")
     with pytest.warns(UserWarning, match="do not multiply"):
         result = sk.decompose(model, "tt", in_factors=(4, 4), out_factors=(8, 8), include="ffn.0")
-    assert "ffn.0" in sk.get_record(result).transforms[-1].state["skipped"]
+    assert "ffn.0" in sk.explain(result).details["skipped"]
 
 
 def test_second_decomposition_does_not_touch_factorized_layers(tmp_path):
     model = sk.load(SPEC + "TinyAttention")
     once = _decompose(model, "svd", rank=4, include="ffn.*")
     twice = _decompose(once, "svd", rank=4, include="query")
-    assert set(sk.get_record(twice).transforms[-1].state["layers"]) == {"query"}
+    assert set(sk.explain(twice).details["layers"]) == {"query"}
     sk.save(twice, tmp_path / "out")
     x = model.example_inputs()
     with torch.no_grad():

@@ -17,7 +17,7 @@ def test_tucker_vbmf_keeps_the_trained_digits_cnn_accurate():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         d = sk.decompose(model, "tucker", rank="vbmf")
-    layers = sk.get_record(d).transforms[-1].state["layers"]
+    layers = sk.explain(d).details["layers"]
     assert len(layers) >= 6  # it still decomposes: VBMF's rank is floored, not abandoned
     assert all(info["error"] <= 0.5 for info in layers.values())
     assert evaluate(d, data.test, "accuracy")["accuracy"] >= before - 0.02  # was 0.101 with raw VBMF ranks

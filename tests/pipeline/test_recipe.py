@@ -120,3 +120,23 @@ def test_a_quantization_the_export_cannot_carry_is_refused_before_any_stage(meth
     raw = {"stages": [{"quantize": {"method": method}}], "export": formats, "target": {"runtime": runtime}}
     with pytest.raises(InvalidConfigError, match=rf"stages\[0\]\.quantize: .* cannot express slimkit's {method}"):
         parse_recipe(raw)
+
+
+def test_relative_paths_in_a_recipe_are_read_from_the_recipes_folder(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "bert").mkdir(parents=True)
+    (project / "data.npz").write_bytes(b"")
+    (project / "recipe.yaml").write_text("model: hf:bert\ndata: data.npz\nstages: []\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    recipe = load_recipe(project / "recipe.yaml")
+    assert recipe.model == f"hf:{project / 'bert'}" and recipe.data == str(project / "data.npz")
+
+
+def test_specs_that_are_not_paths_in_the_recipes_folder_stay_as_written(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("model: example:digits-cnn\ndata: mypkg.data:load\nstages: []\n")
+    recipe = load_recipe(tmp_path / "recipe.yaml")
+    assert (recipe.model, recipe.data) == ("example:digits-cnn", "mypkg.data:load")
+    (tmp_path / "other.yaml").write_text("model: missing.pt\nstages: []\n")
+    assert load_recipe(tmp_path / "other.yaml").model == "missing.pt"  # resolved (and refused) where it is used

@@ -19,8 +19,8 @@ def test_ratio_outside_unit_interval(method, ratio):
 
 @pytest.mark.parametrize("method", ["unstructured", "gradual"])
 def test_sparsity_outside_unit_interval(method):
-    with pytest.raises(InvalidConfigError, match="sparsity"):
-        sk.prune(_residual(), method, sparsity=1.0)
+    with pytest.raises(InvalidConfigError, match="ratio"):
+        sk.prune(_residual(), method, ratio=1.0)
 
 
 def test_pattern_matching_no_layer():

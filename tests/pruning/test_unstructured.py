@@ -4,7 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import slimkit as sk
-from slimkit.core.io import WEIGHTS
+from slimkit.core.errors import InvalidConfigError
+from slimkit.core.index import WEIGHTS
 from slimkit.pruning.masks import masked_layers, nm_mask, sparsity_masks
 from slimkit.pruning.sparse import SparseWeight, pack_bits, unpack_bits
 
@@ -65,7 +66,7 @@ def _digits():
 def test_unstructured_masks_and_saves_small(tmp_path):
     model = _digits()
     x = torch.randn(2, 1, 32, 32)
-    sparse = sk.prune(model, "unstructured", sparsity=0.9)
+    sparse = sk.prune(model, "unstructured", ratio=0.9)
     assert sk.pruning.sparsity_of(sparse) == pytest.approx(0.9, abs=0.01)
     sk.save(model, tmp_path / "dense")
     sk.save(sparse, tmp_path / "sparse")
@@ -80,7 +81,7 @@ def test_unstructured_masks_and_saves_small(tmp_path):
 def test_trainable_masks_then_make_permanent(tmp_path):
     model = _digits()
     x = torch.randn(2, 1, 32, 32)
-    masked = sk.prune(model, "unstructured", sparsity=0.5, permanent=False)
+    masked = sk.prune(model, "unstructured", ratio=0.5, permanent=False)
     assert masked_layers(masked)
     masked.train()
     masked(x).sum().backward()
@@ -127,9 +128,29 @@ def test_gradual_reaches_final_sparsity(tmp_path):
     model = sk.load("slimkit.models.testing:EmbeddingMLP")
     x = model.example_inputs()[0]
     data = [(x, torch.tensor([0, 1]))] * 2
-    pruned = sk.prune(model, "gradual", data=data, sparsity=0.8, steps=2, final_epochs=1, distill=True)
+    pruned = sk.prune(model, "gradual", data=data, ratio=0.8, steps=2, final_epochs=1, finetune={"distill": True})
     state = sk.get_record(pruned).transforms[-1].state
     assert state["schedule"][-1] == pytest.approx(0.8)
     assert sk.pruning.sparsity_of(pruned) == pytest.approx(0.8, abs=0.01)
     sk.save(pruned, tmp_path / "m")
     assert torch.equal(sk.load(tmp_path / "m")(x), pruned(x))
+
+
+def test_the_old_sparsity_spellings_still_work_with_a_deprecation_warning():
+    from slimkit.pruning import Gradual, Unstructured
+
+    with pytest.warns(DeprecationWarning, match="option 'sparsity' is now 'ratio'"):
+        assert Unstructured.build(sparsity=0.7).ratio == 0.7
+    with pytest.warns(DeprecationWarning, match="'epochs_per_step' is now 'finetune.epochs'"):
+        old = Gradual.build(sparsity=0.8, initial_sparsity=0.1, epochs_per_step=3, distill=True, lr=5e-4)
+    assert (old.ratio, old.initial_ratio) == (0.8, 0.1)
+    assert (old.finetune.epochs, old.finetune.distill, old.finetune.lr) == (3, True, 5e-4)
+
+
+def test_a_partial_finetune_mapping_keeps_the_methods_other_defaults():
+    from slimkit.pruning import Gradual
+    from slimkit.quantization.qat import QAT
+
+    assert QAT.build(finetune={"epochs": 5}).finetune.model_dump() == {"epochs": 5, "lr": 1e-4, "distill": True}
+    with pytest.raises(InvalidConfigError, match="finetune.epochs must be at least 1"):
+        Gradual.build(finetune={"epochs": 0})

@@ -51,8 +51,8 @@ def teacher_data():
 @pytest.mark.slow
 def test_qat_beats_plain_ptq_and_round_trips(tmp_path):
     model, train, test = teacher_data()
-    ptq = sk.quantize(model, "qat", data=train, bits=2, act_bits=8, epochs=0)
-    qat = sk.quantize(model, "qat", data=train, bits=2, act_bits=8, epochs=6, lr=2e-3)
+    ptq = sk.quantize(model, "qat", data=train, bits=2, act_bits=8, finetune={"epochs": 0})
+    qat = sk.quantize(model, "qat", data=train, bits=2, act_bits=8, finetune={"epochs": 6, "lr": 2e-3})
     assert isinstance(qat.query, LowBitLayer)
     cos_ptq = evaluate(ptq, test, "fidelity", reference=model)["cosine"]
     cos_qat = evaluate(qat, test, "fidelity", reference=model)["cosine"]
@@ -67,7 +67,7 @@ def test_qat_bad_inputs():
     with pytest.raises(DataError, match="calibration data"):
         sk.quantize(model, "qat")
     with pytest.raises(InvalidConfigError, match="does not divide"):
-        sk.quantize(model, "qat", data=train, group_size=5, epochs=0)
+        sk.quantize(model, "qat", data=train, group_size=5, finetune={"epochs": 0})
     with pytest.raises(InvalidConfigError, match="bits"):
         sk.quantize(model, "qat", data=train, bits=1)
 

@@ -7,8 +7,8 @@ from torch import nn
 
 import slimkit as sk
 from slimkit.core.errors import InvalidConfigError, MissingExtraError, UnsupportedModelError
+from slimkit.core.samples import example_batch
 from slimkit.measure import count_params, sqnr_db
-from slimkit.measure.profile import example_batch
 from slimkit.models.testing import ZOO
 from slimkit.runtime import load
 from slimkit.runtime.export import export

@@ -9,8 +9,8 @@ from torch import nn
 
 import slimkit as sk
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.samples import example_batch
 from slimkit.measure import sqnr_db
-from slimkit.measure.profile import example_batch
 from slimkit.models.testing import ZOO
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.runtime import load

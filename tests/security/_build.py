@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 import slimkit as sk
-from slimkit.core.io import integrity_hash
+from slimkit.core.index import integrity_hash
 from slimkit.models.testing import ResidualNet, TinyAttention
 
 FACTORY = "slimkit.models.testing:ResidualNet"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import slimkit as sk
 from slimkit.core.errors import SlimkitError
-from slimkit.core.io import integrity_hash
+from slimkit.core.index import integrity_hash
 from slimkit.pipeline.recipe import parse_recipe
 
 FUZZ = settings(

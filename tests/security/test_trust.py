@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.core import io
+from slimkit.core import trust
 from slimkit.core.errors import UnsafeFileError
+from slimkit.core.index import FORMAT_VERSION, integrity_hash, read_index
 from slimkit.core.specs import ExportedModel, check_pt2, load_model
 from slimkit.models.testing import ResidualNet
 
@@ -38,7 +39,7 @@ def test_valid_pt2_loads_without_trust_and_is_usable(tmp_path, build):
 def test_pt2_model_saves_with_its_program_inside_the_folder(tmp_path, build):
     model = sk.load(build.pt2(tmp_path))
     out = sk.save(model, tmp_path / "saved")
-    assert (out / "model.pt2").is_file() and io.read_index(out)["source"] == "model.pt2"
+    assert (out / "model.pt2").is_file() and read_index(out)["source"] == "model.pt2"
     loaded = sk.load(out)
     _same(model, loaded, torch.randn(3, 4))
 
@@ -63,7 +64,7 @@ def test_folder_source_from_an_unlisted_module_needs_allow_modules(tmp_path, mon
     out = sk.save(model, tmp_path / "o")
     x = model.example_inputs()[0]
     _same(model, sk.load(out), x)  # this process named the module: trusted here
-    monkeypatch.setattr(io, "_trusted_modules", set())
+    monkeypatch.setattr(trust, "_trusted_modules", set())
     with pytest.raises(UnsafeFileError, match=r"allow_modules=\['sksec_user_models'\].*--allow-module"):
         sk.load(out)
     _same(model, sk.load(out, allow_modules=["sksec_user_models"]), x)
@@ -133,6 +134,7 @@ def test_saved_permissions_follow_the_umask(tmp_path, umask, folder_mode, file_m
 
 def test_hf_folder_builds_the_class_its_config_names(tmp_path):
     import transformers
+
     config = transformers.BertConfig(
         hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=30, num_labels=3
     )
@@ -147,8 +149,8 @@ def test_hf_folder_builds_the_class_its_config_names(tmp_path):
 def test_saved_index_is_json_with_integrity(tmp_path):
     out = sk.save(ResidualNet(), tmp_path / "o")
     index = json.loads((out / "slimkit.json").read_text())
-    assert index["format_version"] == io.FORMAT_VERSION == 2
-    assert index["integrity"] == io.integrity_hash(index)
+    assert index["format_version"] == FORMAT_VERSION == 2
+    assert index["integrity"] == integrity_hash(index)
 
 
 @pytest.mark.slow

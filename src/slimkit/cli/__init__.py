@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             try:
                 args, allowed = take_allow_modules(args)
                 if allowed:
-                    from slimkit.core.io import allow_modules
+                    from slimkit.core.trust import allow_modules
 
                     allow_modules(*allowed)
                 app(args=args, prog_name="slimkit")

@@ -28,7 +28,7 @@ def _options(method: str, tile: str | None, rank: int | None, finetune_epochs: i
             raise InvalidConfigError(f"--tile must be auto, 2 or 4 (got {tile!r})")
         return {"tile": tile if tile == "auto" else int(tile)}
     if method == "separable":
-        return {"finetune_epochs": finetune_epochs} | ({"rank": rank} if rank is not None else {})
+        return {"finetune": {"epochs": finetune_epochs}} | ({"rank": rank} if rank is not None else {})
     return {}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -134,18 +135,24 @@ def demo_cmd(
 
 
 @recipes_app.command("list")
-def recipes_list() -> None:
+def recipes_list(as_json: AsJson = False) -> None:
     """Names of the bundled recipes, with their first comment line."""
     from slimkit.pipeline import list_recipes, show_recipe
 
-    for name in list_recipes():
-        first = show_recipe(name).splitlines()[0].lstrip("# ")
+    described = {name: show_recipe(name).splitlines()[0].lstrip("# ") for name in list_recipes()}
+    if as_json:
+        print(json.dumps([{"name": n, "description": d} for n, d in described.items()], indent=2))
+        return
+    for name, first in described.items():
         out.print(f"[bold]{name}[/]  {first}")
 
 
 @recipes_app.command("show")
-def recipes_show(name: Annotated[str, typer.Argument(help="Bundled recipe name.")]) -> None:
-    """Print a bundled recipe's YAML (copy it to start your own)."""
-    from slimkit.pipeline import show_recipe
+def recipes_show(name: Annotated[str, typer.Argument(help="Bundled recipe name.")], as_json: AsJson = False) -> None:
+    """Print a bundled recipe's YAML (copy it to start your own), or with --json the parsed recipe."""
+    from slimkit.pipeline import load_recipe, show_recipe
 
+    if as_json:
+        print(json.dumps(load_recipe(name).model_dump(mode="json"), indent=2))
+        return
     print(show_recipe(name), end="")

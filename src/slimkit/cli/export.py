@@ -98,7 +98,7 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
-@command("bench", MEASURE, batch_sizes="1,32")
+@command("bench", MEASURE)
 def bench_cmd(
     model: cli.ModelSpec,
     runtime: Annotated[
@@ -128,9 +128,9 @@ def bench_cmd(
 
     from slimkit.cli.profile import example_data
     from slimkit.core.data import DataSplits, iter_batches, resize_batch
+    from slimkit.core.samples import example_batch
     from slimkit.core.specs import ARTIFACT_SUFFIXES, load_data, load_model
     from slimkit.measure.metrics import evaluate
-    from slimkit.measure.profile import example_batch
     from slimkit.runtime import load
     from slimkit.runtime.artifact import RuntimeModule
     from slimkit.runtime.export import export

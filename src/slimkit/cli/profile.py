@@ -16,7 +16,7 @@ def example_data(model: str, data: str | None) -> str | None:
     return data
 
 
-@command("profile", MEASURE, batch_sizes="1,32")
+@command("profile", MEASURE)
 def profile_cmd(model: cli.ModelSpec, *, run: Run) -> None:
     """Measure params, size, MACs, latency, memory and the metric of a model or a deployed file.
 
@@ -35,7 +35,7 @@ def profile_cmd(model: cli.ModelSpec, *, run: Run) -> None:
     from pathlib import Path
 
     from slimkit.core.specs import ARTIFACT_SUFFIXES, load_model
-    from slimkit.measure.profile import profile
+    from slimkit.profiling import profile
     from slimkit.report import profile_table
 
     sizes = parse_batch_sizes(run.batch_sizes)

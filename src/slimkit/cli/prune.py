@@ -11,13 +11,12 @@ from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "channels, neurons, heads, depth, unstructured, nm or gradual"
-SPARSITY_METHODS = ("unstructured", "gradual")
 
 
-def _options(method: str, ratio: float | None, round_to: int | None, importance: str | None) -> dict[str, Any]:
+def _options(ratio: float | None, round_to: int | None, importance: str | None) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if ratio is not None:
-        options["sparsity" if method in SPARSITY_METHODS else "ratio"] = ratio
+        options["ratio"] = ratio
     if round_to is not None:
         options["round_to"] = round_to
     if importance is not None:
@@ -31,10 +30,13 @@ def prune_cmd(
     out_dir: cli.OutDir,
     method: Annotated[str, typer.Option("--method", help=f"Pruning method: {METHODS}.")] = "channels",
     ratio: Annotated[
-        float | None, typer.Option("--ratio", help="Fraction removed in [0, 1) (sparsity for unstructured/gradual).")
+        float | None,
+        typer.Option("--ratio", help="Fraction removed in [0, 1): channels, heads, neurons, blocks or weights."),
     ] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep multiples of this.")] = None,
-    importance: Annotated[str | None, typer.Option("--importance", help="l1, l2, random, bn-scale or taylor.")] = None,
+    importance: Annotated[
+        str | None, typer.Option("--importance", help="l1, l2, random, bn-scale, taylor or a registered name.")
+    ] = None,
     *,
     run: Run,
 ) -> None:
@@ -46,7 +48,7 @@ def prune_cmd(
 
         slimkit prune example:minilm --method heads --ratio 0.25 --out out/
     """
-    options = run.options(_options(method, ratio, round_to, importance))
+    options = run.options(_options(ratio, round_to, importance))
     technique = Technique("prune", method, options, split="train", needs_data=method == "gradual")
     comparison, outcome = run_technique(technique, model, out_dir, run)
     pruned = outcome.details.get("pruned", {})

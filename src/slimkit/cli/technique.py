@@ -59,8 +59,10 @@ def run_technique(technique: Technique, model: str, out_dir: Path, run: Run) -> 
     from slimkit.core.io import save
     from slimkit.core.outcome import explain
     from slimkit.core.registry import apply
+    from slimkit.core.samples import example_batch
     from slimkit.core.specs import load_data, load_model
-    from slimkit.measure.profile import compare, example_batch, profile
+    from slimkit.measure.profile import compare
+    from slimkit.profiling import profile
 
     sizes = parse_batch_sizes(run.batch_sizes)
     metric = run.chosen_metric()

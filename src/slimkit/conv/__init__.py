@@ -1,7 +1,7 @@
 """Convolution acceleration: BN folding and fusion, Winograd convolution, separable conversion.
 
 ``sk.accelerate(model, "fuse")``, ``sk.accelerate(model, "winograd", tile="auto")``,
-``sk.accelerate(model, "separable", data=train, finetune_epochs=2)``.
+``sk.accelerate(model, "separable", data=train, finetune={"epochs": 2})``.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from slimkit.core.data import run_model
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import replace_module, select_modules
+from slimkit.training.config import Finetune
 
 # ----------------------------------------------------------------------------- fuse
 
@@ -206,25 +207,25 @@ register("accelerate", "winograd", Winograd, rebuild=_rebuild_winograd)(_winogra
 
 class Separable(Config):
     """Replace k×k convolutions by depthwise k×k + pointwise 1×1, initialized by per-channel
-    SVD, then (with ``data`` and ``finetune_epochs``) distill from the original model.
+    SVD, then (with ``data`` and ``finetune.epochs``) distill from the original model.
 
     Attributes:
         rank: depthwise filters per input channel (1: the classic separable convolution).
-        finetune_epochs: epochs of distillation fine-tuning on ``data`` (0: none).
-        lr: fine-tuning learning rate.
+        finetune: fine-tuning on ``data`` after the conversion (default: none; distilling from
+            the original model). ``finetune_epochs``/``lr`` before 0.2.
     """
 
     method: ClassVar[str] = "separable"
+    renamed = {"finetune_epochs": "finetune.epochs", "lr": "finetune.lr"}
     rank: int = Field(1, ge=1, le=64)
-    finetune_epochs: int = Field(0, ge=0)
-    lr: float = Field(1e-3, gt=0)
+    finetune: Finetune = Finetune(epochs=0, distill=True)
 
 
 def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
-    if config.finetune_epochs and ctx.data is None:
-        raise InvalidConfigError("separable with finetune_epochs > 0 needs data to fine-tune on: pass data=...")
+    if config.finetune.epochs and ctx.data is None:
+        raise InvalidConfigError("separable with finetune.epochs > 0 needs data to fine-tune on: pass data=...")
     model.to(ctx.device)
-    teacher = copy.deepcopy(model).eval() if config.finetune_epochs else None
+    teacher = copy.deepcopy(model).eval() if config.finetune.epochs else None
     convs = dict(select_modules(model, ctx.selector, nn.Conv2d))
     skipped = {name: why for name, conv in convs.items() if (why := separable_ineligible(conv))}
     converted, mac_ratio = {}, {}
@@ -238,12 +239,8 @@ def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
         replace_module(model, name, layer)
         converted[name], mac_ratio[name] = config.rank, layer.mac_ratio
     ctx.state.update(converted=converted, mac_ratio=mac_ratio, skipped=skipped)
-    if teacher is not None and converted:
-        from slimkit.training import finetune
-
-        model = finetune(
-            model, ctx.data, epochs=config.finetune_epochs, teacher=teacher, lr=config.lr, device=ctx.device
-        )
+    if converted:
+        model = config.finetune.run(model, ctx.data, teacher, device=ctx.device)
     return model
 
 

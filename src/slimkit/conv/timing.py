@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimkit.core.data import Batch
-from slimkit.measure.profile import example_batch as profile_batch
+from slimkit.core.samples import example_batch as profile_batch
 
 
 def _sync(device: torch.device) -> None:

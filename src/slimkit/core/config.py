@@ -25,8 +25,11 @@ class Config(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _renamed_fields(cls, raw: Any) -> Any:
-        """Accept a renamed field's old spelling (a `DeprecationWarning` says the new one)."""
-        if not isinstance(raw, dict) or not cls.renamed:
+        """Accept a renamed field's old spelling (a `DeprecationWarning` says the new one; a
+        dotted new name, ``"finetune.epochs"``, moves it into a nested config), and complete a
+        nested config given as a mapping from the field's own default (so ``finetune={"epochs":
+        5}`` keeps the method's default learning rate)."""
+        if not isinstance(raw, dict):
             return raw
         raw = dict(raw)
         for old, new in cls.renamed.items():
@@ -37,7 +40,16 @@ class Config(BaseModel):
                     DeprecationWarning,
                     stacklevel=2,
                 )
-                raw.setdefault(new, raw.pop(old))
+                head, _, tail = new.partition(".")
+                if tail:
+                    nested = raw.get(head)
+                    raw[head] = {**(nested if isinstance(nested, dict) else {}), tail: raw.pop(old)}
+                else:
+                    raw.setdefault(new, raw.pop(old))
+        for name, field in cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel) and isinstance(raw.get(name), dict):
+                raw[name] = {**default.model_dump(exclude_defaults=True), **raw[name]}
         return raw
 
     @classmethod

@@ -17,27 +17,23 @@ allocates a tensor or imports a module (docs/saving.md states the trust model):
    source of a model it saved);
 4. every replayed transform's state is bounds-checked, replayed first on the ``meta``
    device (no memory) and must produce the recorded shapes before the real replay.
+
+This module saves and loads; the index schema and its reading are in `slimkit.core.index`,
+the weights in `slimkit.core.weights`, the import allowlist in `slimkit.core.trust`.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import inspect
 import json
 import os
-import re
 import shutil
-import stat
-import struct
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_model
+from safetensors.torch import save_model
 from torch import nn
 
 import slimkit
@@ -51,118 +47,17 @@ from slimkit.core.hf import (
     import_transformers,
     is_transformers_model,
 )
+from slimkit.core.index import FORMAT_VERSION, INDEX, WEIGHTS, inside_folder, integrity_hash, read_index, sha256_of
 from slimkit.core.record import Record, Transform, get_record
-
-WEIGHTS = "model.safetensors"
-INDEX = "slimkit.json"
-FORMAT_VERSION = 2
-"""Version 2 added the mandatory ``integrity`` field; version-1 folders load with a warning."""
-MAX_INDEX_BYTES = 64 << 20
-"""Largest ``slimkit.json`` read (a real index is a few KB to a few MB)."""
-MAX_JSON_DEPTH = 32
-MAX_HEADER_BYTES = 100 << 20
-"""Largest safetensors header read (safetensors itself refuses more than 100 MB)."""
-SAFE_MODULES = ("slimkit.models",)
-"""Modules a saved ``source`` may always name (the bundled examples and test models)."""
-
-_HEX64 = r"^[0-9a-f]{64}$"
-_PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}$"
-_MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
-_FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_trusted_modules: set[str] = set()
-
-_DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
-}  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------
-# the index schema
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-Dim = Annotated[StrictInt, Field(ge=0, le=1 << 40)]
-
-
-class TransformEntry(_Strict):
-    """One recorded transform as stored in ``slimkit.json``."""
-
-    verb: Annotated[StrictStr, Field(pattern=r"^[a-z][a-z0-9_\-]{0,63}$")]
-    method: Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
-    config: dict[StrictStr, Any] = Field(default_factory=dict)
-    state: dict[StrictStr, Any] = Field(default_factory=dict)
-    changed: list[StrictStr] = Field(default_factory=list)
-    skipped: dict[StrictStr, StrictStr] = Field(default_factory=dict)
-
-
-class WeightsEntry(_Strict):
-    """Where the weights are and their checksum (both mandatory)."""
-
-    file: Annotated[StrictStr, Field(pattern=_PLAIN_NAME)]
-    sha256: Annotated[StrictStr, Field(pattern=_HEX64)]
-
-
-class IndexFile(_Strict):
-    """The schema of ``slimkit.json``; every field is checked before anything is loaded."""
-
-    format: Literal["slimkit"]
-    format_version: Annotated[StrictInt, Field(ge=1, le=FORMAT_VERSION)]
-    slimkit_version: Annotated[StrictStr, Field(max_length=64)] = ""
-    source: Annotated[StrictStr, Field(min_length=1, max_length=4096)]
-    transforms: Annotated[list[TransformEntry], Field(max_length=10_000)] = Field(default_factory=list)
-    shapes: dict[StrictStr, Annotated[list[Dim], Field(max_length=16)]]
-    weights: WeightsEntry
-    hf_config: dict[StrictStr, Any] | None = None
-    """The transformers config (``config.to_dict()``) of an ``hf-config:Class`` source."""
-    versions: dict[StrictStr, Annotated[StrictInt, Field(ge=0, le=1 << 31)] | None] | None = None
-    """Module versions (``state_dict()._metadata``) other than 1, by module name; they tell
-    ``load_state_dict`` which layout the saved tensors have (e.g. BatchNorm version 2)."""
-    integrity: Annotated[StrictStr, Field(pattern=_HEX64)] | None = None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def integrity_hash(index: dict[str, Any]) -> str:
-    """SHA-256 over the canonical JSON (sorted keys, compact) of the index without ``integrity``."""
-    body = {k: v for k, v in index.items() if k != "integrity"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# trusted modules
-
-
-def allow_modules(*names: str) -> None:
-    """Let saved folders in this process name factories from ``names`` (and their submodules).
-
-    Loading a folder never imports a module you did not allow; pass the packages of your
-    own model factories here (or ``sk.load(dir, allow_modules=[...])``, CLI
-    ``--allow-module``, or the ``SLIMKIT_ALLOW_MODULES`` environment variable, comma-separated).
-    """
-    for name in names:
-        if not isinstance(name, str) or not _MODULE.fullmatch(name):
-            raise InvalidConfigError(f"allow_modules: {name!r} is not a module name like 'mypkg.models'")
-        _trusted_modules.add(name)
-
-
-def _allowed(module: str, extra: tuple[str, ...]) -> bool:
-    env = tuple(m.strip() for m in os.environ.get("SLIMKIT_ALLOW_MODULES", "").split(",") if m.strip())
-    return any(module == m or module.startswith(m + ".") for m in (*SAFE_MODULES, *_trusted_modules, *extra, *env))
-
-
-# ---------------------------------------------------------------------------------------------
-# save
+from slimkit.core.trust import FACTORY, MODULE_NAME, allow_modules, check_source
+from slimkit.core.weights import (
+    apply_state,
+    keep_saved_dtypes,
+    load_weights,
+    module_versions,
+    numel_of,
+    read_safetensors_header,
+)
 
 
 def infer_source(model: nn.Module) -> str | None:
@@ -183,6 +78,9 @@ def infer_source(model: nn.Module) -> str | None:
         for p in params.values()
     ):
         return None
+    only_varargs = all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values())
+    if params and only_varargs and next(model.children(), None) is not None:
+        return None  # a container (nn.Sequential(*layers)): its class alone does not rebuild it
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
@@ -234,7 +132,7 @@ def save(
             f"cannot tell how to rebuild {type(model).__name__}: pass source='package.module:factory' "
             "(a function that returns the original architecture)"
         )
-    if _FACTORY.fullmatch(source) and _MODULE.fullmatch(source.partition(":")[0]):
+    if FACTORY.fullmatch(source) and MODULE_NAME.fullmatch(source.partition(":")[0]):
         allow_modules(source.partition(":")[0])  # this process built the model: it may rebuild it
     files: dict[str, Any] = {}
     if source.lower().endswith(".pt2") and Path(source).is_file():  # the program travels with the folder
@@ -257,7 +155,7 @@ def save(
             "source": source,
             "transforms": [t.to_dict() for t in record.transforms],
             "shapes": shapes,
-            "weights": {"file": WEIGHTS, "sha256": _sha256(path.parent / WEIGHTS)},
+            "weights": {"file": WEIGHTS, "sha256": sha256_of(path.parent / WEIGHTS)},
             "versions": versions,
         }
         if hf_config is not None:
@@ -294,13 +192,6 @@ def _check_hf_rebuild(model: nn.Module, source: str, config: dict[str, Any]) -> 
             f"({problem}); was model.config changed after slimkit transformed it? Pass "
             "source='package.module:factory' that builds the original model"
         )
-
-
-def module_versions(state: dict[str, torch.Tensor]) -> dict[str, int | None]:
-    """``{module name: version}`` from a state dict's ``_metadata``, leaving out version 1
-    (every module's default), so the index stays small."""
-    meta = getattr(state, "_metadata", None) or {}
-    return {name: info.get("version") for name, info in meta.items() if info.get("version", 1) != 1}
 
 
 def save_hf(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
@@ -345,256 +236,6 @@ def save_hf(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
 
 def _on_cpu(model: nn.Module) -> bool:
     return all(t.device.type == "cpu" for t in (*model.parameters(), *model.buffers()))
-
-
-# ---------------------------------------------------------------------------------------------
-# reading and checking a folder
-
-
-def is_slimkit_folder(path: str | os.PathLike[str]) -> bool:
-    """True when ``path`` is a folder written by `save`."""
-    return (Path(path) / INDEX).is_file()
-
-
-def _depth_ok(value: Any) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            return False
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return True
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
-
-
-def read_index(directory: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read and validate ``slimkit.json`` (schema, bounds, integrity hash).
-
-    Raises:
-        UnsafeFileError: corrupt, malformed (the message names the field), edited, or newer.
-    """
-    path = Path(directory) / INDEX
-    try:
-        if path.stat().st_size > MAX_INDEX_BYTES:
-            raise UnsafeFileError(f"{path} is larger than {MAX_INDEX_BYTES >> 20} MB: not a slimkit index")
-        raw = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise UnsafeFileError(f"{path} is corrupt or unreadable ({first_line(exc)}); save the model again") from None
-    if not isinstance(raw, dict) or raw.get("format") != "slimkit":
-        raise UnsafeFileError(f"{path} is not a slimkit index file; save the model again with slimkit")
-    version = raw.get("format_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise UnsafeFileError(f"{path} was written by a newer slimkit (format {version}): upgrade slimkit to load it")
-    if not _depth_ok(raw):
-        raise UnsafeFileError(f"{path} nests deeper than {MAX_JSON_DEPTH} levels: not a slimkit index")
-    try:
-        IndexFile.model_validate(raw)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise UnsafeFileError(
-            f"{path}: field {_field_path(tuple(err['loc']))}: {err['msg']}{more}; the file is malformed or was edited"
-        ) from None
-    if raw["format_version"] >= 2:
-        if raw.get("integrity") is None:
-            raise UnsafeFileError(f"{path}: field integrity is missing; the file was edited: save the model again")
-        if integrity_hash(raw) != raw["integrity"]:
-            raise UnsafeFileError(
-                f"{path} was edited after it was saved (its integrity hash does not match); save the model again"
-            )
-    else:
-        warnings.warn(
-            f"{path} is format version 1 (no integrity hash): it was checked field by field but edits cannot be "
-            "detected; save it again to upgrade it",
-            stacklevel=3,
-        )
-    return raw
-
-
-def _inside(directory: Path, name: str, what: str) -> Path:
-    """``directory/name`` when ``name`` is a plain regular file there (no link, no path)."""
-    if not re.fullmatch(_PLAIN_NAME, name) or name in (".", ".."):
-        raise UnsafeFileError(f"{directory / INDEX}: {what} {name!r} must be a plain file name inside the folder")
-    path = directory / name
-    try:
-        mode = path.lstat().st_mode
-    except OSError:
-        raise UnsafeFileError(f"{path} is missing: the folder is incomplete; save the model again") from None
-    if not stat.S_ISREG(mode):
-        raise UnsafeFileError(f"{path} is not a regular file (a link or folder); slimkit only reads plain files")
-    return path
-
-
-def read_safetensors_header(path: str | os.PathLike[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """``{name: (dtype, shape)}`` of a safetensors file, read and checked without loading tensors.
-
-    Raises:
-        UnsafeFileError: the header is malformed or does not fit the file's size.
-    """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise ValueError("shorter than a safetensors header")
-            (length,) = struct.unpack("<Q", head)
-            if length > min(MAX_HEADER_BYTES, size - 8):
-                raise ValueError(f"header length {length} does not fit the file ({size} bytes)")
-            header = json.loads(f.read(length).decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise UnsafeFileError(f"{path} is corrupt or truncated ({first_line(exc)}); save the model again") from None
-    if not isinstance(header, dict):
-        raise UnsafeFileError(f"{path} has a malformed safetensors header; save the model again")
-    data_bytes = size - 8 - length
-    out: dict[str, tuple[str, tuple[int, ...]]] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
-            ok = (
-                dtype in _DTYPE_BYTES
-                and isinstance(shape, list)
-                and len(shape) <= 16
-                and all(type(d) is int and 0 <= d <= 1 << 40 for d in shape)
-                and type(begin) is int
-                and type(end) is int
-                and 0 <= begin <= end <= data_bytes
-            )
-            numel = 1
-            for d in shape if ok else ():
-                numel *= d
-            ok = ok and numel * _DTYPE_BYTES[dtype] == end - begin
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise UnsafeFileError(f"{path}: tensor {name!r} has a malformed or oversized header entry")
-        out[name] = (dtype, tuple(shape))
-    return out
-
-
-def load_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a safetensors file (header checked first), turning corruption into `UnsafeFileError`."""
-    read_safetensors_header(path)
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise UnsafeFileError(f"{path} is corrupt or truncated ({exc}); save or download it again") from None
-
-
-_KINDS = {torch.bool: "bool", torch.complex64: "complex", torch.complex128: "complex", torch.complex32: "complex"}
-
-
-def _kind(dtype: torch.dtype) -> str:
-    return _KINDS.get(dtype) or ("float" if dtype.is_floating_point else "integer")
-
-
-def apply_state(
-    model: nn.Module,
-    state: dict[str, torch.Tensor],
-    origin: str,
-    versions: dict[str, int | None] | None = None,
-) -> nn.Module:
-    """Load ``state`` into ``model`` strictly, naming missing/unexpected/mismatched keys on failure.
-
-    A tensor whose kind (bool, integer, float, complex) differs from the model's is refused:
-    casting bool or complex values into float weights silently changes the model.
-
-    Modules read their version from the state dict's ``_metadata`` (a safetensors file has
-    none): it is ``versions`` (saved by `save`; a module missing there had version 1), or
-    else the model's own versions (the tensors were written by the same code).
-    """
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    # tied weights are stored once; accept a missing key whose tensor shares storage with a present one
-    tied = {k for k in missing if any(own[k].data_ptr() == own[j].data_ptr() for j in state if j in own)}
-    missing = [k for k in missing if k not in tied]
-    unexpected = sorted(set(state) - set(own))
-    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"missing {missing[:5]}")
-        if unexpected:
-            details.append(f"unexpected {unexpected[:5]}")
-        if wrong:
-            details.append(f"shape mismatch {[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in wrong[:5]]}")
-        raise UnsupportedModelError(f"weights in {origin} do not fit the architecture: " + "; ".join(details))
-    kinds = [k for k in own if k in state and _kind(state[k].dtype) != _kind(own[k].dtype)]
-    if kinds:
-        listed = ", ".join(f"{k} ({state[k].dtype} into {own[k].dtype})" for k in kinds[:3])
-        raise UnsafeFileError(f"weights in {origin} have the wrong kind of values: {listed}")
-    meta = getattr(state, "_metadata", None)
-    if meta is None:
-        meta = {name: dict(info) for name, info in (getattr(own, "_metadata", None) or {}).items()}
-        if versions is not None:
-            meta = {name: {**info, "version": versions.get(name, 1)} for name, info in meta.items()}
-    with_meta = _WithMetadata(state)
-    with_meta._metadata = meta  # type: ignore[attr-defined]
-    model.load_state_dict(with_meta, strict=False)
-    return model
-
-
-class _WithMetadata(dict):  # type: ignore[type-arg]
-    """A state dict that carries ``_metadata`` (module versions), as ``state_dict()`` returns."""
-
-
-def _keep_saved_dtypes(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give each floating parameter/buffer the dtype it was saved with (an fp16 model stays fp16)."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        saved = state.get(name)
-        if (
-            saved is not None
-            and saved.dtype != tensor.dtype
-            and saved.is_floating_point()
-            and tensor.is_floating_point()
-        ):
-            tensor.data = tensor.data.to(saved.dtype)
-
-
-def _check_source(
-    source: str, directory: Path, allow: tuple[str, ...], hf_config: dict[str, Any] | None = None
-) -> None:
-    """Refuse a saved ``source`` that would import or run something the user did not allow."""
-    where = f"{directory / INDEX}: source {source!r}"
-    if hf_config is not None and not source.startswith(f"{HF_CONFIG}:"):
-        raise UnsafeFileError(f"{where}: field hf_config is only valid with an {HF_CONFIG}:Class source")
-    if source.startswith("example:"):
-        if not re.fullmatch(r"example:[A-Za-z0-9_.\-]{1,100}", source):
-            raise UnsafeFileError(f"{where} is not a valid example name")
-        return
-    if source.startswith("hf:"):  # config.json is read as data; transformers never runs remote code here
-        return
-    if source.startswith(f"{HF_CONFIG}:"):  # the class is checked against transformers' own exports when built
-        if hf_config is None:
-            raise UnsafeFileError(f"{where} needs the field hf_config (the model's config), which is missing")
-        return
-    if source.lower().endswith(".pt2"):
-        _inside(directory, source, "source")
-        return
-    if _FACTORY.fullmatch(source):
-        module = source.partition(":")[0]
-        if not _allowed(module, allow):
-            raise UnsafeFileError(
-                f"{where} would import module {module!r}, which you have not allowed; loading a folder "
-                f"never imports a module you did not name: if you trust it, pass allow_modules=['{module}'] "
-                f"(CLI: --allow-module {module})"
-            )
-        return
-    raise UnsafeFileError(
-        f"{where} is not allowed: a saved source is example:NAME, hf:DIR, {HF_CONFIG}:Class, a .pt2 file inside "
-        "the folder, or package.module:factory from an allowed module"
-    )
 
 
 def _walk_ints(value: Any, path: str, limit: int) -> None:
@@ -688,8 +329,8 @@ def load_folder(
     directory = Path(directory)
     index = read_index(directory)
     origin = directory / INDEX
-    weights = _inside(directory, index["weights"]["file"], "weights.file")
-    if _sha256(weights) != index["weights"]["sha256"]:
+    weights = inside_folder(directory, index["weights"]["file"], "weights.file")
+    if sha256_of(weights) != index["weights"]["sha256"]:
         raise UnsafeFileError(
             f"{weights} does not match {INDEX} (truncated, corrupt or replaced); save the model again"
         )
@@ -701,14 +342,14 @@ def load_folder(
                 f"{weights}: tensor {name!r} with shape {list(shape)} is not in {INDEX} shapes; save the model again"
             )
     source = index["source"]
-    _check_source(source, directory, tuple(allow_modules), index.get("hf_config"))
+    check_source(source, directory, tuple(allow_modules), index.get("hf_config"))
     if source.startswith(f"{HF_CONFIG}:"):
         model = build_from_config(source.partition(":")[2], index["hf_config"], str(origin))
     else:
         model = build_architecture(
             source, directory=directory, allow_modules=tuple(allow_modules), trust_pickle=trust_pickle
         )
-    stored = sum(_numel(s) for _, s in header.values())
+    stored = sum(numel_of(s) for _, s in header.values())
     limit = 4 * max(stored, sum(p.numel() for p in model.state_dict().values())) + 4096
     transforms = []
     for i, entry in enumerate(index["transforms"]):
@@ -725,47 +366,6 @@ def load_folder(
     model = _replay_all(model, transforms, origin)
     state = load_weights(weights)
     apply_state(model, state, str(weights), index.get("versions"))
-    _keep_saved_dtypes(model, state)
+    keep_saved_dtypes(model, state)
     object.__setattr__(model, "_slimkit_record", Record(get_record(model).source or source, transforms))
     return model.eval()
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
-# ---------------------------------------------------------------------------------------------
-# pickle-based files
-
-
-def load_checkpoint(path: str | os.PathLike[str], *, trust_pickle: bool = False) -> Any:
-    """Load a ``.pt``/``.pth`` file; only tensors and plain containers unless ``trust_pickle``.
-
-    Raises:
-        UnsafeFileError: when the file holds pickled objects that could run code and
-            ``trust_pickle`` is False, or when it is corrupt.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ... for bad files
-        if not trust_pickle and "weights_only" in str(exc):
-            raise UnsafeFileError(
-                f"{path} contains pickled Python objects and loading it could run arbitrary code; "
-                "if you trust the file, pass trust_pickle=True (CLI: --trust-pickle)"
-            ) from None
-        raise UnsafeFileError(f"{path} is corrupt or not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def state_dict_of(checkpoint: Any, origin: str) -> dict[str, torch.Tensor]:
-    """The state dict inside a checkpoint (bare, or under ``state_dict``/``model``)."""
-    if isinstance(checkpoint, dict):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(checkpoint.get(key), dict):
-                checkpoint = checkpoint[key]
-                break
-        if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-            return checkpoint
-    raise SlimkitError(f"{origin} holds no state dict of tensors")

@@ -40,7 +40,13 @@ class Outcome:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the model)."""
-        return {"verb": self.verb, "method": self.method, "changed": list(self.changed), "skipped": self.skipped, "details": self.details}
+        return {
+            "verb": self.verb,
+            "method": self.method,
+            "changed": list(self.changed),
+            "skipped": self.skipped,
+            "details": self.details,
+        }
 
     def summary(self) -> str:
         """One line: ``quantize:int8-dynamic changed 12 modules, skipped 2 (fc: reason, ...)``."""

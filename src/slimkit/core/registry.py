@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import logging
 import warnings
 from collections.abc import Callable, Iterable
@@ -152,9 +153,18 @@ def apply(
     extras: dict[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
-    """Run one verb with the conventions every verb shares; returns the transformed model."""
+    """Run one verb with the conventions every verb shares; returns the transformed model.
+
+    ``overrides={"glob": options or None}`` works with every method whose config has no
+    ``overrides`` field of its own: the layers each pattern matches (first match wins) get the
+    method with those options (None: left alone), the others (within ``include``) the base
+    options; ``exclude`` holds for all. Each group is one transform of the record.
+    """
     if not isinstance(model, nn.Module):
         raise InvalidConfigError(f"{verb} needs a torch.nn.Module, got {type(model).__name__}")
+    if "overrides" in options and not _own_overrides(verb, method):
+        shared = dict(data=data, example_inputs=example_inputs, device=device, extras=extras)
+        return _apply_overrides(verb, model, method, options, include, exclude, inplace, shared)
     found, config = resolve(verb, method, options)
     if example_inputs is not None and not isinstance(example_inputs, (tuple, dict)):
         example_inputs = (example_inputs,)
@@ -183,6 +193,44 @@ def apply(
     transform = Transform(verb, found.name, config.model_dump(mode="json"), ctx.state, changed, skipped)
     append_transform(result, transform)
     return result
+
+
+def _own_overrides(verb: str, method: str | Config) -> bool:
+    """Whether the method's config resolves per-layer ``overrides`` itself (the PTQ configs)."""
+    config = type(method) if isinstance(method, Config) else get_method(verb, method).config
+    return "overrides" in config.model_fields
+
+
+def _apply_overrides(
+    verb: str,
+    model: nn.Module,
+    method: str | Config,
+    options: dict[str, Any],
+    include: str | Iterable[str] | None,
+    exclude: str | Iterable[str] | None,
+    inplace: bool,
+    shared: dict[str, Any],
+) -> nn.Module:
+    """`apply` once per override pattern (its layers only), then once for the other layers."""
+    options = dict(options)
+    overrides = options.pop("overrides")
+    if not isinstance(overrides, dict) or not all(isinstance(k, str) for k in overrides):
+        raise InvalidConfigError("overrides must map glob patterns of module names to options (a dict) or None")
+    selector = Selector.of(include, exclude)
+    check_matches(model, Selector.of(tuple(overrides)))
+    result = model if inplace else copy.deepcopy(model)
+    taken: list[str] = []
+    for pattern, override in overrides.items():
+        if override is not None:
+            if not isinstance(override, dict):
+                raise InvalidConfigError(f"overrides[{pattern!r}] must be a dict of options or None")
+            result = apply(
+                verb, result, method, include=pattern, exclude=(*selector.exclude, *taken),
+                inplace=True, **shared, **{**options, **override},
+            )  # fmt: skip
+        taken.append(pattern)
+    rest = {"include": selector.include or None, "exclude": (*selector.exclude, *taken)}
+    return apply(verb, result, method, **rest, inplace=True, **shared, **options)
 
 
 def _report(verb: str, method: str, changed: tuple[str, ...], skipped: dict[str, str]) -> None:
@@ -229,23 +277,14 @@ def make_verb(verb: str, default_method: str, summary: str) -> Callable[..., nn.
     """The public function of ``verb`` (``sk.quantize``, ``sk.prune``, ...): `apply` with the
     shared signature, a default method and a docstring."""
 
-    def run(
-        model: nn.Module,
-        method: str | Config = default_method,
-        *,
-        data: Iterable[Any] | None = None,
-        example_inputs: Any = None,
-        include: str | Iterable[str] | None = None,
-        exclude: str | Iterable[str] | None = None,
-        inplace: bool = False,
-        device: str | torch.device = "auto",
-        **options: Any,
-    ) -> nn.Module:
-        return apply(
-            verb, model, method, data=data, example_inputs=example_inputs, include=include, exclude=exclude,
-            inplace=inplace, device=device, **options,
-        )  # fmt: skip
+    def run(model: nn.Module, method: str | Config = default_method, **kwargs: Any) -> nn.Module:
+        if "extras" in kwargs:
+            raise InvalidConfigError(f"{verb} takes no option 'extras'")
+        return apply(verb, model, method, **kwargs)
 
+    shared = [p for p in inspect.signature(apply).parameters.values() if p.name not in ("verb", "extras")]
+    shared[1] = shared[1].replace(default=default_method)  # method
+    run.__signature__ = inspect.Signature(shared, return_annotation=nn.Module)  # type: ignore[attr-defined]
     run.__name__ = run.__qualname__ = verb
     run.__doc__ = summary + _VERB_DOC
     return run

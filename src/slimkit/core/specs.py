@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimkit.core import io as sio
+from slimkit.core import trust
 from slimkit.core.data import DataSplits, TensorData
 from slimkit.core.errors import (
     DataError,
@@ -37,10 +37,13 @@ from slimkit.core.errors import (
     UnsupportedModelError,
     first_line,
 )
+from slimkit.core.examples import SPEC_PREFIX, catalog
 from slimkit.core.formats import ARTIFACT_SUFFIXES
 from slimkit.core.hf import import_transformers
-from slimkit.core.io import apply_state, is_slimkit_folder, load_checkpoint, load_folder, load_weights, state_dict_of
+from slimkit.core.index import is_slimkit_folder
+from slimkit.core.io import load_folder
 from slimkit.core.record import set_source
+from slimkit.core.weights import apply_state, load_checkpoint, load_weights, state_dict_of
 
 _FACTORY = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 MODEL_SPEC_HELP = (
@@ -330,10 +333,8 @@ def load_model(
 
 
 def _model_from_text(text: str, trust_pickle: bool, pretrained: bool, allow: tuple[str, ...] = ()) -> nn.Module:
-    if text.startswith("example:"):
-        from slimkit import models
-
-        return set_source(models.get_model(text.removeprefix("example:"), pretrained=pretrained), text)
+    if text.startswith(SPEC_PREFIX):
+        return set_source(catalog().get_model(text.removeprefix(SPEC_PREFIX), pretrained=pretrained), text)
     if text.startswith("hf:"):
         return set_source(_hf_model(text.removeprefix("hf:"), pretrained), text)
     if text.startswith("hf-config:"):
@@ -348,7 +349,7 @@ def _model_from_text(text: str, trust_pickle: bool, pretrained: bool, allow: tup
         return _file_model(path, trust_pickle)
     if _FACTORY.fullmatch(text) and "/" not in text:
         model = _factory_model(text, None)
-        sio.allow_modules(text.partition(":")[0])  # the user named it: its saved folders may rebuild from it
+        trust.allow_modules(text.partition(":")[0])  # the user named it: its saved folders may rebuild from it
         return model
     if "/" in text or path.suffix:
         raise InvalidConfigError(f"{text} does not exist: check the path")
@@ -502,10 +503,8 @@ def load_data(spec: str | os.PathLike[str], *, batch_size: int | None = None) ->
         DataError: unreadable or malformed data.
     """
     text = str(spec).strip()
-    if text.startswith("example:"):
-        from slimkit import models
-
-        return models.get_data(text.removeprefix("example:"), batch_size=batch_size)
+    if text.startswith(SPEC_PREFIX):
+        return catalog().get_data(text.removeprefix(SPEC_PREFIX), batch_size=batch_size)
     path = Path(text)
     if path.suffix == ".npz":
         if not path.is_file():

@@ -8,6 +8,7 @@ light: scikit-learn and transformers are imported only when a model or dataset i
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,8 +17,7 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
-
-SPEC_PREFIX = "example:"
+from slimkit.core.examples import SPEC_PREFIX, install_catalog
 
 
 def _deferred(module: str, function: str) -> Callable[..., Any]:
@@ -119,3 +119,11 @@ def get_data(name: str, batch_size: int | None = None) -> DataSplits:
     """
     loader = _lookup("dataset", name, _DATASETS)
     return loader() if batch_size is None else loader(batch_size=batch_size)
+
+
+def example_inputs(name: str) -> tuple:
+    """Batch-1 sample inputs of the example model ``name``."""
+    return get_example(name).example_inputs()
+
+
+install_catalog(sys.modules[__name__])  # type: ignore[arg-type]  # example: specs resolve here

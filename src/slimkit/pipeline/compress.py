@@ -20,12 +20,13 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.index import sha256_of
 from slimkit.core.io import load_folder, save
 from slimkit.core.specs import load_data, load_model
 from slimkit.measure.profile import Profile
 from slimkit.pipeline.recipe import Recipe, Stage, check_against_model, load_recipe
 from slimkit.pipeline.stages import StageInputs, run_stage
-from slimkit.pipeline.target import measure_on_target, sha256_file
+from slimkit.pipeline.target import measure_on_target
 from slimkit.pipeline.workdir import ORIGINAL, OUTPUT, TMP, WorkDir, write_error
 
 
@@ -360,7 +361,7 @@ class _Run:
             example_inputs=self.example_inputs,
             folder=folder,
         )
-        measured = {"file": f"{folder.name}/{path.name}", "sha256": sha256_file(path)} if path else None
+        measured = {"file": f"{folder.name}/{path.name}", "sha256": sha256_of(path)} if path else None
         return on_target, eager, measured
 
     def commit(self, **changes: Any) -> None:

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.formats import FORMAT_NAMES, RUNTIMES, artifact_of, by_name, refusal
 from slimkit.core.registry import methods
+from slimkit.training.config import Finetune as TrainingFinetune
 
 MAX_BATCH_SIZE = 65_536
 """Largest batch size a recipe may time (a larger one would only exhaust memory)."""
@@ -46,15 +47,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
-class Finetune(_Strict):
-    """Fine-tuning between stages, optionally distilling from the original model."""
+class Finetune(TrainingFinetune):
+    """A ``finetune`` stage: fine-tuning between stages, optionally distilling from the original
+    model (the one `Finetune` shape methods use, with at least one epoch).
+
+    Attributes:
+        epochs: passes over the training split.
+        lr: peak learning rate.
+        distill: ``false`` (the task loss), ``true`` (the default distillation) or the
+            distillation options (``{method: kd, temperature: 4}``); the teacher is the
+            original model.
+    """
 
     epochs: int = Field(1, ge=1, le=10_000)
-    """Passes over the training split."""
-    lr: float = Field(1e-3, gt=0, le=10)
-    """Peak learning rate."""
-    distill: dict[str, Any] | None = None
-    """Distillation options (``{method: kd, temperature: 4}``); the teacher is the original model."""
 
 
 class Target(_Strict):
@@ -196,10 +201,10 @@ def _check_globs(value: Any, where: str) -> None:
 
 def _check_distill(options: Any, where: str) -> None:
     """Validate a finetune stage's ``distill`` options against the distill method's config."""
-    if options is None:
+    if options is None or isinstance(options, bool):
         return
     if not isinstance(options, dict):
-        raise InvalidConfigError(f"{where}: must be a mapping like {{method: kd, temperature: 4}}")
+        raise InvalidConfigError(f"{where}: must be true, false or a mapping like {{method: kd, temperature: 4}}")
     options = dict(options)
     method = options.pop("method", "kd")
     registered = methods("distill")
@@ -305,7 +310,23 @@ def load_recipe(source: str | os.PathLike[str] | dict[str, Any] | Recipe) -> Rec
         path = bundled_recipe_path(str(source))
     if not path.is_file():
         raise InvalidConfigError(f"recipe file {path} does not exist")
-    return parse_recipe(read_yaml(path))
+    raw = read_yaml(path)
+    if isinstance(raw, dict):
+        raw = {**raw, **{k: _from_folder(path.parent, raw[k]) for k in ("model", "data") if k in raw}}
+    return parse_recipe(raw)
+
+
+def _from_folder(folder: Path, spec: Any) -> Any:
+    """A relative file or folder path in a recipe's ``model``/``data`` (``hf:DIR`` too), read from
+    the recipe's folder when it is there; other specs as written."""
+    if not isinstance(spec, str):
+        return spec
+    prefix = "hf:" if spec.startswith("hf:") else ""
+    text = spec.removeprefix(prefix)
+    if not text or text.startswith("example:") or Path(text).is_absolute() or (":" in text and not prefix):
+        return spec
+    candidate = folder / text
+    return prefix + str(candidate) if candidate.exists() else spec
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

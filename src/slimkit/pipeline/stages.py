@@ -57,8 +57,8 @@ def _finetune(model: nn.Module, config: Finetune, inputs: StageInputs) -> nn.Mod
     from slimkit.training import finetune
 
     distill = None
-    if config.distill is not None:
-        options = dict(config.distill)
+    if config.distills:
+        options = dict(config.distill) if isinstance(config.distill, dict) else {}
         _, distill = resolve("distill", options.pop("method", "kd"), options)
     selection = selection_split(inputs.splits)
     trained = finetune(

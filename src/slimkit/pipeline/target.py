@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -11,17 +10,9 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.formats import artifact_of
-from slimkit.measure.profile import Profile, profile
+from slimkit.measure.profile import Profile
 from slimkit.pipeline.recipe import Target
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from slimkit.profiling import profile
 
 
 def target_metric(target: Target, splits: DataSplits) -> Any:

@@ -13,7 +13,15 @@ from slimkit.pruning import depth, structured, transformers, unstructured  # noq
 from slimkit.pruning.configs import NM, Channels, Depth, Gradual, Heads, Neurons, Unstructured
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, Member
-from slimkit.pruning.importance import BNScale, Magnitude, RandomImportance, Taylor, make_importance
+from slimkit.pruning.importance import (
+    BNScale,
+    Importance,
+    Magnitude,
+    RandomImportance,
+    Taylor,
+    make_importance,
+    register_importance,
+)
 from slimkit.pruning.unstructured import SparseStorage, cubic_sparsity, make_permanent, sparsity_of
 
 prune = make_verb(
@@ -41,6 +49,8 @@ __all__ = [
     "Unstructured",
     "cubic_sparsity",
     "make_importance",
+    "register_importance",
+    "Importance",
     "make_permanent",
     "prune",
     "sparsity_of",

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, PlainSerializer, model_validator
 
 from slimkit.core.config import Config
+from slimkit.pruning.importance import check_importance, importance_name
+from slimkit.training.config import Finetune
 
-ImportanceName = Literal["l1", "l2", "random", "bn-scale", "taylor"]
+ImportanceSpec = Annotated[Any, AfterValidator(check_importance), PlainSerializer(importance_name, return_type=str)]
+"""A registered importance name (l1, l2, random, bn-scale, taylor, or `register_importance`'s) or
+an `Importance` object; recorded by name."""
 Scope = Literal["layer", "global"]
 
 
 class _Structured(Config):
     ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of channels removed, in [0, 1)")
-    importance: ImportanceName = Field(
+    importance: ImportanceSpec = Field(
         "l1",
         description="how channels are ranked: l1/l2 weight norm, bn-scale (|gamma| of the next BatchNorm), "
-        "taylor (|w x grad|, needs data), random",
+        "taylor (|w x grad|, needs data), random, a name added with register_importance, or an Importance "
+        "object (group, modules) -> scores",
     )
     scope: Scope = Field("layer", description="'layer': the ratio in every group; 'global': one threshold")
     round_to: int = Field(1, ge=1, description="kept channels are a multiple of this (and at least this)")
@@ -57,8 +62,9 @@ class Unstructured(Config):
     """Zero the smallest weights of Conv/Linear layers; stored sparse when permanent."""
 
     method = "unstructured"
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of weights zeroed, in [0, 1)")
-    scope: Scope = Field("layer", description="'layer': the sparsity in every layer; 'global': one threshold")
+    renamed = {"sparsity": "ratio"}
+    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of weights zeroed, in [0, 1) (sparsity before 0.2)")
+    scope: Scope = Field("layer", description="'layer': the ratio in every layer; 'global': one threshold")
     importance: Literal["l1", "random"] = Field("l1", description="smallest |w| first, or random")
     permanent: bool = Field(True, description="store sparse now; False keeps trainable masks (parametrize)")
     seed: int = Field(0, description="seed of the random importance")
@@ -83,19 +89,30 @@ class Gradual(Config):
     """Zhu & Gupta's gradual magnitude pruning with fine-tuning between steps."""
 
     method = "gradual"
-    sparsity: float = Field(0.9, ge=0.0, lt=1.0, description="final sparsity s_f")
-    initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0, description="s_i")
+    renamed = {
+        "sparsity": "ratio",
+        "initial_sparsity": "initial_ratio",
+        "epochs_per_step": "finetune.epochs",
+        "lr": "finetune.lr",
+        "distill": "finetune.distill",
+    }
+    ratio: float = Field(0.9, ge=0.0, lt=1.0, description="final fraction of weights zeroed s_f (sparsity before 0.2)")
+    initial_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="s_i (initial_sparsity before 0.2)")
     steps: int = Field(5, ge=1, description="pruning steps n")
-    epochs_per_step: int = Field(1, ge=1, description="fine-tuning epochs between steps (delta t)")
+    finetune: Finetune = Field(
+        Finetune(epochs=1),
+        description="fine-tuning between steps: epochs (delta t, at least 1), lr, distill from the unpruned model "
+        "(epochs_per_step, lr, distill before 0.2)",
+    )
     final_epochs: int = Field(2, ge=0, description="fine-tuning epochs after the last step")
     scope: Scope = Field("global", description="'global': one threshold over all layers; 'layer': per layer")
-    distill: bool = Field(False, description="fine-tune by distilling from the unpruned model")
-    lr: float = Field(1e-3, gt=0, description="fine-tuning learning rate")
     permanent: bool = Field(True, description="store sparse at the end; False keeps trainable masks")
     seed: int = Field(0, description="seed of the fine-tuning")
 
     @model_validator(mode="after")
     def _ordered(self) -> Gradual:
-        if self.initial_sparsity > self.sparsity:
-            raise ValueError("initial_sparsity must not exceed sparsity")
+        if self.initial_ratio > self.ratio:
+            raise ValueError("initial_ratio must not exceed ratio")
+        if self.finetune.epochs < 1:
+            raise ValueError("finetune.epochs must be at least 1: gradual pruning fine-tunes between steps")
         return self

@@ -7,7 +7,7 @@ rows, the norm's scales and every consumer's columns at once (vectorized).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import torch
@@ -147,15 +147,60 @@ class Taylor:
         return total.abs()
 
 
-def make_importance(name: str, seed: int = 0) -> Importance:
-    """The criterion registered as ``name`` (``l1``, ``l2``, ``random``, ``bn-scale``, ``taylor``)."""
-    table = {
-        "l1": lambda: Magnitude(1),
-        "l2": lambda: Magnitude(2),
-        "random": lambda: RandomImportance(seed),
-        "bn-scale": BNScale,
-        "taylor": Taylor,
-    }
-    if name not in table:
-        raise InvalidConfigError(f"unknown importance {name!r}; valid: {', '.join(table)}")
-    return table[name]()
+IMPORTANCES: dict[str, Callable[[int], Importance]] = {
+    "l1": lambda seed: Magnitude(1),
+    "l2": lambda seed: Magnitude(2),
+    "random": RandomImportance,
+    "bn-scale": lambda seed: BNScale(),
+    "taylor": lambda seed: Taylor(),
+}
+"""Registered criteria: name -> factory taking the config's seed (`register_importance` adds)."""
+
+OBJECT_PREFIX = "object:"
+"""How the record names an `Importance` object passed directly (it is not saved, only named)."""
+
+
+def register_importance(name: str, factory: Callable[[int], Importance]) -> None:
+    """Make ``importance=name`` available to the structured pruning methods.
+
+    Args:
+        name: the name configs and recipes use.
+        factory: ``factory(seed) -> Importance``; e.g. ``lambda seed: MyScore()``.
+    """
+    if not name or name.startswith(OBJECT_PREFIX):
+        raise InvalidConfigError(f"cannot register an importance named {name!r}")
+    IMPORTANCES[name] = factory
+
+
+def check_importance(value: Any) -> Any:
+    """A registered name or an `Importance` object (a callable); anything else is refused."""
+    if isinstance(value, str):
+        if value not in IMPORTANCES and not value.startswith(OBJECT_PREFIX):
+            raise ValueError(
+                f"unknown importance {value!r}; valid: {', '.join(IMPORTANCES)}, an Importance object, "
+                "or a name added with slimkit.pruning.register_importance"
+            )
+        return value
+    if not callable(value):
+        raise ValueError(f"importance must be a name or a callable (group, modules) -> scores, got {value!r}")
+    return value
+
+
+def importance_name(value: Any) -> str:
+    """What the record stores for an importance: its name, or ``object:module.Class`` for an object."""
+    return value if isinstance(value, str) else f"{OBJECT_PREFIX}{type(value).__module__}.{type(value).__qualname__}"
+
+
+def make_importance(value: str | Importance, seed: int = 0) -> Importance:
+    """The criterion ``value`` names (``l1``, ``l2``, ``random``, ``bn-scale``, ``taylor`` or a
+    registered name), or ``value`` itself when it is an `Importance` object."""
+    if not isinstance(value, str):
+        return value
+    if value.startswith(OBJECT_PREFIX):
+        raise InvalidConfigError(
+            f"the importance {value.removeprefix(OBJECT_PREFIX)} was an object, which a record does not keep: "
+            "pass the object again (importance=MyImportance()) or register it by name"
+        )
+    if value not in IMPORTANCES:
+        raise InvalidConfigError(f"unknown importance {value!r}; valid: {', '.join(IMPORTANCES)}")
+    return IMPORTANCES[value](seed)

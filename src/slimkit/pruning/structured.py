@@ -18,8 +18,8 @@ from torch import nn
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.graph import capture
 from slimkit.core.registry import Context, register
+from slimkit.core.samples import example_batch
 from slimkit.core.walk import check_matches
-from slimkit.measure.profile import example_batch
 from slimkit.pruning.attention import convert_mha, head_attrs
 from slimkit.pruning.configs import Channels, _Structured
 from slimkit.pruning.dependency import DependencyGraph

@@ -68,7 +68,7 @@ def rebuild_masked(model: nn.Module, config: Config, state: dict[str, Any]) -> n
 def prune_unstructured(model: nn.Module, config: Unstructured, ctx: Context) -> nn.Module:
     """Zero the lowest-magnitude (or random) weights, per layer or globally."""
     layers = _layers(model, ctx)
-    masks = sparsity_masks(_scores(layers, config.importance, config.seed), config.sparsity, config.scope)
+    masks = sparsity_masks(_scores(layers, config.importance, config.seed), config.ratio, config.scope)
     apply_masks(model, masks)
     return _finish(model, list(masks), config.permanent, ctx)
 
@@ -106,26 +106,22 @@ def make_permanent(model: nn.Module, inplace: bool = True) -> nn.Module:
 @register("prune", "gradual", Gradual, rebuild=rebuild_masked)
 def prune_gradual(model: nn.Module, config: Gradual, ctx: Context) -> nn.Module:
     """Raise sparsity along the cubic schedule, fine-tuning on ``data`` between steps."""
-    from slimkit.training import finetune
 
     if ctx.data is None:
         raise InvalidConfigError("gradual pruning fine-tunes between steps: pass data= (training batches)")
     model.to(ctx.device)
-    teacher = copy.deepcopy(model).eval() if config.distill else None
+    teacher = copy.deepcopy(model).eval() if config.finetune.distills else None
     layers = _layers(model, ctx)
     names = list(layers)
     history = []
     for step in range(config.steps + 1):
-        sparsity = cubic_sparsity(step, config.steps, config.sparsity, config.initial_sparsity)
+        sparsity = cubic_sparsity(step, config.steps, config.ratio, config.initial_ratio)
         scores = {n: model.get_submodule(n).weight.detach().abs() for n in names}
         apply_masks(model, sparsity_masks(scores, sparsity, config.scope))
         history.append(round(sparsity, 6))
-        epochs = config.epochs_per_step if step < config.steps else config.final_epochs
-        if epochs:
-            model = finetune(
-                model, ctx.data, epochs=epochs, teacher=teacher, lr=config.lr, device=ctx.device,
-                seed=config.seed + step,
-            )  # fmt: skip
+        epochs = config.finetune.epochs if step < config.steps else config.final_epochs
+        tuning = config.finetune.model_copy(update={"epochs": epochs})
+        model = tuning.run(model, ctx.data, teacher, device=ctx.device, seed=config.seed + step)
     model.eval()
     return _finish(model, names, config.permanent, ctx, schedule=history)
 

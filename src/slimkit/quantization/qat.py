@@ -27,6 +27,7 @@ from slimkit.quantization.algorithms.capture import run_until
 from slimkit.quantization.algorithms.gptq import require_data
 from slimkit.quantization.algorithms.lowbit import LowBitLayer
 from slimkit.quantization.algorithms.lsq import QATWrapper
+from slimkit.training.config import Finetune
 
 QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
@@ -39,21 +40,19 @@ class QAT(Config):
         act_bits: input activation bits, 2..8 (``None``: weights only).
         group_size: per-group weight steps for Linears (must divide ``in_features``);
             ``None``: one step per output channel.
-        epochs: fine-tuning epochs over ``data`` (0: no training, plain PTQ).
-        lr: peak learning rate.
-        distill: distill from the original float model (else the targets' cross-entropy).
+        finetune: fine-tuning with the fake-quantized layers: ``epochs`` over ``data`` (0: no
+            training, plain PTQ), peak ``lr``, ``distill`` from the float model (default) or
+            not (the targets' loss). ``epochs``/``lr``/``distill`` before 0.2.
         calibration_batches: batches used to initialize the activation steps.
         seed: training seed.
     """
 
     method = "qat"
-    renamed = {"weight_bits": "bits"}
+    renamed = {"weight_bits": "bits", "epochs": "finetune.epochs", "lr": "finetune.lr", "distill": "finetune.distill"}
     bits: int = Field(4, ge=2, le=8)
     act_bits: int | None = Field(8, ge=2, le=8)
     group_size: int | None = Field(None, ge=1)
-    epochs: int = Field(3, ge=0)
-    lr: float = Field(1e-4, gt=0)
-    distill: bool = True
+    finetune: Finetune = Finetune(epochs=3, lr=1e-4, distill=True)
     calibration_batches: int = Field(4, ge=1)
     seed: int = 0
 
@@ -117,14 +116,9 @@ def quantize_qat(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
     require_data(ctx, "qat")
     home = model_device(model)
     model.to(ctx.device).eval()
-    teacher = copy.deepcopy(model).eval() if config.distill and config.epochs else None
+    teacher = copy.deepcopy(model).eval() if config.finetune.distills and config.finetune.epochs else None
     wrappers = _wrap(model, config, ctx)
-    if config.epochs:
-        from slimkit.training import finetune
-
-        finetune(
-            model, ctx.data, epochs=config.epochs, teacher=teacher, lr=config.lr, device=ctx.device, seed=config.seed
-        )
+    config.finetune.run(model, ctx.data, teacher, device=ctx.device, seed=config.seed)
     model.eval()
     skipped = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
     if skipped:

@@ -108,7 +108,7 @@ def export(
         UnsupportedModelError: an op the format cannot express, or failed parity.
         MissingExtraError: the format's optional dependency is not installed.
     """
-    from slimkit.measure.profile import example_batch
+    from slimkit.core.samples import example_batch
     from slimkit.runtime import load as load_runtime
 
     path = Path(path)

@@ -18,8 +18,8 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.samples import example_batch
 from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
-from slimkit.measure.profile import example_batch
 from slimkit.measure.size import tensor_bytes
 from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
 from slimkit.search.candidates import CandidateConfig, Setting, candidates

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
+from torch import nn
 
 from slimkit.core.config import Config
 
@@ -61,3 +63,44 @@ class TrainConfig(Config):
     metric: Literal["accuracy", "fidelity"] | None = None
     eval_limit: int | None = Field(None, ge=1)
     find_unused_parameters: bool = False
+
+
+class Finetune(Config):
+    """How fine-tuning runs, in the one shape every fine-tuning option takes: QAT's, separable's,
+    gradual pruning's ``finetune:`` field and the recipe's ``finetune`` stage.
+
+    Attributes:
+        epochs: passes over the training data (0: no fine-tuning).
+        lr: peak learning rate.
+        distill: ``false``: the data's task loss; ``true``: distill from the model as it was
+            before the method, with the default loss; a mapping: that distillation method's
+            options, e.g. ``{method: kd, temperature: 4}``.
+    """
+
+    epochs: int = Field(1, ge=0, le=10_000)
+    lr: float = Field(1e-3, gt=0, le=10)
+    distill: bool | dict[str, Any] = False
+
+    @field_validator("distill", mode="before")
+    @classmethod
+    def _null_is_false(cls, value: Any) -> Any:
+        return False if value is None else value
+
+    @property
+    def distills(self) -> bool:
+        """Whether training distills from the model before the method."""
+        return self.distill is not False
+
+    def run(self, model: nn.Module, data: Iterable[Any], original: nn.Module | None, **options: Any) -> nn.Module:
+        """Fine-tune ``model`` on ``data`` as configured (``original`` is the teacher when distilling).
+
+        ``options`` are `finetune`'s (device, seed, eval_data, ...). Returns the model unchanged
+        when ``epochs`` is 0.
+        """
+        from slimkit.training import finetune
+
+        if not self.epochs:
+            return model
+        teacher = original if self.distills else None
+        distill = self.distill if isinstance(self.distill, dict) and self.distill else None
+        return finetune(model, data, epochs=self.epochs, lr=self.lr, teacher=teacher, distill=distill, **options)
