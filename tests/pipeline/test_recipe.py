@@ -82,30 +82,19 @@ def test_recipe_reference_says_what_every_option_means():
     assert not unexplained, f"options without a meaning: {unexplained}"
 
 
-def test_attribute_docs_read_google_sections_through_the_bases():
-    from slimkit.pipeline.schema import attribute_docs
+def test_config_fields_are_documented_one_way():
+    """Every option's meaning is the attribute docstring under its field (pydantic reads it into
+    the JSON schema); no config class keeps a Google ``Attributes:`` section a parser would need."""
+    from slimkit.core.registry import methods
+    from slimkit.pipeline.recipe import Recipe, Target
 
-    class Base:
-        """Base.
-
-        Attributes:
-            rank (int): the rank,
-                over two lines.
-            seed: the seed.
-
-        Raises:
-            ValueError: never an attribute.
-        """
-
-    class Child(Base):
-        """Child.
-
-        Attributes:
-            seed: the child's seed.
-        """
-
-    assert attribute_docs(Child) == {"rank": "the rank, over two lines.", "seed": "the child's seed."}
-    assert attribute_docs(int) == {}
+    verbs = ("quantize", "prune", "decompose", "accelerate", "distill")
+    configs = {m.config for verb in verbs for m in methods(verb).values()}
+    ours = [k for c in (*configs, Recipe, Target) for k in c.__mro__ if k.__module__.startswith("slimkit")]
+    sections = sorted({k.__name__ for k in ours if "Attributes:" in (k.__doc__ or "")})
+    assert not sections, f"config classes documenting fields in an Attributes: section: {sections}"
+    schema = Target.model_json_schema()["properties"]
+    assert "p50 latency" in schema["max_latency_ms"]["description"]
 
 
 @pytest.mark.parametrize(

@@ -27,19 +27,15 @@ from slimkit.training.config import Finetune
 
 
 class Fuse(Config):
-    """BatchNorm folding, conv/linear + ReLU fusion and channels_last (inference only).
-
-    Attributes:
-        relu: fuse conv/linear + ReLU into ``torch.ao.nn.intrinsic`` modules (what static
-            quantization consumes; the same speed in float eager mode).
-        channels_last: ``"auto"`` switches 4-D weights to channels_last only when a quick
-            measurement on the current device shows the model runs faster; ``True``/``False``
-            force it.
-    """
+    """BatchNorm folding, conv/linear + ReLU fusion and channels_last (inference only)."""
 
     method: ClassVar[str] = "fuse"
     relu: bool = True
+    """fuse conv/linear + ReLU into ``torch.ao.nn.intrinsic`` modules (what static quantization
+    consumes; the same speed in float eager mode)."""
     channels_last: bool | Literal["auto"] = "auto"
+    """``"auto"`` switches 4-D weights to channels_last only when a quick measurement on the
+    current device shows the model runs faster; ``True``/``False`` force it."""
 
 
 def _has_4d_weights(model: nn.Module) -> bool:
@@ -111,18 +107,15 @@ register("accelerate", "fuse", Fuse, rebuild=_rebuild_fuse)(_fuse)
 
 
 class Winograd(Config):
-    """Replace 3×3 stride-1 convolutions by `WinogradConv2d`.
-
-    Attributes:
-        tile: ``"auto"`` times direct, F(2×2,3×3) and F(4×4,3×3) per layer on the current
-            device and converts a layer only to a tile that is faster (so the model never
-            gets slower); ``2`` or ``4`` converts every eligible layer with that tile.
-        margin: with ``"auto"``, a tile must take under ``margin`` × the direct time.
-    """
+    """Replace 3×3 stride-1 convolutions by `WinogradConv2d`."""
 
     method: ClassVar[str] = "winograd"
     tile: Literal["auto", 2, 4] = "auto"
+    """``"auto"`` times direct, F(2×2,3×3) and F(4×4,3×3) per layer on the current device and
+    converts a layer only to a tile that is faster (so the model never gets slower); ``2`` or
+    ``4`` converts every eligible layer with that tile."""
     margin: float = Field(0.95, gt=0, le=1)
+    """with ``"auto"``, a tile must take under ``margin`` × the direct time."""
 
 
 def _layer_inputs(model: nn.Module, names: list[str], batch: Any) -> dict[str, torch.Tensor]:
@@ -208,17 +201,15 @@ register("accelerate", "winograd", Winograd, rebuild=_rebuild_winograd)(_winogra
 class Separable(Config):
     """Replace k×k convolutions by depthwise k×k + pointwise 1×1, initialized by per-channel
     SVD, then (with ``data`` and ``finetune.epochs``) distill from the original model.
-
-    Attributes:
-        rank: depthwise filters per input channel (1: the classic separable convolution).
-        finetune: fine-tuning on ``data`` after the conversion (default: none; distilling from
-            the original model). ``finetune_epochs``/``lr`` before 0.2.
     """
 
     method: ClassVar[str] = "separable"
     renamed = {"finetune_epochs": "finetune.epochs", "lr": "finetune.lr"}
     rank: int = Field(1, ge=1, le=64)
+    """depthwise filters per input channel (1: the classic separable convolution)."""
     finetune: Finetune = Finetune(epochs=0, distill=True)
+    """fine-tuning on ``data`` after the conversion (default: none; distilling from the original
+    model). ``finetune_epochs``/``lr`` before 0.2."""
 
 
 def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:

@@ -14,13 +14,29 @@ class Config(BaseModel):
     """Base of all method configs: validated, immutable, unknown fields rejected.
 
     Subclasses set ``method`` to their registered name and declare fields with
-    defaults, so ``Cfg()`` is always a sensible starting point.
+    defaults, so ``Cfg()`` is always a sensible starting point. A field's meaning is the
+    docstring under it (pydantic's attribute docstrings, shown by ``model_json_schema()`` and
+    the recipe reference); a subclass that only changes a default keeps its base's text.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, use_attribute_docstrings=True)
     method: ClassVar[str] = ""
     renamed: ClassVar[dict[str, str]] = {}
     """Old field name -> new one: the old spelling still works for one release, with a warning."""
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        inherited: dict[str, str] = {}
+        for base in cls.__mro__[1:]:
+            for name, field in getattr(base, "model_fields", {}).items():
+                if field.description:
+                    inherited.setdefault(name, field.description)
+        undocumented = [name for name, field in cls.model_fields.items() if not field.description and name in inherited]
+        for name in undocumented:
+            cls.model_fields[name].description = inherited[name]
+        if undocumented:
+            cls.model_rebuild(force=True)
 
     @model_validator(mode="before")
     @classmethod

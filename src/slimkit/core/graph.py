@@ -25,14 +25,24 @@ from torch.fx.passes.shape_prop import ShapeProp, _extract_tensor_metadata
 
 from slimkit.core.errors import UnsupportedModelError, first_line
 
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
 
 class _Tracer(fx.Tracer):
-    """The default fx tracer, remembering which module it was in when tracing failed."""
+    """The default fx tracer, remembering which module it was in when tracing failed; modules of
+    ``leaf_types`` stay whole like ``torch.nn``'s own layers."""
 
-    def __init__(self) -> None:
+    def __init__(self, leaf_types: tuple[type[nn.Module], ...] = ()) -> None:
         super().__init__()
         self.stack: list[str] = []
         self.failed_in: str | None = None
+        self.leaf_types = leaf_types
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        """``torch.nn`` layers, subclasses of them that keep their ``forward`` (not containers),
+        and ``leaf_types``."""
+        inherited = type(m).forward.__module__.startswith("torch.nn.") and not isinstance(m, _CONTAINERS)
+        return inherited or isinstance(m, self.leaf_types) or super().is_leaf_module(m, module_qualified_name)
 
     def call_module(self, m: nn.Module, forward: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         self.stack.append(self.path_of_module(m))
@@ -51,13 +61,13 @@ def _where(name: str | None, model: nn.Module) -> str:
     return f"in module {name} ({type(model.get_submodule(name)).__name__})"
 
 
-def _fx_trace(model: nn.Module) -> fx.GraphModule:
+def _fx_trace(model: nn.Module, leaf_types: tuple[type[nn.Module], ...]) -> fx.GraphModule:
     """``torch.fx.symbolic_trace``, with the failing module named in the error.
 
     Raises:
         RuntimeError: (chained to fx's error) naming the module being traced when it failed.
     """
-    tracer = _Tracer()
+    tracer = _Tracer(leaf_types)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # fx raises TraceError, TypeError, NotImplementedError, ... for untraceable code
@@ -87,9 +97,9 @@ def _running_modules(model: nn.Module) -> Iterator[list[str]]:
             handle.remove()
 
 
-def _leaves(model: nn.Module) -> set[str]:
-    """Names of the modules fx keeps whole: ``torch.nn``'s own layers."""
-    tracer = fx.Tracer()
+def _leaves(model: nn.Module, leaf_types: tuple[type[nn.Module], ...]) -> set[str]:
+    """Names of the modules fx keeps whole: ``torch.nn``'s own layers and ``leaf_types``."""
+    tracer = _Tracer(leaf_types)
     return {name for name, module in model.named_modules() if name and tracer.is_leaf_module(module, name)}
 
 
@@ -112,12 +122,12 @@ def _meta(node: fx.Node, source: fx.Node) -> fx.Node:
 class _Folder:
     """Rebuilds an exported ATen graph with each ``torch.nn`` layer call as one ``call_module`` node."""
 
-    def __init__(self, model: nn.Module, exported: fx.GraphModule):
+    def __init__(self, model: nn.Module, exported: fx.GraphModule, leaf_types: tuple[type[nn.Module], ...]):
         self.graph = fx.Graph()
         self.env: dict[fx.Node, fx.Node] = {}
         self.unit: list[fx.Node] = []
         self.unit_name: str | None = None
-        leaves = _leaves(model)
+        leaves = _leaves(model, leaf_types)
         for node in exported.graph.nodes:
             leaf = _leaf_of(node, leaves) if node.op == "call_function" else None
             if leaf != self.unit_name or leaf is None:
@@ -162,7 +172,9 @@ class _Folder:
         self.unit, self.unit_name = [], None
 
 
-def _export_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> fx.GraphModule:
+def _export_trace(
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], leaf_types: tuple[type[nn.Module], ...]
+) -> fx.GraphModule:
     """The model as `torch.export` (non-strict) sees it, folded back to layer calls.
 
     Raises:
@@ -174,7 +186,7 @@ def _export_trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any
         except Exception as exc:  # export raises many kinds (UserError, GuardOnDataDependentSymNode, ...)
             where = _where(stack[-1] if stack else None, model)
             raise RuntimeError(f"{type(exc).__name__}: {first_line(exc)} ({where})") from exc
-    gm = fx.GraphModule(model, _Folder(model, exported).graph, type(model).__name__)
+    gm = fx.GraphModule(model, _Folder(model, exported, leaf_types).graph, type(model).__name__)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm
@@ -204,6 +216,7 @@ def capture(
     *,
     hint: str = "",
     tracer: Literal["auto", "fx", "export"] = "auto",
+    leaf_types: tuple[type[nn.Module], ...] = (),
 ) -> fx.GraphModule:
     """Trace ``model`` into an fx graph annotated with the shapes seen on ``example_inputs``.
 
@@ -212,6 +225,7 @@ def capture(
         example_inputs: positional inputs (a tuple) or keyword inputs (a dict).
         hint: appended to the error message, telling the user what to do instead.
         tracer: ``"auto"`` tries torch.fx, then torch.export; ``"fx"`` or ``"export"`` only that one.
+        leaf_types: module types kept as one ``call_module`` node besides ``torch.nn``'s layers.
 
     Returns:
         A `torch.fx.GraphModule` whose nodes carry ``meta["tensor_meta"]`` where they are tensors;
@@ -227,11 +241,11 @@ def capture(
     for name in ("fx", "export") if tracer == "auto" else (tracer,):
         try:
             if name == "fx":
-                gm = _fx_trace(model)
+                gm = _fx_trace(model, leaf_types)
                 _with_shapes(gm, model, args, kwargs)
             else:
                 with torch.no_grad():
-                    gm = _export_trace(model, args, kwargs)
+                    gm = _export_trace(model, args, kwargs, leaf_types)
         except RuntimeError as exc:
             errors.append(f"torch.{name}: {exc}")
             continue

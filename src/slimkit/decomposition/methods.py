@@ -25,23 +25,18 @@ LARGE_ERROR = 0.5
 
 
 class _Decomposition(Config):
-    """Options every decomposition shares.
-
-    Attributes:
-        rank: per layer: an int, a fraction of the full rank, "energy:X" (share of the
-            spectrum's energy kept), "params:X" / "macs:X" (budget), or "vbmf" (EVBMF,
-            floored at half the energy).
-        max_error: largest relative weight error ‖W − Ŵ‖ / ‖W‖ accepted for a layer; a layer
-            above it stays dense and is listed as skipped with its error. None: 0.5 for
-            ``vbmf`` (an estimate, not your choice); no limit for ranks you gave, but a
-            warning names every layer above 0.5.
-        force: decompose even where the rank saves no weights or MACs, or exceeds ``max_error``.
-    """
+    """Options every decomposition shares."""
 
     layers: ClassVar[tuple[type[FactorizedLayer], ...]] = ()
     rank: RankValue = "energy:0.9"
+    """per layer: an int, a fraction of the full rank, "energy:X" (share of the spectrum's energy
+    kept), "params:X" / "macs:X" (budget), or "vbmf" (EVBMF, floored at half the energy)."""
     max_error: float | None = Field(None, gt=0)
+    """largest relative weight error ‖W − Ŵ‖ / ‖W‖ accepted for a layer; a layer above it stays
+    dense and is listed as skipped with its error. None: 0.5 for ``vbmf`` (an estimate, not
+    your choice); no limit for ranks you gave, but a warning names every layer above 0.5."""
     force: bool = False
+    """decompose even where the rank saves no weights or MACs, or exceeds ``max_error``."""
 
 
 class SVD(_Decomposition):
@@ -80,9 +75,12 @@ class TT(_Decomposition):
     method = "tt"
     layers = (TTLinear,)
     rank: RankValue = 16
-    cores: int = Field(3, ge=2, le=8, description="number of TT cores when factors are not given")
-    in_factors: tuple[int, ...] | None = Field(None, min_length=2, description="factors of in_features")
-    out_factors: tuple[int, ...] | None = Field(None, min_length=2, description="factors of out_features")
+    cores: int = Field(3, ge=2, le=8)
+    """number of TT cores when factors are not given"""
+    in_factors: tuple[int, ...] | None = Field(None, min_length=2)
+    """factors of in_features"""
+    out_factors: tuple[int, ...] | None = Field(None, min_length=2)
+    """factors of out_features"""
 
 
 def _layer_class(config: _Decomposition, module: nn.Module) -> type[FactorizedLayer] | None:

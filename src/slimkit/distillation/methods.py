@@ -11,61 +11,50 @@ from slimkit.core.errors import InvalidConfigError
 
 
 class KD(Config):
-    """Hinton logit distillation.
-
-    Attributes:
-        temperature: softmax temperature T (the loss is scaled by T²).
-        alpha: weight of the soft (teacher) term; ``1 - alpha`` goes to the hard labels.
-    """
+    """Hinton logit distillation."""
 
     method = "kd"
     temperature: float = Field(4.0, gt=0)
+    """softmax temperature T (the loss is scaled by T²)."""
     alpha: float = Field(0.9, ge=0, le=1)
+    """weight of the soft (teacher) term; ``1 - alpha`` goes to the hard labels."""
 
 
 class Hints(Config):
     """FitNets feature hints: ``student layer -> teacher layer``, through a learned adapter
     (1x1 conv for feature maps, linear otherwise) trained with the student.
-
-    Attributes:
-        layers: student module name -> teacher module name.
-        weight: weight of the summed hint losses.
-        adapter: learn the adapter; ``False`` compares the features directly (same shapes
-            needed), e.g. a transformer student's hidden states with its teacher's.
     """
 
     method = "hint"
     layers: dict[str, str] = Field(min_length=1)
+    """student module name -> teacher module name."""
     weight: float = Field(1.0, ge=0)
+    """weight of the summed hint losses."""
     adapter: bool = True
+    """learn the adapter; ``False`` compares the features directly (same shapes needed), e.g. a
+    transformer student's hidden states with its teacher's."""
 
 
 class Attention(Config):
-    """Attention transfer between the spatial attention maps of named layers.
-
-    Attributes:
-        layers: student module name -> teacher module name.
-        weight: weight of the summed losses (β/2 with the paper's β = 1000).
-        p: exponent of the attention map.
-    """
+    """Attention transfer between the spatial attention maps of named layers."""
 
     method = "attention"
     layers: dict[str, str] = Field(min_length=1)
+    """student module name -> teacher module name."""
     weight: float = Field(500.0, ge=0)
+    """weight of the summed losses (β/2 with the paper's β = 1000)."""
     p: float = Field(2.0, gt=0)
+    """exponent of the attention map."""
 
 
 class Embedding(Config):
-    """Embedding distillation for representation models (outputs compared directly).
-
-    Attributes:
-        loss: ``"cosine"`` (1 - cosine) or ``"mse"``.
-        weight: weight of the term.
-    """
+    """Embedding distillation for representation models (outputs compared directly)."""
 
     method = "embedding"
     loss: Literal["cosine", "mse"] = "cosine"
+    """``"cosine"`` (1 - cosine) or ``"mse"``."""
     weight: float = Field(1.0, ge=0)
+    """weight of the term."""
 
 
 class Combined(Config):

@@ -25,18 +25,15 @@ Spacing = Literal["spread", "stride"]
 
 
 class Shrink(Config):
-    """Keep a fraction ``depth`` of a transformer's layers.
-
-    Attributes:
-        depth: fraction of the layers kept (``round(n·depth)``, at least one).
-        spacing: ``"spread"``: evenly spaced from the first layer to the last, DistilBERT's
-            pick (12 -> 0, 2, 4, 7, 9, 11; 6 -> 0, 3, 5); ``"stride"``: every k-th layer
-            from the first (6 -> 0, 2, 4), which drops the teacher's last layer.
-    """
+    """Keep a fraction ``depth`` of a transformer's layers."""
 
     method = "shrink"
     depth: float = Field(0.5, gt=0, le=1)
+    """fraction of the layers kept (``round(n·depth)``, at least one)."""
     spacing: Spacing = "spread"
+    """``"spread"``: evenly spaced from the first layer to the last, DistilBERT's pick (12 -> 0,
+    2, 4, 7, 9, 11; 6 -> 0, 3, 5); ``"stride"``: every k-th layer from the first (6 -> 0, 2,
+    4), which drops the teacher's last layer."""
 
 
 def find_layer_stack(model: nn.Module) -> tuple[str, nn.ModuleList, Any]:

@@ -49,17 +49,10 @@ class _Strict(BaseModel):
 
 class Finetune(TrainingFinetune):
     """A ``finetune`` stage: fine-tuning between stages, optionally distilling from the original
-    model (the one `Finetune` shape methods use, with at least one epoch).
-
-    Attributes:
-        epochs: passes over the training split.
-        lr: peak learning rate.
-        distill: ``false`` (the task loss), ``true`` (the default distillation) or the
-            distillation options (``{method: kd, temperature: 4}``); the teacher is the
-            original model.
-    """
+    model (the one `Finetune` shape methods use, with at least one epoch)."""
 
     epochs: int = Field(1, ge=1, le=10_000)
+    """passes over the training split."""
 
 
 class Target(_Strict):

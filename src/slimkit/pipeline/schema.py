@@ -5,9 +5,7 @@ Run ``python -m slimkit.pipeline.schema > docs/recipes.md``; a test checks it is
 
 from __future__ import annotations
 
-import inspect
 import json
-import re
 
 from pydantic import BaseModel
 
@@ -21,41 +19,14 @@ def _type_name(annotation: object) -> str:
     return text.replace("typing.", "").replace("|", "\\|")
 
 
-_ATTRIBUTE = re.compile(r"^ {4}(\w+)(?: \([^)]*\))?: (.*)$")
-"""One Google-style ``Attributes:`` entry: ``    name: text`` or ``    name (type): text``."""
-
-
-def _parse_attributes(doc: str) -> dict[str, str]:
-    """``{name: text}`` of the ``Attributes:`` section of a (dedented) docstring."""
-    entries: dict[str, str] = {}
-    name = None
-    for line in doc.partition("Attributes:\n")[2].splitlines():
-        if line.strip() and not line.startswith(" "):  # the next section
-            break
-        if match := _ATTRIBUTE.match(line):
-            name, entries[match[1]] = match[1], match[2].strip()
-        elif name and line.strip():
-            entries[name] += " " + line.strip()
-    return entries
-
-
-def attribute_docs(cls: type) -> dict[str, str]:
-    """What the ``Attributes:`` sections of ``cls`` and its bases say of each field."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        docs.update(_parse_attributes(inspect.getdoc(klass) if klass.__doc__ else ""))
-    return docs
-
-
 def _field_rows(cls: type[BaseModel]) -> list[str]:
     rows = []
-    described = attribute_docs(cls)
     for name, info in cls.model_fields.items():
         default = (
             "required" if info.is_required() else json.dumps(info.get_default(call_default_factory=True), default=str)
         )
         kind = _type_name(info.annotation)
-        meaning = (info.description or described.get(name, "")).strip().replace("|", "\\|")
+        meaning = (info.description or "").strip().replace("|", "\\|")
         rows.append(f"| `{name}` | {kind} | {default} | {' '.join(meaning.split())} |")
     return rows
 

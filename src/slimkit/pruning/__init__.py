@@ -22,6 +22,7 @@ from slimkit.pruning.importance import (
     make_importance,
     register_importance,
 )
+from slimkit.pruning.layers import LayerPruner, register_layer_pruner
 from slimkit.pruning.unstructured import SparseStorage, cubic_sparsity, make_permanent, sparsity_of
 
 prune = make_verb(
@@ -40,6 +41,7 @@ __all__ = [
     "Gradual",
     "Group",
     "Heads",
+    "LayerPruner",
     "Magnitude",
     "Member",
     "Neurons",
@@ -50,6 +52,7 @@ __all__ = [
     "cubic_sparsity",
     "make_importance",
     "register_importance",
+    "register_layer_pruner",
     "Importance",
     "make_permanent",
     "prune",

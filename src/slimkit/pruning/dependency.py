@@ -23,6 +23,7 @@ from torch import fx, nn
 
 from slimkit.core.graph import node_shape
 from slimkit.pruning.groups import TENSOR_AXIS, Group, Member
+from slimkit.pruning.layers import LayerPruner, custom_pruner
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,9 @@ class DependencyGraph:
         self._block_shapes(node)
         flow = self._flow(node.args[0]) if node.args else None
         shape = node_shape(node)
+        custom = custom_pruner(mod)
+        if custom is not None and shape is not None and node.args:
+            return self._custom(name, mod, custom, flow, _ndim(node.args[0]), len(shape))
         if isinstance(mod, nn.modules.conv._ConvNd) and not mod.transposed:
             return self._conv(name, mod, flow)
         if isinstance(mod, nn.Linear) and shape is not None:
@@ -242,6 +246,24 @@ class DependencyGraph:
             self.opaque[name] = f"{type(mod).__name__} is a layer channel pruning cannot follow"
         self._block_all(node, f"{name} ({type(mod).__name__}) is a layer channel pruning cannot follow")
         return None
+
+    def _custom(
+        self, name: str, mod: nn.Module, pruner: LayerPruner, flow: Flow | None, in_ndim: int | None, out_ndim: int
+    ) -> Flow | None:
+        """A layer type registered with `register_layer_pruner`: as its `LayerPruner` says."""
+        follows = flow is not None and in_ndim is not None and flow.dim == pruner.channel_dim % in_ndim
+        if pruner.kind == "per-channel":
+            if follows and all(s.repeat == 1 for s in flow.segs):
+                self._attach(flow, name, "out")
+                return flow
+            if flow is not None:
+                self._block(flow, f"{name} ({type(mod).__name__}) is applied along another axis")
+            return None
+        if follows:
+            self._attach(flow, name, "in")
+        elif flow is not None:
+            self._block(flow, f"{name} ({type(mod).__name__}) is applied along another axis")
+        return self._produce(name, pruner.length(mod, "out"), pruner.channel_dim % out_ndim, pruner.blocks(mod))
 
     def _conv(self, name: str, mod: nn.modules.conv._ConvNd, flow: Flow | None) -> Flow | None:
         """A convolution: depthwise ones carry their input's channels, others start a space.

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from slimkit.core.errors import InvalidConfigError
+from slimkit.pruning.layers import axis_length as layer_axis_length
+from slimkit.pruning.layers import layer_pruner
 
 AXES = ("out", "in")
 TENSOR_AXIS = "dim"
@@ -81,19 +83,7 @@ def axis_length(module: nn.Module | torch.Tensor, axis: str) -> int:
     """Length of ``axis`` of a prunable layer or raw tensor (see `Member`)."""
     if isinstance(module, torch.Tensor):
         return module.shape[int(axis[len(TENSOR_AXIS) :])]
-    if isinstance(module, nn.Linear):
-        return module.out_features if axis == "out" else module.in_features
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return module.out_channels if axis == "out" else module.in_channels
-    if isinstance(module, nn.Embedding):
-        return module.embedding_dim
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return module.num_features
-    if isinstance(module, nn.GroupNorm):
-        return module.num_channels
-    if isinstance(module, nn.LayerNorm):
-        return module.normalized_shape[-1]
-    raise InvalidConfigError(f"{type(module).__name__} has no prunable axis {axis!r}")
+    return layer_axis_length(module, axis)
 
 
 def parse_groups(model: nn.Module, specs: list[list[str]]) -> list[Group]:
@@ -125,11 +115,8 @@ def parse_groups(model: nn.Module, specs: list[list[str]]) -> list[Group]:
 
 def axis_blocks(module: nn.Module) -> int:
     """Equal blocks a layer's channels come in: a grouped (not depthwise) conv's groups, a GroupNorm's."""
-    if isinstance(module, nn.modules.conv._ConvNd) and not module.groups == module.in_channels == module.out_channels:
-        return module.groups
-    if isinstance(module, nn.GroupNorm) and module.num_groups != module.num_channels:
-        return module.num_groups
-    return 1
+    pruner = layer_pruner(module)
+    return 1 if pruner is None else pruner.blocks(module)
 
 
 def layer_table(model: nn.Module) -> dict[str, nn.Module | torch.Tensor]:

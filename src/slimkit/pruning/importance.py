@@ -17,23 +17,13 @@ from torch import nn
 from slimkit.core.data import iter_batches, primary_output, run_model
 from slimkit.core.errors import InvalidConfigError
 from slimkit.pruning.groups import Group, Member
-
-NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+from slimkit.pruning.layers import layer_pruner
 
 
 class Importance(Protocol):
     """Scores the channels of a group."""
 
     def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor: ...
-
-
-def _input_rows(module: nn.Module, w: torch.Tensor) -> torch.Tensor:
-    """The weight as one row per input channel (a grouped conv's rows come from its group only)."""
-    groups = getattr(module, "groups", 1)
-    if groups == 1 or groups == w.shape[0] == module.in_channels:
-        return w.transpose(0, 1)
-    per = w.shape[1]
-    return w.reshape(groups, w.shape[0] // groups, per, -1).permute(0, 2, 1, 3).reshape(groups * per, -1)
 
 
 def member_slices(
@@ -52,14 +42,12 @@ def member_slices(
     weight = getattr(module, "weight", None)
     if weight is None or pick(weight) is None:
         return []
-    w = pick(weight)
-    if isinstance(module, nn.Embedding):
-        return [w[:, start:stop].t().reshape(size, -1)]
-    if member.axis == "in":
-        return [_input_rows(module, w)[start:stop].reshape(size, -1)]
-    slices = [w[start:stop].reshape(size, -1)]
+    pruner = layer_pruner(module)
+    if pruner is None:
+        return []
+    slices = [pruner.rows(module, member.axis, pick(weight))[start:stop].reshape(size, -1)]
     bias = getattr(module, "bias", None)
-    if isinstance(bias, torch.Tensor) and pick(bias) is not None:
+    if member.axis == "out" and isinstance(bias, torch.Tensor) and pick(bias) is not None:
         slices.append(pick(bias)[start:stop].reshape(size, -1))
     return slices
 
@@ -97,11 +85,17 @@ class RandomImportance:
         return torch.rand(group.size, generator=self.generator)
 
 
+def _per_channel(layer: nn.Module | torch.Tensor) -> bool:
+    """A norm-like layer: one scale per channel (``weight`` may be absent)."""
+    pruner = layer_pruner(layer) if isinstance(layer, nn.Module) else None
+    return pruner is not None and pruner.kind == "per-channel" and getattr(layer, "weight", None) is not None
+
+
 class BNScale:
     """|gamma| of the group's normalization layers (network slimming); magnitude when it has none."""
 
     def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
-        norms = [m for m in group.members if isinstance(modules[m.module], NORMS) and m.axis == "out"]
+        norms = [m for m in group.members if m.axis == "out" and _per_channel(modules[m.module])]
         if not norms:
             return Magnitude(1)(group, modules)
         scales = [modules[m.module].weight.detach()[m.offset : m.offset + group.size].abs() for m in norms]

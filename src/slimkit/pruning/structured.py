@@ -19,12 +19,12 @@ from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.graph import capture
 from slimkit.core.registry import Context, register
 from slimkit.core.samples import example_batch
-from slimkit.core.walk import check_matches
 from slimkit.pruning.attention import convert_mha, head_attrs
 from slimkit.pruning.configs import Channels, _Structured
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, layer_table, parse_groups
 from slimkit.pruning.importance import make_importance
+from slimkit.pruning.layers import custom_layer_types, layer_pruner
 from slimkit.pruning.surgery import apply_keeps, plan_keeps
 
 GROUPS_HINT = (
@@ -51,9 +51,27 @@ def example_inputs_for(model: nn.Module, ctx: Context) -> Any:
 
 def graph_groups(model: nn.Module, ctx: Context) -> list[Group]:
     """Groups of the model's dependency graph; layers it cannot follow are listed as skipped."""
-    graph = DependencyGraph(capture(model, example_inputs_for(model, ctx), hint=GROUPS_HINT))
+    graph = DependencyGraph(
+        capture(model, example_inputs_for(model, ctx), hint=GROUPS_HINT, leaf_types=custom_layer_types())
+    )
+    groups = graph.groups()
     ctx.state.setdefault("skipped", {}).update(graph.opaque)
-    return graph.groups()
+    ctx.state["skipped"].update(_unknown_layers(model, groups))
+    return groups
+
+
+def _unknown_layers(model: nn.Module, groups: list[Group]) -> dict[str, str]:
+    """Modules holding parameters no group reaches, of a type channel pruning does not know."""
+    reached = {member.module for group in groups for member in group.members}
+    unknown = {}
+    for name, module in model.named_modules():
+        own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
+        if own and layer_pruner(module) is None and name not in reached and not reached.intersection(own):
+            unknown[name or type(module).__name__] = (
+                f"{type(module).__name__} holds parameters of a layer type channel pruning does not know: "
+                "teach it with sk.pruning.register_layer_pruner"
+            )
+    return unknown
 
 
 def _top(score: torch.Tensor, count: int, blocks: int) -> torch.Tensor:
@@ -125,5 +143,4 @@ def _explicit(model: nn.Module, config: _Structured) -> list[Group] | None:
 @register("prune", "channels", Channels, rebuild=rebuild_structured)
 def prune_channels(model: nn.Module, config: Channels, ctx: Context) -> nn.Module:
     """Remove channels of every prunable group of the dependency graph."""
-    check_matches(model, ctx.selector)
     return prune_groups(model, _explicit(model, config) or graph_groups(model, ctx), config, ctx)

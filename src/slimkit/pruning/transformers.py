@@ -31,7 +31,7 @@ from torch import nn
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.layers import linearize
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import Selector, check_matches, replace_module
+from slimkit.core.walk import Selector, replace_module
 from slimkit.pruning.attention import (
     AttentionSite,
     convert_mha,
@@ -280,7 +280,6 @@ def _check_removed(groups: list[Group], state: dict[str, Any], ratio: float) -> 
 @register("prune", "heads", Heads, rebuild=rebuild_transformer)
 def prune_heads(model: nn.Module, config: Heads, ctx: Context) -> nn.Module:
     """Remove attention heads (whole key/value groups under grouped-query attention)."""
-    check_matches(model, ctx.selector)
     names, skipped = convertible_mha(model, ctx.selector)
     convert_mha(model, names)
     ctx.state.update(converted=names, skipped=skipped)
@@ -305,7 +304,6 @@ def prune_heads(model: nn.Module, config: Heads, ctx: Context) -> nn.Module:
 @register("prune", "neurons", Neurons, rebuild=rebuild_transformer)
 def prune_neurons(model: nn.Module, config: Neurons, ctx: Context) -> nn.Module:
     """Remove hidden neurons of FFNs (gated ones: gate, up and down together)."""
-    check_matches(model, ctx.selector)
     with linear_view(model) as as_linear:
         ctx.state["as_linear"] = as_linear
         modules = dict(model.named_modules())

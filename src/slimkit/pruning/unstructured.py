@@ -17,7 +17,7 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import Context, apply, register
-from slimkit.core.walk import check_matches, select_modules
+from slimkit.core.walk import select_modules
 from slimkit.pruning.configs import NM, Gradual, Unstructured
 from slimkit.pruning.masks import PRUNABLE, apply_masks, masked_layers, nm_mask, sparsity_masks
 from slimkit.pruning.sparse import rebuild_masks, rebuild_storage, to_sparse_storage
@@ -36,7 +36,6 @@ def cubic_sparsity(step: int, steps: int, final: float, initial: float = 0.0) ->
 
 
 def _layers(model: nn.Module, ctx: Context) -> dict[str, nn.Module]:
-    check_matches(model, ctx.selector)
     layers = dict(select_modules(model, ctx.selector, PRUNABLE))
     if not layers:
         raise InvalidConfigError("no Conv/Linear layer is selected: check include/exclude")

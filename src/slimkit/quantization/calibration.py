@@ -1,5 +1,9 @@
-"""One calibration pass that feeds observers at chosen points of a model (NNCF style:
-statistics are collected once, then any number of algorithms read them)."""
+"""Calibration passes: `run_batches` is the one loop every data-driven method runs its
+calibration data through (batches checked, errors naming the batch, the forward optionally
+cut short after a given module); `calibrate` feeds observers at chosen points of a model with
+it (int8-static's ranges). GPTQ, SmoothQuant, bias correction and QAT's initial ranges hook
+their own statistics into the same loop (`algorithms.capture.run_until`), each in its own pass:
+GPTQ must see every block's inputs as the blocks before it were already quantized."""
 
 from __future__ import annotations
 
@@ -21,6 +25,65 @@ class Point:
 
     module: str
     where: str = "input"  # "input" or "output"
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end a calibration forward once the module of interest has run."""
+
+
+@torch.no_grad()
+def run_batches(
+    model: nn.Module,
+    data: Iterable[Any],
+    device: torch.device | str,
+    *,
+    limit: int | None = None,
+    stop_at: nn.Module | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``model`` over the calibration ``data`` (hooks set by the caller see every forward).
+
+    Args:
+        model: run as is (already on ``device``, in the mode the caller wants).
+        data: calibration batches (anything `slimkit.core.data.iter_batches` accepts).
+        device: where the batches go.
+        limit: stop after this many batches.
+        stop_at: cut each forward short once this module has produced its output (no
+            activations of later layers are computed or kept).
+        on_batch: called with each batch index after its forward.
+
+    Returns:
+        The number of batches run.
+
+    Raises:
+        DataError: when the data is empty or holds NaN/Inf, naming the batch.
+    """
+    handle = stop_at.register_forward_hook(_stop) if stop_at is not None else None
+    index = 0
+    try:
+        batches = iter(iter_batches(data, device, limit))
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DataError as exc:
+                raise DataError(f"calibration batch {index}: {exc}") from None
+            try:
+                run_model(model, batch)
+            except _StopForward:
+                pass
+            if on_batch is not None:
+                on_batch(index)
+            index += 1
+    finally:
+        if handle is not None:
+            handle.remove()
+    return index
+
+
+def _stop(_module: nn.Module, _inputs: tuple[Any, ...], _output: Any) -> None:
+    raise _StopForward
 
 
 @torch.no_grad()
@@ -55,6 +118,11 @@ def calibrate(
     """
     handles = []
     current = {"batch": 0}
+
+    def count(index: int) -> None:
+        current["batch"] = index + 1
+        if on_batch is not None:
+            on_batch(index)
     for point, observer in observers.items():
         module = model.get_submodule(point.module)
 
@@ -76,18 +144,7 @@ def calibrate(
     was_training = model.training
     model.eval()
     try:
-        batches = iter(iter_batches(data, device, limit))
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            except DataError as exc:
-                raise DataError(f"calibration batch {current['batch']}: {exc}") from None
-            run_model(model, batch)
-            if on_batch is not None:
-                on_batch(current["batch"])
-            current["batch"] += 1
+        run_batches(model, data, device, limit=limit, on_batch=count)
     finally:
         for handle in handles:
             handle.remove()

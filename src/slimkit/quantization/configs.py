@@ -21,9 +21,8 @@ ObserverName = Literal["minmax", "moving-average", "percentile", "mse", "entropy
 class QuantConfig(Config):
     """Base of the PTQ configs: per-layer ``overrides`` (see the module doc)."""
 
-    overrides: dict[str, Any] = Field(
-        default_factory=dict, description="{module glob: config, dict of fields, or null to keep float}"
-    )
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    """{module glob: config, dict of fields, or null to keep float}"""
 
     @field_validator("overrides", mode="before")
     @classmethod
@@ -46,75 +45,63 @@ class QuantConfig(Config):
 
 
 class Int8Dynamic(QuantConfig):
-    """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels).
-
-    Attributes:
-        reduce_range: 7-bit activations; None (default) decides on the machine that runs the
-            model: 7 bits only on x86 CPUs without VNNI, where 8-bit activations saturate.
-        per_token: one activation scale per token (row) instead of one per call; on MiniLM it
-            lifts the mean cosine to fp32 from 0.993 to 0.998 for a few percent of latency.
-        embeddings: store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most
-            of a small transformer's bytes; lookups need no int8 kernel).
-    """
+    """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels)."""
 
     method = "int8-dynamic"
     reduce_range: bool | None = None
+    """7-bit activations; None (default) decides on the machine that runs the model: 7 bits only
+    on x86 CPUs without VNNI, where 8-bit activations saturate."""
     per_token: bool = True
+    """one activation scale per token (row) instead of one per call; on MiniLM it lifts the mean
+    cosine to fp32 from 0.993 to 0.998 for a few percent of latency."""
     embeddings: bool = True
+    """store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most of a small
+    transformer's bytes; lookups need no int8 kernel)."""
 
 
 class Int8Static(QuantConfig):
-    """int8 weights (per channel) and activations (per tensor, calibrated on ``data``).
-
-    Attributes:
-        observer: activation range estimator.
-        fold_bn: fold BatchNorms into the preceding conv/linear first.
-        quantize_output: quantize each layer's output too (int8 between layers at run time).
-        calibration_batches: use at most this many batches of ``data``.
-        reduce_range: 7-bit weight codes, so int8 kernels that add uint8 x int8 pairs in 16
-            bits (onnxruntime and fbgemm on x86 CPUs without VNNI) cannot saturate. None
-            (default): decided by the machine that quantizes (True on x86 without VNNI); set
-            False for a VNNI/ARM deployment target to keep the 8th bit.
-    """
+    """int8 weights (per channel) and activations (per tensor, calibrated on ``data``)."""
 
     method = "int8-static"
     observer: ObserverName = "minmax"
+    """activation range estimator."""
     fold_bn: bool = True
+    """fold BatchNorms into the preceding conv/linear first."""
     quantize_output: bool = True
+    """quantize each layer's output too (int8 between layers at run time)."""
     calibration_batches: int | None = Field(None, ge=1)
+    """use at most this many batches of ``data``."""
     reduce_range: bool | None = None
+    """7-bit weight codes, so int8 kernels that add uint8 x int8 pairs in 16 bits (onnxruntime
+    and fbgemm on x86 CPUs without VNNI) cannot saturate. None (default): decided by the
+    machine that quantizes (True on x86 without VNNI); set False for a VNNI/ARM deployment
+    target to keep the 8th bit."""
 
 
 class WeightOnly(QuantConfig):
-    """Packed low-bit weights (activations stay float), dequantized on the fly.
-
-    Attributes:
-        bits: 2..8.
-        group_size: input columns sharing one scale (``None``: one per output channel). A
-            dimension that is not a multiple is zero-padded in storage when ``pad``.
-        symmetric: symmetric codes (zero point fixed at the mid-code) instead of min-max.
-        embeddings: quantize ``nn.Embedding`` tables too.
-        pad: allow padding; when False a group size that does not divide a layer's input
-            dimension is an error.
-    """
+    """Packed low-bit weights (activations stay float), dequantized on the fly."""
 
     method = "weight-only"
     bits: int = Field(4, ge=2, le=8)
+    """2..8."""
     group_size: int | None = Field(128, ge=1)
+    """input columns sharing one scale (``None``: one per output channel). A dimension that is
+    not a multiple is zero-padded in storage when ``pad``."""
     symmetric: bool = False
+    """symmetric codes (zero point fixed at the mid-code) instead of min-max."""
     embeddings: bool = True
+    """quantize ``nn.Embedding`` tables too."""
     pad: bool = True
+    """allow padding; when False a group size that does not divide a layer's input dimension is
+    an error."""
 
 
 class Half(QuantConfig):
-    """16-bit floating point weights and compute.
-
-    Attributes:
-        dtype: ``fp16`` or ``bf16``.
-    """
+    """16-bit floating point weights and compute."""
 
     method = "fp16"
     dtype: Literal["fp16", "bf16"] = "fp16"
+    """``fp16`` or ``bf16``."""
 
 
 class BFloat16(Half):

@@ -33,28 +33,25 @@ QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 class QAT(Config):
-    """Options of ``qat``.
-
-    Attributes:
-        bits: weight bits, 2..8 (``weight_bits`` before 0.2).
-        act_bits: input activation bits, 2..8 (``None``: weights only).
-        group_size: per-group weight steps for Linears (must divide ``in_features``);
-            ``None``: one step per output channel.
-        finetune: fine-tuning with the fake-quantized layers: ``epochs`` over ``data`` (0: no
-            training, plain PTQ), peak ``lr``, ``distill`` from the float model (default) or
-            not (the targets' loss). ``epochs``/``lr``/``distill`` before 0.2.
-        calibration_batches: batches used to initialize the activation steps.
-        seed: training seed.
-    """
+    """Options of ``qat``."""
 
     method = "qat"
     renamed = {"weight_bits": "bits", "epochs": "finetune.epochs", "lr": "finetune.lr", "distill": "finetune.distill"}
     bits: int = Field(4, ge=2, le=8)
+    """weight bits, 2..8 (``weight_bits`` before 0.2)."""
     act_bits: int | None = Field(8, ge=2, le=8)
+    """input activation bits, 2..8 (``None``: weights only)."""
     group_size: int | None = Field(None, ge=1)
+    """per-group weight steps for Linears (must divide ``in_features``); ``None``: one step per
+    output channel."""
     finetune: Finetune = Finetune(epochs=3, lr=1e-4, distill=True)
+    """fine-tuning with the fake-quantized layers: ``epochs`` over ``data`` (0: no training,
+    plain PTQ), peak ``lr``, ``distill`` from the float model (default) or not (the targets'
+    loss). ``epochs``/``lr``/``distill`` before 0.2."""
     calibration_batches: int = Field(4, ge=1)
+    """batches used to initialize the activation steps."""
     seed: int = 0
+    """training seed."""
 
 
 def _input_ranges(model: nn.Module, layers: dict[str, nn.Module], ctx: Context, batches: int) -> dict[str, Any]:

@@ -25,22 +25,19 @@ from slimkit.quantization.modules import WeightOnlyLinear
 
 
 class BiasCorrection(Config):
-    """Options of ``bias-correction``.
-
-    Attributes:
-        bits: weight bits, 2..8.
-        group_size: input columns per scale (``None``: per output channel).
-        symmetric: symmetric grid instead of min-max.
-        embeddings: also quantize Embedding tables (no bias to correct there).
-        calibration_batches: use at most this many batches of ``data``.
-    """
+    """Options of ``bias-correction``."""
 
     method = "bias-correction"
     bits: int = Field(4, ge=2, le=8)
+    """weight bits, 2..8."""
     group_size: int | None = Field(128, ge=1)
+    """input columns per scale (``None``: per output channel)."""
     symmetric: bool = False
+    """symmetric grid instead of min-max."""
     embeddings: bool = True
+    """also quantize Embedding tables (no bias to correct there)."""
     calibration_batches: int | None = Field(None, ge=1)
+    """use at most this many batches of ``data``."""
 
 
 def input_means(

@@ -14,12 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.core.data import iter_batches, run_model
-from slimkit.core.errors import DataError
-
-
-class _StopForward(Exception):
-    """Raised by a hook to end a calibration forward once the unit of interest has run."""
+from slimkit.quantization.calibration import run_batches
 
 
 def block_units(model: nn.Module, names: list[str]) -> list[tuple[str, list[str]]]:
@@ -69,31 +64,11 @@ def run_until(
         The number of batches run.
     """
     handles = [m.register_forward_hook(h) for m, h in hooks.items()]
-
-    def stop(_module: nn.Module, _inputs: tuple[Any, ...], _output: Any) -> None:
-        raise _StopForward
-
-    handles.append(stop_at.register_forward_hook(stop))
-    batches = 0
     try:
-        with torch.no_grad():
-            batches_iter = iter_batches(data, device, limit)
-            while True:
-                try:
-                    batch = next(batches_iter)
-                except StopIteration:
-                    break
-                except DataError as exc:
-                    raise DataError(f"calibration batch {batches}: {exc}") from None
-                try:
-                    run_model(model, batch)
-                except _StopForward:
-                    pass
-                batches += 1
+        return run_batches(model, data, device, limit=limit, stop_at=stop_at)
     finally:
         for handle in handles:
             handle.remove()
-    return batches
 
 
 def flat_inputs(inputs: tuple[Any, ...], features: int) -> torch.Tensor:

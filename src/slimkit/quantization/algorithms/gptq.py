@@ -28,28 +28,25 @@ from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, 
 
 
 class GPTQ(Config):
-    """Options of ``gptq``.
-
-    Attributes:
-        bits: weight bits, 2..8.
-        group_size: input columns per scale (``None``: one scale per output channel).
-        symmetric: symmetric grid (zero point at the mid-code) instead of min-max.
-        embeddings: also quantize Embedding tables (round-to-nearest, same grid).
-        damp: Hessian dampening as a fraction of its mean diagonal.
-        block_size: columns per lazy-update block.
-        act_order: quantize columns by decreasing Hessian diagonal (often more accurate).
-        calibration_batches: use at most this many batches of ``data`` (``None``: all).
-    """
+    """Options of ``gptq``."""
 
     method = "gptq"
     bits: int = Field(4, ge=2, le=8)
+    """weight bits, 2..8."""
     group_size: int | None = Field(128, ge=1)
+    """input columns per scale (``None``: one scale per output channel)."""
     symmetric: bool = False
+    """symmetric grid (zero point at the mid-code) instead of min-max."""
     embeddings: bool = True
+    """also quantize Embedding tables (round-to-nearest, same grid)."""
     damp: float = Field(0.01, gt=0, le=1)
+    """Hessian dampening as a fraction of its mean diagonal."""
     block_size: int = Field(128, ge=1)
+    """columns per lazy-update block."""
     act_order: bool = False
+    """quantize columns by decreasing Hessian diagonal (often more accurate)."""
     calibration_batches: int | None = Field(None, ge=1)
+    """use at most this many batches of ``data`` (``None``: all)."""
 
 
 def pack_layers(

@@ -28,19 +28,15 @@ from slimkit.quantization.dynamic import Int8DynamicLinear
 
 
 class SmoothQuant(Config):
-    """Options of ``smoothquant``.
-
-    Attributes:
-        alpha: migration strength: 0 keeps activations as they are, 1 moves all range into
-            the weights.
-        quantize: quantize the smoothed layers to W8A8 (else keep them float).
-        calibration_batches: use at most this many batches of ``data``.
-    """
+    """Options of ``smoothquant``."""
 
     method = "smoothquant"
     alpha: float = Field(0.5, ge=0, le=1)
+    """migration strength: 0 keeps activations as they are, 1 moves all range into the weights."""
     quantize: bool = True
+    """quantize the smoothed layers to W8A8 (else keep them float)."""
     calibration_batches: int | None = Field(None, ge=1)
+    """use at most this many batches of ``data``."""
 
 
 def smoothing_factors(act_max: Tensor, weight: Tensor, alpha: float) -> Tensor:
