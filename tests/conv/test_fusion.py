@@ -146,8 +146,15 @@ def test_batchnorm_without_running_stats_is_skipped():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4, track_running_stats=False)).eval()
     fused = sk.accelerate(model, "fuse", channels_last=False)
     state = sk.explain(fused).details
-    assert state["folded"] == [] and state["skipped"] == ["1"]
+    assert state["folded"] == [] and state["skipped"] == {"1": "the BatchNorm tracks no running statistics"}
+    assert sk.explain(fused).skipped == state["skipped"]
     assert isinstance(fused[1], nn.BatchNorm2d)
+
+
+def test_an_excluded_batchnorm_is_skipped_with_the_reason():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    fused = sk.accelerate(model, "fuse", channels_last=False, exclude="1")
+    assert sk.explain(fused).skipped == {"1": "excluded by include/exclude"}
 
 
 def test_fuse_in_training_mode_warns():

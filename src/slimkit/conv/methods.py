@@ -72,10 +72,7 @@ def _fuse(model: nn.Module, config: Fuse, ctx: Context) -> nn.Module:
         warnings.warn(
             "fuse folds BatchNorm running statistics: the result behaves like the model in eval mode", stacklevel=4
         )
-    model.to(ctx.device)
-    candidates = fusion.find_chains(model, fusion.FOLDABLE, fusion.BATCHNORMS)
-    pairs = fusion.foldable_pairs(model, ctx.selector)
-    skipped = [bn for layer, bn in candidates if (layer, bn) not in pairs]
+    pairs, skipped = fusion.fold_plan(model, ctx.selector)
     fusion.fold_pairs(model, pairs)
     relus = fusion.relu_pairs(model, ctx.selector) if config.relu else []
     fusion.fuse_relu(model, relus)
@@ -171,7 +168,6 @@ def _auto_tiles(model: nn.Module, names: list[str], config: Winograd, ctx: Conte
 
 @torch.no_grad()
 def _winograd(model: nn.Module, config: Winograd, ctx: Context) -> nn.Module:
-    model.to(ctx.device)
     convs = dict(select_modules(model, ctx.selector, nn.Conv2d))
     skipped = {name: why for name, conv in convs.items() if (why := winograd_ineligible(conv))}
     eligible = [name for name in convs if name not in skipped]

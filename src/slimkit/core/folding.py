@@ -102,12 +102,22 @@ def find_chains(model: nn.Module, first: Types, second: Types, through: Types = 
 
 def foldable_pairs(model: nn.Module, selector: Selector | None = None) -> list[tuple[str, str]]:
     """The (layer, batchnorm) pairs of ``model`` that `fold_pair` can fold."""
+    pairs, _ = fold_plan(model, selector)
+    return pairs
+
+
+def fold_plan(model: nn.Module, selector: Selector | None = None) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The (layer, batchnorm) pairs `fold_pair` can fold, and ``{batchnorm: why not}`` for the others."""
     selector = selector or Selector()
-    return [
-        (layer, bn)
-        for layer, bn in find_chains(model, FOLDABLE, BATCHNORMS)
-        if selector(layer) and selector(bn) and _why_not(model.get_submodule(layer), model.get_submodule(bn)) is None
-    ]
+    pairs, unfolded = [], {}
+    for layer, bn in find_chains(model, FOLDABLE, BATCHNORMS):
+        if not (selector(layer) and selector(bn)):
+            unfolded[bn] = "excluded by include/exclude"
+        elif why := _why_not(model.get_submodule(layer), model.get_submodule(bn)):
+            unfolded[bn] = why
+        else:
+            pairs.append((layer, bn))
+    return pairs, unfolded
 
 
 def _why_not(layer: nn.Module, bn: nn.Module) -> str | None:

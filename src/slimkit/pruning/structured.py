@@ -112,7 +112,7 @@ def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx
     modules = layer_table(model)
     importance = make_importance(config.importance, config.seed)
     if hasattr(importance, "prepare"):
-        importance.prepare(model.to(ctx.device), ctx.data, ctx.device)
+        importance.prepare(model, ctx.data, ctx.device)
     scores = [importance(g, modules) for g in prunable]
     kept = _choose(scores, prunable, config)
     model.zero_grad(set_to_none=True)

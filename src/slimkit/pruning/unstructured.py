@@ -108,7 +108,6 @@ def prune_gradual(model: nn.Module, config: Gradual, ctx: Context) -> nn.Module:
 
     if ctx.data is None:
         raise InvalidConfigError("gradual pruning fine-tunes between steps: pass data= (training batches)")
-    model.to(ctx.device)
     teacher = copy.deepcopy(model).eval() if config.finetune.distills else None
     layers = _layers(model, ctx)
     names = list(layers)

@@ -122,7 +122,7 @@ def _fold(model: nn.Module, base: QuantConfig, ctx: Context) -> list[list[str]]:
 
 def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Module:
     """The handler of every PTQ method (see the module doc)."""
-    model = model.to(ctx.device).eval()
+    model = model.eval()
     folded = _fold(model, config, ctx)
     whole_half = isinstance(config, Half) and not config.overrides and ctx.selector == Selector()
     if whole_half:

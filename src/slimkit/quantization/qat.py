@@ -19,7 +19,6 @@ from pydantic import Field
 from torch import nn
 
 from slimkit.core.config import Config
-from slimkit.core.device import model_device
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import replace_module, select_modules
@@ -111,15 +110,14 @@ def rebuild_qat(model: nn.Module, config: QAT, state: dict[str, Any]) -> nn.Modu
 def quantize_qat(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
     """Fake-quantize, fine-tune with `finetune` (distilling from the float model), convert."""
     require_data(ctx, "qat")
-    home = model_device(model)
-    model.to(ctx.device).eval()
+    model.eval()
     teacher = copy.deepcopy(model).eval() if config.finetune.distills and config.finetune.epochs else None
     wrappers = _wrap(model, config, ctx)
     config.finetune.run(model, ctx.data, teacher, device=ctx.device, seed=config.seed)
     model.eval()
-    skipped = [n for n, m in model.named_modules() if isinstance(m, nn.Embedding)]
+    skipped = {n: "qat leaves embeddings in float" for n, m in model.named_modules() if isinstance(m, nn.Embedding)}
     if skipped:
-        warnings.warn(f"qat leaves {len(skipped)} embedding(s) in float: {', '.join(skipped[:5])}", stacklevel=2)
+        warnings.warn(f"qat leaves {len(skipped)} embedding(s) in float: {', '.join(list(skipped)[:5])}", stacklevel=2)
     with torch.no_grad():
         for name, wrapper in wrappers.items():
             replace_module(model, name, LowBitLayer.from_qat(wrapper))
@@ -127,4 +125,4 @@ def quantize_qat(model: nn.Module, config: QAT, ctx: Context) -> nn.Module:
         layers={n: bool(w.act_quant is not None and w.act_quant.signed) for n, w in wrappers.items()},
         skipped=skipped,
     )
-    return model.to(home)
+    return model

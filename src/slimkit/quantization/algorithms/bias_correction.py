@@ -65,7 +65,7 @@ def quantize_bias_corrected(model: nn.Module, config: BiasCorrection, ctx: Conte
     require_data(ctx, "bias-correction")
     linears, tables = selected_layers(model, ctx, config.embeddings)
     home = model_device(model)
-    model.to(ctx.device).eval()
+    model.eval()
     means = input_means(model, linears, ctx, config.calibration_batches)
     added = []
     for name, layer in linears.items():

@@ -105,7 +105,7 @@ def quantize_gptq(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
     require_data(ctx, "gptq")
     linears, tables = selected_layers(model, ctx, config.embeddings)
     home = model_device(model)
-    model.to(ctx.device).eval()
+    model.eval()
     pack_layers(model, {}, tables, config.bits, config.group_size, config.symmetric)
     names_done = {"linear": list(linears), "embedding": list(tables)}
     del tables  # drop references to the float layers as they are replaced, so memory is freed

@@ -110,7 +110,7 @@ def quantize_smoothquant(model: nn.Module, config: SmoothQuant, ctx: Context) ->
     require_data(ctx, "smoothquant")
     linears, _ = selected_layers(model, ctx, embeddings=False)
     home = model_device(model)
-    model.to(ctx.device).eval()
+    model.eval()
     maxima = activation_max(model, linears, ctx, config.calibration_batches)
     for name, layer in linears.items():
         factors = smoothing_factors(maxima[name], layer.weight, config.alpha)
