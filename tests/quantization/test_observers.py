@@ -126,3 +126,43 @@ def test_every_observer_rejects_nan_and_needs_data(name):
 def test_unknown_observer():
     with pytest.raises(InvalidConfigError, match="valid observers"):
         make_observer("kl")
+
+
+def test_a_registered_observer_is_used_by_int8_static():
+    import slimkit as sk
+    from slimkit.quantization.observers import OBSERVERS, MinMaxObserver, register_observer
+
+    @register_observer
+    class HalfRange(MinMaxObserver):
+        """Clips every range to half of min-max (so its effect on the scales is visible)."""
+
+        name = "half-range"
+
+        def clip_range(self):
+            lo, hi = super().clip_range()
+            return lo / 2, hi / 2
+
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2)).eval()
+        data = [(torch.randn(16, 8), torch.zeros(16, dtype=torch.long))]
+        plain = sk.quantize(model, "int8-static", data=data, observer="minmax")
+        halved = sk.quantize(model, "int8-static", data=data, observer="half-range")
+        assert sk.get_record(halved).transforms[-1].config["observer"] == "half-range"
+        scale = lambda m: [b for n, b in m.named_buffers() if "input_scale" in n or "act_scale" in n]  # noqa: E731
+        assert scale(plain), "int8-static stores activation scales"
+        for a, b in zip(scale(plain), scale(halved), strict=True):
+            torch.testing.assert_close(b, a / 2, rtol=1e-2, atol=1e-8)
+    finally:
+        OBSERVERS.pop("half-range", None)
+    with pytest.raises(InvalidConfigError, match="half-range"):
+        sk.quantize(model, "int8-static", data=data, observer="half-range")
+
+
+def test_register_observer_refuses_a_class_without_a_name():
+    from slimkit.quantization.observers import Observer, register_observer
+
+    with pytest.raises(InvalidConfigError, match="Observer subclass with a name"):
+        register_observer(Observer)
+    with pytest.raises(InvalidConfigError, match="Observer subclass"):
+        register_observer(dict)

@@ -34,7 +34,8 @@ def quantize_cmd(
         int | None, typer.Option("--group-size", help="Columns per scale (weight-only); 0 = per channel.")
     ] = None,
     observer: Annotated[
-        str | None, typer.Option("--observer", help="minmax, moving-average, percentile, mse or entropy (int8-static).")
+        str | None,
+        typer.Option("--observer", help="minmax, moving-average, percentile, mse, entropy or registered (int8-static)"),
     ] = None,
     *,
     run: Run,

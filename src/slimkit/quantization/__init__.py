@@ -12,7 +12,7 @@ from slimkit.quantization import ptq as _ptq  # noqa: F401  (registers the PTQ m
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import PackedWeight, WeightOnlyEmbedding, WeightOnlyLinear
-from slimkit.quantization.observers import OBSERVERS, Observer, make_observer
+from slimkit.quantization.observers import OBSERVERS, Observer, make_observer, register_observer
 from slimkit.quantization.primitives import QuantSpec, dequantize, fake_quantize, qparams, qrange
 from slimkit.quantization.qdq import QDQLayer
 
@@ -23,6 +23,7 @@ quantize = make_verb(
 
 __all__ = [
     "OBSERVERS",
+    "register_observer",
     "BFloat16",
     "Half",
     "Int8Dynamic",

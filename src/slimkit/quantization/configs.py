@@ -9,13 +9,16 @@ wins, where value is another quantize config (e.g. ``WeightOnly(bits=8)``), a di
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from slimkit.core.config import Config
+from slimkit.quantization.observers import check_observer
 
-ObserverName = Literal["minmax", "moving-average", "percentile", "mse", "entropy"]
+ObserverName = Annotated[str, AfterValidator(check_observer)]
+"""A registered observer: ``minmax``, ``moving-average``, ``percentile``, ``mse``, ``entropy``
+or one added with `register_observer`."""
 
 
 class QuantConfig(Config):
