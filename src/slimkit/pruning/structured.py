@@ -61,12 +61,14 @@ def graph_groups(model: nn.Module, ctx: Context) -> list[Group]:
 
 
 def _unknown_layers(model: nn.Module, groups: list[Group]) -> dict[str, str]:
-    """Modules holding parameters no group reaches, of a type channel pruning does not know."""
+    """Layers (modules without submodules) holding parameters no group reaches, of a type
+    channel pruning does not know."""
     reached = {member.module for group in groups for member in group.members}
     unknown = {}
     for name, module in model.named_modules():
         own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
-        if own and layer_pruner(module) is None and name not in reached and not reached.intersection(own):
+        layer = own and next(module.children(), None) is None and layer_pruner(module) is None
+        if layer and name not in reached and not reached.intersection(own):
             unknown[name or type(module).__name__] = (
                 f"{type(module).__name__} holds parameters of a layer type channel pruning does not know: "
                 "teach it with sk.pruning.register_layer_pruner"
