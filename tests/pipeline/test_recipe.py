@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 
 from slimkit.core.errors import InvalidConfigError
@@ -93,6 +95,8 @@ def test_config_fields_are_documented_one_way():
     ours = [k for c in (*configs, Recipe, Target) for k in c.__mro__ if k.__module__.startswith("slimkit")]
     sections = sorted({k.__name__ for k in ours if "Attributes:" in (k.__doc__ or "")})
     assert not sections, f"config classes documenting fields in an Attributes: section: {sections}"
+    inline = sorted(k.__name__ for k in set(ours) if "description=" in inspect.getsource(k))
+    assert not inline, f"config classes describing fields with Field(description=...): {inline}"
     schema = Target.model_json_schema()["properties"]
     assert "p50 latency" in schema["max_latency_ms"]["description"]
 

@@ -17,19 +17,20 @@ Scope = Literal["layer", "global"]
 
 
 class _Structured(Config):
-    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of channels removed, in [0, 1)")
-    importance: ImportanceSpec = Field(
-        "l1",
-        description="how channels are ranked: l1/l2 weight norm, bn-scale (|gamma| of the next BatchNorm), "
-        "taylor (|w x grad|, needs data), random, a name added with register_importance, or an Importance "
-        "object (group, modules) -> scores",
-    )
-    scope: Scope = Field("layer", description="'layer': the ratio in every group; 'global': one threshold")
-    round_to: int = Field(1, ge=1, description="kept channels are a multiple of this (and at least this)")
-    groups: list[list[str]] | None = Field(
-        None, description="explicit groups, e.g. [['fc1:out', 'fc2:in']], instead of tracing the model"
-    )
-    seed: int = Field(0, description="seed of the random importance")
+    ratio: float = Field(0.5, ge=0.0, lt=1.0)
+    """fraction of channels removed, in [0, 1)"""
+    importance: ImportanceSpec = "l1"
+    """how channels are ranked: l1/l2 weight norm, bn-scale (|gamma| of the next BatchNorm),
+    taylor (|w x grad|, needs data), random, a name added with register_importance, or an
+    Importance object (group, modules) -> scores"""
+    scope: Scope = "layer"
+    """'layer': the ratio in every group; 'global': one threshold"""
+    round_to: int = Field(1, ge=1)
+    """kept channels are a multiple of this (and at least this)"""
+    groups: list[list[str]] | None = None
+    """explicit groups, e.g. [['fc1:out', 'fc2:in']], instead of tracing the model"""
+    seed: int = 0
+    """seed of the random importance"""
 
 
 class Channels(_Structured):
@@ -48,14 +49,16 @@ class Heads(_Structured):
     """Remove attention heads (``nn.MultiheadAttention``, transformers' BERT attention)."""
 
     method = "heads"
-    ratio: float = Field(0.25, ge=0.0, lt=1.0, description="fraction of heads removed, in [0, 1)")
+    ratio: float = Field(0.25, ge=0.0, lt=1.0)
+    """fraction of heads removed, in [0, 1)"""
 
 
 class Depth(Config):
     """Remove whole blocks of repeated block lists (transformer layers), keeping the first and last."""
 
     method = "depth"
-    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the blocks of each block list removed")
+    ratio: float = Field(0.5, ge=0.0, lt=1.0)
+    """fraction of the blocks of each block list removed"""
 
 
 class Unstructured(Config):
@@ -63,20 +66,28 @@ class Unstructured(Config):
 
     method = "unstructured"
     renamed = {"sparsity": "ratio"}
-    ratio: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of weights zeroed, in [0, 1) (sparsity before 0.2)")
-    scope: Scope = Field("layer", description="'layer': the ratio in every layer; 'global': one threshold")
-    importance: Literal["l1", "random"] = Field("l1", description="smallest |w| first, or random")
-    permanent: bool = Field(True, description="store sparse now; False keeps trainable masks (parametrize)")
-    seed: int = Field(0, description="seed of the random importance")
+    ratio: float = Field(0.5, ge=0.0, lt=1.0)
+    """fraction of weights zeroed, in [0, 1) (sparsity before 0.2)"""
+    scope: Scope = "layer"
+    """'layer': the ratio in every layer; 'global': one threshold"""
+    importance: Literal["l1", "random"] = "l1"
+    """smallest |w| first, or random"""
+    permanent: bool = True
+    """store sparse now; False keeps trainable masks (parametrize)"""
+    seed: int = 0
+    """seed of the random importance"""
 
 
 class NM(Config):
     """N:M semi-structured sparsity: N non-zeros in every M consecutive input weights."""
 
     method = "nm"
-    n: int = Field(2, ge=1, description="non-zeros kept in each group")
-    m: int = Field(4, ge=2, description="group length along the input dimension")
-    permanent: bool = Field(True, description="store the pruned weights now; False keeps trainable masks")
+    n: int = Field(2, ge=1)
+    """non-zeros kept in each group"""
+    m: int = Field(4, ge=2)
+    """group length along the input dimension"""
+    permanent: bool = True
+    """store the pruned weights now; False keeps trainable masks"""
 
     @model_validator(mode="after")
     def _n_below_m(self) -> NM:
@@ -96,18 +107,23 @@ class Gradual(Config):
         "lr": "finetune.lr",
         "distill": "finetune.distill",
     }
-    ratio: float = Field(0.9, ge=0.0, lt=1.0, description="final fraction of weights zeroed s_f (sparsity before 0.2)")
-    initial_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="s_i (initial_sparsity before 0.2)")
-    steps: int = Field(5, ge=1, description="pruning steps n")
-    finetune: Finetune = Field(
-        Finetune(epochs=1),
-        description="fine-tuning between steps: epochs (delta t, at least 1), lr, distill from the unpruned model "
-        "(epochs_per_step, lr, distill before 0.2)",
-    )
-    final_epochs: int = Field(2, ge=0, description="fine-tuning epochs after the last step")
-    scope: Scope = Field("global", description="'global': one threshold over all layers; 'layer': per layer")
-    permanent: bool = Field(True, description="store sparse at the end; False keeps trainable masks")
-    seed: int = Field(0, description="seed of the fine-tuning")
+    ratio: float = Field(0.9, ge=0.0, lt=1.0)
+    """final fraction of weights zeroed s_f (sparsity before 0.2)"""
+    initial_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    """s_i (initial_sparsity before 0.2)"""
+    steps: int = Field(5, ge=1)
+    """pruning steps n"""
+    finetune: Finetune = Finetune(epochs=1)
+    """fine-tuning between steps: epochs (delta t, at least 1), lr, distill from the unpruned
+    model (epochs_per_step, lr, distill before 0.2)"""
+    final_epochs: int = Field(2, ge=0)
+    """fine-tuning epochs after the last step"""
+    scope: Scope = "global"
+    """'global': one threshold over all layers; 'layer': per layer"""
+    permanent: bool = True
+    """store sparse at the end; False keeps trainable masks"""
+    seed: int = 0
+    """seed of the fine-tuning"""
 
     @model_validator(mode="after")
     def _ordered(self) -> Gradual:
