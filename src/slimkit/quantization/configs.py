@@ -67,7 +67,8 @@ class Int8Static(QuantConfig):
 
     method = "int8-static"
     observer: ObserverName = "minmax"
-    """activation range estimator."""
+    """activation range estimator: ``minmax``, ``moving-average``, ``percentile``, ``mse``,
+    ``entropy``, or a name added with `register_observer`."""
     fold_bn: bool = True
     """fold BatchNorms into the preceding conv/linear first."""
     quantize_output: bool = True
