@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from matplotlib.axes import Axes
@@ -248,6 +249,22 @@ def text_extent(annotation: Annotation) -> Bbox:
     return Text.get_window_extent(annotation, renderer)
 
 
+def _annotate(
+    ax: Any, label: str, xy: tuple[float, float], offset: tuple[float, float], dx: int, dy: int, **kw: Any
+) -> Any:
+    """A label at ``offset`` points from ``xy``, aligned away from the point (``dx``, ``dy`` in -1/0/1)."""
+    return ax.annotate(
+        label,
+        xy,
+        xytext=offset,
+        textcoords="offset points",
+        ha={1: "left", -1: "right", 0: "center"}[dx],
+        va={1: "bottom", -1: "top", 0: "center"}[dy],
+        fontsize=8,
+        **kw,
+    )
+
+
 def place_labels(ax: Axes, xs: Sequence[float], ys: Sequence[float], labels: Sequence[str]) -> list[Annotation]:
     """Label each point where its text overlaps no other label, no point and stays in the axes.
 
@@ -266,15 +283,7 @@ def place_labels(ax: Axes, xs: Sequence[float], ys: Sequence[float], labels: Seq
         for radius in _RADII:
             for dx, dy in _DIRECTIONS:
                 offset = (dx * radius, dy * radius * 0.8)
-                ann = ax.annotate(
-                    label,
-                    (x, y),
-                    xytext=offset,
-                    textcoords="offset points",
-                    ha={1: "left", -1: "right", 0: "center"}[dx],
-                    va={1: "bottom", -1: "top", 0: "center"}[dy],
-                    fontsize=8,
-                )
+                ann = _annotate(ax, label, (x, y), offset, dx, dy)
                 box = text_extent(ann).padded(2)
                 cost = sum(_overlap(box, t) for t in taken) + 10 * _outside(box, frame)
                 ann.remove()
@@ -288,16 +297,7 @@ def place_labels(ax: Axes, xs: Sequence[float], ys: Sequence[float], labels: Seq
         arrow = (
             {"arrowstyle": "-", "color": "#999", "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4} if radius > 6 else None
         )
-        ann = ax.annotate(
-            label,
-            (x, y),
-            xytext=offset,
-            textcoords="offset points",
-            ha={1: "left", -1: "right", 0: "center"}[dx],
-            va={1: "bottom", -1: "top", 0: "center"}[dy],
-            fontsize=8,
-            arrowprops=arrow,
-        )
+        ann = _annotate(ax, label, (x, y), offset, dx, dy, arrowprops=arrow)
         taken.append(text_extent(ann).padded(2))
         placed.append(ann)
     return placed
