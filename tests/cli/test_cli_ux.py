@@ -120,6 +120,7 @@ def test_out_that_would_swallow_the_input_is_refused(capsys, tmp_path, monkeypat
     assert code == 2 and "current folder" in err
 
 
+@pytest.mark.slow
 def test_own_model_gets_inputs_from_data_in_export_bench_and_profile(capsys, own_project, monkeypatch):
     import onnxruntime  # noqa: F401 (required: make test installs every extra)
     monkeypatch.chdir(own_project)

@@ -21,6 +21,7 @@ def splits():
     return minilm.sentences_data()
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers(embedder, splits):
     minilm.load_tokenizer()  # sets offline mode before sentence-transformers imports the hub client
     from sentence_transformers import SentenceTransformer

@@ -62,6 +62,7 @@ def test_recipe_file_errors(tmp_path):
         load_recipe(bad)
 
 
+@pytest.mark.slow
 def test_recipe_reference_is_current():
     """Generated in a fresh process: methods other tests register must not leak into it."""
     import subprocess

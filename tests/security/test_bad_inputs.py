@@ -315,6 +315,7 @@ KILLERS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("source", "pattern"), KILLERS, ids=[k[0] for k in KILLERS])
 def test_saved_source_that_would_exit_abort_or_hang_is_refused(tmp_path, build, source, pattern):
     folder = build.edit(build.saved(tmp_path), lambda i: i.update(source=source))
