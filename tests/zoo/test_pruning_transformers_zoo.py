@@ -105,6 +105,27 @@ def test_prune_family(family, method, tmp_path):
     assert torch.equal(_run(loaded, x), y)
 
 
+CHANNELS_MAX_MACS = {
+    "hf_vit": 0.45, "gpt2": 0.45, "llama": 0.40, "qwen2": 0.40, "mobilebert": 0.45, "bert": 0.80, "roberta": 0.80,
+    "distilbert": 0.80, "t5_encoder": 0.80, "wav2vec2": 0.85, "tv_vit": 0.85, "tv_swin": 0.75, "torch_encoder": 1.0,
+}  # fmt: skip
+"""``channels`` 0.5: the residual width goes where the code allows (classifiers and LMs), only the
+FFN hidden layers where the residual is the output (base encoders) or a number in the code (tv_vit);
+``nn.TransformerEncoderLayer`` is one torch layer to the graph, so nothing goes (a warning says so)."""
+
+
+@pytest.mark.parametrize("family", [f if f in FAST else pytest.param(f, marks=pytest.mark.slow) for f in zoo.FAMILIES])
+def test_channels_prunes_the_residual_width_where_the_code_allows(family, tmp_path):
+    model, x = _build(family), zoo.inputs(family)
+    pruned = sk.prune(model, "channels", ratio=0.5, example_inputs=x)
+    assert count_macs(pruned, x).total <= CHANNELS_MAX_MACS[family] * count_macs(model, x).total
+    y = _run(pruned, x)
+    assert y.shape == _run(model, x).shape and torch.isfinite(y).all()
+    source = None if hasattr(model, "config") else f"transformer_zoo:{family}"
+    loaded = sk.load(sk.save(pruned, tmp_path / "m", source=source))
+    assert torch.equal(_run(loaded, x), y)
+
+
 @pytest.mark.parametrize("family", sorted(GQA))
 def test_gqa_quarter_of_two_kv_groups_is_refused(family):
     with pytest.raises(InvalidConfigError, match="removes no head.*ratio >= 0.50"):

@@ -11,7 +11,8 @@ they override ``forward`` (`overrides_forward`), in which case techniques skip t
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -77,3 +78,34 @@ def overrides_forward(module: nn.Module, bases: tuple[type[nn.Module], ...]) -> 
     if base is None or type(module) is base:
         return None
     return base if type(module).forward is not base.forward else None
+
+
+def _write_back(original: nn.Module, linear: nn.Linear) -> nn.Module:
+    """``original`` (a ``Conv1D``-layout layer: weight ``[in, out]``, ``nf`` outputs) holding ``linear``'s weights."""
+    original.weight = nn.Parameter(linear.weight.detach().t().contiguous(), requires_grad=linear.weight.requires_grad)
+    if linear.bias is not None:
+        original.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
+    original.nf = linear.out_features
+    if hasattr(original, "nx"):
+        original.nx = linear.in_features
+    return original
+
+
+@contextmanager
+def linear_view(model: nn.Module, names: list[str] | None = None) -> Iterator[list[str]]:
+    """See linear-like layers (all, or exactly ``names``) as ``nn.Linear`` inside the block.
+
+    Afterwards each goes back to its own type and layout when it is a ``Conv1D``-layout
+    layer (an ``nf`` attribute); other registered types stay ``nn.Linear``.
+
+    Yields:
+        The names seen as Linear (what a replay passes back as ``names``).
+    """
+    originals = {n: m for n, m in model.named_modules() if n and (names is None or n in names)}
+    replaced = linearize(model, names=list(originals)) if originals else []
+    try:
+        yield replaced
+    finally:
+        for name in replaced:
+            if hasattr(originals[name], "nf"):
+                replace_module(model, name, _write_back(originals[name], model.get_submodule(name)))

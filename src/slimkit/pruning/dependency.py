@@ -66,13 +66,15 @@ _UNARY = {
     "relu", "relu_", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardtanh", "leaky_relu", "elu",
     "hardsigmoid", "mish", "softplus", "selu", "celu", "sigmoid_", "hardswish_", "hardsigmoid_", "silu_",
     "dropout", "dropout2d", "stochastic_depth", "drop_path", "contiguous", "clone", "float", "to", "type_as",
-    "detach", "abs", "neg",
+    "detach", "abs", "neg", "sqrt", "rsqrt", "exp", "log", "erf", "square", "reciprocal", "sin", "cos",
+    "clamp", "clamp_min", "clamp_max", "gelu_", "relu6_",
     "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "avg_pool1d", "avg_pool2d",
     "max_pool1d", "max_pool2d", "interpolate", "pad", "upsample_nearest2d", "upsample_bilinear2d",
     "upsample_bicubic2d", "_upsample_bilinear2d_aa", "constant_pad_nd",
 }  # fmt: skip
 _BINARY = {
     "add", "sub", "mul", "truediv", "div", "iadd", "imul", "isub", "__add__", "__mul__", "__sub__", "add_", "mul_",
+    "pow", "rsub",
 }  # fmt: skip
 _FUNCTIONAL_NORMS = {"batch_norm", "layer_norm", "group_norm", "instance_norm"}
 _REDUCE = {"mean", "sum", "amax", "amin"}
@@ -84,6 +86,10 @@ _PASS_MODULES = (
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd, nn.Upsample,
 )  # fmt: skip
 
+
+_MOVES = {"transpose", "permute", "view", "reshape", "expand", "unsqueeze", "squeeze", "_unsafe_view", "unflatten"}
+_CHECKS = {"_assert_tensor_metadata", "_assert_scalar", "_assert_async", "sym_constrain_range_for_size"}
+"""Ops torch.export adds to check values; they compute nothing the channels flow through."""
 
 _ATEN_ALIASES = {"split_with_sizes": "split", "sym_size": "size", "_to_copy": "to", "alias": "clone"}
 """ATen ops (graphs captured by torch.export) that mean what a torch function of another name does."""
@@ -104,6 +110,15 @@ def _name(node: fx.Node) -> str:
 def _ndim(arg: Any) -> int | None:
     shape = node_shape(arg) if isinstance(arg, fx.Node) else None
     return len(shape) if shape is not None else None
+
+
+def _parameter_behind(value: Any) -> fx.Node | None:
+    """The parameter/buffer node a value is an expanded or cast view of (``cls_token.expand(b, -1, -1)``)."""
+    while isinstance(value, fx.Node) and value.op != "get_attr":
+        if _name(value) not in ("expand", "repeat", "to", "contiguous", "clone", "type_as") or not value.args:
+            return None
+        value = value.args[0]
+    return value if isinstance(value, fx.Node) else None
 
 
 def _arg(node: fx.Node, index: int, key: str, default: Any = None) -> Any:
@@ -127,6 +142,9 @@ class DependencyGraph:
         """Layers with weights the analysis cannot prune, with why."""
         self.env: dict[fx.Node, Flow | Items | ShapeOf | None] = {}
         self.modules = dict(gm.meta.get("root", gm).named_modules())
+        self.literal_shapes = gm.meta.get("tracer", "fx") == "fx"
+        """Whether an int in a view's target shape is written in the model's code (fx) rather than
+        a size torch.export specialized."""
         for node in gm.graph.nodes:
             self.env[node] = self._visit(node)
 
@@ -309,6 +327,8 @@ class DependencyGraph:
             return self._shape(node, name, flow)
         if name == "getitem":
             return self._getitem(node, first, flow)
+        if name in _CHECKS:
+            return None
         self._block_shapes(node)
         if name in _FUNCTIONAL_NORMS and flow is not None:
             return self._functional_norm(node, name, flow)
@@ -323,8 +343,10 @@ class DependencyGraph:
             return self._reduce(node, flow)
         if name == "flatten":
             return self._flatten(node, flow, _arg(node, 1, "start_dim", 0), _arg(node, 2, "end_dim", -1))
-        if name in ("transpose", "permute", "view", "reshape"):
+        if name in _MOVES:
             return self._move(node, name, flow)
+        if name in ("select", "slice") and flow is not None:
+            return self._index(node, name, flow, {_arg(node, 1, "dim", 0) % _ndim(first): name == "select"})
         if name in ("cat", "concat"):
             return self._cat(node)
         if name in ("split", "chunk"):
@@ -355,8 +377,50 @@ class DependencyGraph:
             if value.flow.dim in (read if isinstance(read, range) else (read,)):
                 self._block(value.flow, "its channel count is read by the model's code (e.g. to reshape)")
             return None
+        if flow is not None and isinstance(index, (tuple, int, slice)) and not isinstance(index, bool):
+            return self._index_items(node, first, flow, index if isinstance(index, tuple) else (index,))
         self._block(flow, "it is indexed or sliced")
         return None
+
+    def _index_items(self, node: fx.Node, first: Any, flow: Flow, index: tuple[Any, ...]) -> Flow | None:
+        """``x[:, 0]``, ``x[..., 1:]``: ints drop an axis, slices keep it, ``None`` adds one."""
+        ndim = _ndim(first)
+        if any(isinstance(i, fx.Node) for i in index) or index.count(Ellipsis) > 1 or ndim is None:
+            self._block(flow, "it is indexed with a tensor")
+            return None
+        fill = ndim - sum(1 for i in index if i is not None and i is not Ellipsis)
+        expanded: list[Any] = []
+        for item in index:
+            expanded.extend([slice(None)] * fill if item is Ellipsis else [item])
+        expanded += [slice(None)] * (ndim - sum(1 for i in expanded if i is not None))
+        axes, axis = {}, 0
+        for item in expanded:
+            if item is not None:
+                axes[axis] = isinstance(item, int) if item != slice(None) else None
+                axis += 1
+        touched = {a: dropped for a, dropped in axes.items() if dropped is not None}
+        moved = self._index(node, "getitem", flow, touched)
+        if moved is None:
+            return None
+        added = sum(1 for i in expanded[: self._position(expanded, flow.dim)] if i is None)
+        return Flow(moved.segs, moved.dim + added)
+
+    @staticmethod
+    def _position(expanded: list[Any], axis: int) -> int:
+        """Index in ``expanded`` (which may hold ``None``) of input axis ``axis``."""
+        seen = -1
+        for pos, item in enumerate(expanded):
+            seen += item is not None
+            if seen == axis:
+                return pos
+        return len(expanded)
+
+    def _index(self, node: fx.Node, name: str, flow: Flow, axes: dict[int, bool]) -> Flow | None:
+        """Pick along ``axes`` (``True``: the axis is dropped, as by ``select``; ``False``: sliced)."""
+        if flow.dim in axes:
+            self._block(flow, f"it is indexed along the channel axis ({name})")
+            return None
+        return Flow(flow.segs, flow.dim - sum(1 for a, dropped in axes.items() if dropped and a < flow.dim))
 
     def _block_shapes(self, node: fx.Node) -> None:
         """A whole shape passed on (``x.view(y.shape)``) fixes the channel count."""
@@ -423,8 +487,7 @@ class DependencyGraph:
             self._block(flow, "it is reduced over all axes")
             return None
         dims = {d % ndim for d in ((dims,) if isinstance(dims, int) else dims)}
-        if flow.dim in dims:
-            self._block(flow, "it is reduced over the channel axis")
+        if flow.dim in dims:  # a statistic over the channels (RMSNorm's mean square): it holds none
             return None
         keep = _arg(node, 2, "keepdim", False)
         return Flow(flow.segs, flow.dim if keep else flow.dim - sum(d < flow.dim for d in dims))
@@ -455,9 +518,28 @@ class DependencyGraph:
             dims = node.args[1] if isinstance(node.args[1], (tuple, list)) else node.args[1:]
             return Flow(flow.segs, [d % len(before) for d in dims].index(flow.dim))
         tail = len(before) - flow.dim
+        head = flow.dim + 1  # or axes after the channels merged or split (``(n, c, h, w) -> (n, c, h*w)``)
         if len(after) >= tail and tuple(after[-tail:]) == tuple(before[-tail:]):
-            return Flow(flow.segs, len(after) - tail)
-        self._block(flow, f"a {name} changes its channel axis (e.g. splits it into heads)")
+            moved = Flow(flow.segs, len(after) - tail)
+        elif len(after) >= head and tuple(after[:head]) == tuple(before[:head]) and len(before) > head:
+            moved = Flow(flow.segs, flow.dim)
+        else:
+            self._block(flow, f"a {name} changes its channel axis (e.g. splits it into heads)")
+            return None
+        if name in ("view", "reshape") and self._written_size(node, moved.dim):
+            self._block(flow, f"a {name} writes its channel count in the model's code")
+            return None
+        return moved
+
+    def _written_size(self, node: fx.Node, dim: int) -> bool:
+        """Whether entry ``dim`` of a view's target shape is a number in the model's code."""
+        if not self.literal_shapes:
+            return False
+        sizes = node.args[1:]
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        entry = sizes[dim] if dim < len(sizes) else None
+        return isinstance(entry, int) and entry != -1
         return None
 
     def _cat(self, node: fx.Node) -> Flow | None:
@@ -468,8 +550,7 @@ class DependencyGraph:
         if all(f is None for f in flows):
             return None
         if any(f is not None and f.dim != dim for f in flows):
-            self._block(flows, "it is concatenated along another axis")
-            return None
+            return self._stack(node, tensors, flows, dim)
         segs: list[Seg] = []
         for tensor, flow in zip(tensors, flows, strict=True):
             if flow is None:  # a fixed slice: its own blocked space
@@ -481,6 +562,26 @@ class DependencyGraph:
             else:
                 segs += flow.segs
         return Flow(tuple(segs), dim)
+
+    def _stack(self, node: fx.Node, tensors: list[Any], flows: list[Flow | None], dim: int) -> Flow | None:
+        """Concatenation along another axis (a class token before the patches): every input holds
+        the same channels; an input without channels must be a parameter, coupled as a member."""
+        known = [(t, f) for t, f in zip(tensors, flows, strict=True) if f is not None]
+        ref_tensor, ref = known[0]
+        pos = ref.dim - _ndim(ref_tensor)
+        layout = [(s.length, s.repeat) for s in ref.segs]
+        for tensor, flow in known[1:]:
+            if flow.dim - _ndim(tensor) != pos or [(s.length, s.repeat) for s in flow.segs] != layout:
+                self._block(flows, "it is concatenated with channels laid out differently")
+                return None
+            for a, b in zip(ref.segs, flow.segs, strict=True):
+                self._union(a.space, b.space)
+        for tensor, flow in zip(tensors, flows, strict=True):
+            source = _parameter_behind(tensor) if flow is None else None
+            if flow is None and (source is None or not self._tensor_member(ref, source, pos)):
+                self._block(flows, "it is concatenated with a tensor that cannot be pruned along with it")
+                return None
+        return Flow(ref.segs, len(node_shape(node)) + pos)
 
     def _split(self, node: fx.Node, name: str, flow: Flow | None) -> Items | None:
         if flow is None:

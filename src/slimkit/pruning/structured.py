@@ -8,6 +8,7 @@ replays the surgery on a freshly built model without data.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Any
@@ -17,9 +18,10 @@ from torch import nn
 
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.graph import capture
+from slimkit.core.layers import linear_view
 from slimkit.core.registry import Context, register
 from slimkit.core.samples import example_batch
-from slimkit.pruning.attention import convert_mha, head_attrs
+from slimkit.pruning.attention import convert_mha, convertible_mha, head_attrs
 from slimkit.pruning.configs import Channels, _Structured
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, layer_table, parse_groups
@@ -51,9 +53,10 @@ def example_inputs_for(model: nn.Module, ctx: Context) -> Any:
 
 def graph_groups(model: nn.Module, ctx: Context) -> list[Group]:
     """Groups of the model's dependency graph; layers it cannot follow are listed as skipped."""
-    graph = DependencyGraph(
-        capture(model, example_inputs_for(model, ctx), hint=GROUPS_HINT, leaf_types=custom_layer_types())
-    )
+    inputs = example_inputs_for(model, ctx)
+    if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
+        inputs = {**inputs, "use_cache": False}  # a decoder's key/value cache is no part of its channels
+    graph = DependencyGraph(capture(model, inputs, hint=GROUPS_HINT, leaf_types=custom_layer_types()))
     groups = graph.groups()
     ctx.state.setdefault("skipped", {}).update(graph.opaque)
     ctx.state["skipped"].update(_unknown_layers(model, groups))
@@ -135,7 +138,16 @@ def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx
 def rebuild_structured(model: nn.Module, config: _Structured, state: dict[str, Any]) -> nn.Module:
     """Replay the recorded surgery (MHA conversion, kept indices, head counts) without data."""
     convert_mha(model, state.get("converted", []))
-    return apply_keeps(model, state.get("keeps", {}), state.get("attrs", {}))
+    with linear_view(model, list(state.get("as_linear", []))):
+        return apply_keeps(model, state.get("keeps", {}), state.get("attrs", {}))
+
+
+def _inside_torch_layer(model: nn.Module, name: str) -> bool:
+    """Whether a module sits in a ``torch.nn`` layer graph capture keeps whole (``nn.TransformerEncoderLayer``)."""
+    parts = name.split(".")
+    owners = (model.get_submodule(".".join(parts[:i])) for i in range(1, len(parts)))
+    containers = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    return any(type(m).__module__.startswith("torch.nn.") and not isinstance(m, containers) for m in owners)
 
 
 def _explicit(model: nn.Module, config: _Structured) -> list[Group] | None:
@@ -144,5 +156,12 @@ def _explicit(model: nn.Module, config: _Structured) -> list[Group] | None:
 
 @register("prune", "channels", Channels, rebuild=rebuild_structured)
 def prune_channels(model: nn.Module, config: Channels, ctx: Context) -> nn.Module:
-    """Remove channels of every prunable group of the dependency graph."""
-    return prune_groups(model, _explicit(model, config) or graph_groups(model, ctx), config, ctx)
+    """Remove channels of every prunable group of the dependency graph (linear-like layers such
+    as transformers' ``Conv1D`` seen as ``nn.Linear`` meanwhile)."""
+    if config.groups is None:  # q/k/v as separate Linears: their input width is the residual's
+        names = [name for name in convertible_mha(model, ctx.selector)[0] if not _inside_torch_layer(model, name)]
+        convert_mha(model, names)
+        ctx.state["converted"] = names
+    with linear_view(model) as as_linear:
+        ctx.state["as_linear"] = as_linear
+        return prune_groups(model, _explicit(model, config) or graph_groups(model, ctx), config, ctx)
