@@ -8,6 +8,8 @@
    tried: predicted and measured drop (calibration), saved size, fallback steps.
 3. `sk.search` on onnxruntime (1 thread) with ``max_metric_drop=0.01``: the Pareto front
    measured on the test split, printed beside int8-static alone (the hand-written baseline).
+4. The same trials here one after another and as Ray tasks on 2 local workers (``--ray``):
+   wall time ratio, and whether both found the same front.
 """
 
 from __future__ import annotations
@@ -96,13 +98,42 @@ def bench_search(model, data, trials: int, budget: float) -> None:
     console.print(f"{failed} failed trials; int8-static alone is trial 1 (warm start) when it is on the front")
 
 
+def bench_ray(model, data, trials: int, budget: float) -> None:
+    """Section 4: wall time of ``trials`` trials, 1 worker here vs 2 Ray workers, same seed."""
+    import ray
+
+    options = {"target": "onnxruntime", "constraints": {"max_metric_drop": budget}, "trials": trials, "seed": 0}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # started outside the timing
+    try:
+        walls, fronts = {}, {}
+        for name, extra in (("1 worker (local)", {}), ("2 Ray workers", {"backend": "ray", "workers": 2})):
+            start = time.perf_counter()
+            result = sk.search(model, data, **options, **extra)
+            walls[name] = time.perf_counter() - start
+            fronts[name] = sorted(str(p.recipe["stages"]) for p in result.front)
+    finally:
+        ray.shutdown()
+    out = Table(title=f"search on Ray: {trials} trials (onnxruntime, digits CNN)")
+    for column in ("run", "wall s", "x 1 worker", "front"):
+        out.add_column(column)
+    one = walls["1 worker (local)"]
+    for name, wall in walls.items():
+        same = "same" if fronts[name] == fronts["1 worker (local)"] else "differs"
+        out.add_row(name, f"{wall:.1f}", f"{wall / one:.2f}", f"{len(fronts[name])} points, {same}")
+    console.print(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer settings and trials")
     parser.add_argument("--trials", type=int, default=None)
+    parser.add_argument("--ray", action="store_true", help="only section 4: 1 worker vs 2 Ray workers")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     model, data = sk.load("example:digits-cnn"), sk.load_data("example:digits")
+    if args.ray:
+        bench_ray(model, data, args.trials or 12, budget=0.01)
+        return
     ratios = (0.25,) if args.quick else (0.25, 0.5)
     table = bench_sensitivity(model, data, ratios, max_batches=2)
     bench_allocation(model, data, table, budget=0.01)

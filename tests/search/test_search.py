@@ -101,6 +101,7 @@ def test_cli_writes_front_recipes_and_plot(tmp_path):
     assert done.value.code in (0, None)
     front = json.loads((out / "front.json").read_text())
     assert front["front"] and (out / "pareto.png").stat().st_size > 0
+    assert (tmp_path / "found.study.db").is_file()  # the study, beside the output: a rerun resumes it
     recipes = sorted((out / "front").glob("*.yaml"))
     assert len(recipes) == len(front["front"])
     for path in recipes:

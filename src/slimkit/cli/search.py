@@ -32,6 +32,29 @@ def search_cmd(
         str, typer.Option("--objectives", help="Comma-separated figures to minimise: latency, size, drop.")
     ] = "latency,size",
     seed: Annotated[int, typer.Option("--seed", min=0, help="Sampler seed.")] = 0,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="The study's database: a file (SQLite) or an Optuna storage URL. Default: OUT.study.db beside "
+            "--out, so running the same command again resumes an interrupted search or extends a finished one.",
+        ),
+    ] = None,
+    study_name: Annotated[str, typer.Option("--study-name", help="The study's name in --storage.")] = "slimkit-search",
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--ray-address", help="Run trials as Ray tasks on this cluster ('auto', 'ray://host:10001').")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Trials at once; more than 1 runs them on Ray (local by default).")
+    ] = 1,
+    finetune_top: Annotated[
+        int,
+        typer.Option("--finetune-top", min=0, help="Fine-tune this many front recipes (found without the budget)."),
+    ] = 0,
+    finetune_epochs: Annotated[
+        int, typer.Option("--finetune-epochs", min=1, help="Epochs of that fine-tuning (distilling from the model).")
+    ] = 2,
     weights: cli.Weights = None,
     trust_pickle: cli.TrustPickle = False,
     overwrite: cli.Overwrite = False,
@@ -59,10 +82,13 @@ def search_cmd(
     goals = tuple(part.strip() for part in objectives.split(",") if part.strip())
     constraints = {} if max_drop is None else {"max_metric_drop": max_drop}
     loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
+    ray = ray_address is not None or workers > 1
     with progress(f"searching {trials} recipes on {target}", quiet or as_json):
         result = search(
             loaded, data, target=target, objectives=goals, constraints=constraints, trials=trials, seed=seed,
-            model_spec=model,
+            model_spec=model, storage=storage or f"{out_dir}.study.db", study_name=study_name,
+            backend="ray" if ray else "local", workers=workers, ray_address=ray_address,
+            finetune_top=finetune_top, finetune={"epochs": finetune_epochs, "distill": True},
         )  # fmt: skip
     with staged_out(out_dir, overwrite) as folder:
         write_results(result, folder)

@@ -21,6 +21,7 @@ from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import apply
 from slimkit.core.walk import Selector, select_modules
+from slimkit.training.config import Finetune
 
 TECHNIQUES = ("quantize", "prune")
 """Techniques `sensitivity` scores per layer."""
@@ -204,15 +205,21 @@ def apply_stages(
     data: Any = None,
     example_inputs: Any = None,
     device: Any = "auto",
+    train: Any = None,
+    seed: int = 0,
 ) -> nn.Module:
     """A copy of ``model`` with recipe ``stages`` (``[{"prune": {"method": ..., ...}}]``) applied in order.
 
     Args:
         model: the model (never changed).
-        stages: technique stages in recipe form; ``include``/``exclude`` go to the verb.
+        stages: technique stages in recipe form; ``include``/``exclude`` go to the verb; a
+            ``{"finetune": {epochs, lr, distill}}`` stage trains on ``train`` (distilling from
+            ``model`` when asked).
         data: calibration data handed to every verb.
         example_inputs: sample inputs for tracing (pruning, static quantization).
         device: where the verbs run.
+        train: the training data of ``finetune`` stages.
+        seed: the seed of ``finetune`` stages.
     """
     result = model
     with warnings.catch_warnings():
@@ -220,6 +227,11 @@ def apply_stages(
         for stage in stages:
             ((verb, options),) = stage.items()
             options = dict(options)
+            if verb == "finetune":
+                if train is None:
+                    raise InvalidConfigError("a finetune stage needs training data")
+                result = Finetune.build(**options).run(copy.deepcopy(result), train, model, device=device, seed=seed)
+                continue
             method = options.pop("method")
             result = apply(verb, result, method, data=data, example_inputs=example_inputs, device=device, **options)
     return result if result is not model else copy.deepcopy(model)

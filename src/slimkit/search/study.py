@@ -23,40 +23,21 @@ from pydantic import ValidationError
 from torch import nn
 
 from slimkit.core.data import DataSplits
-from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, require
+from slimkit.core.errors import InvalidConfigError, require
 from slimkit.core.formats import RUNTIMES, artifact_of
 from slimkit.core.specs import load_data
-from slimkit.measure.profile import Profile
 from slimkit.pipeline.recipe import Target, load_recipe
-from slimkit.pipeline.target import measure_on_target, target_metric
+from slimkit.pipeline.target import target_metric
 from slimkit.search.candidates import apply_stages
 from slimkit.search.pareto import pareto_front
-from slimkit.search.space import SearchSpace, sample_stages, warm_starts
+from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
+from slimkit.search.space import SearchSpace, warm_starts
+from slimkit.search.store import STUDY_NAME, model_digest, open_study
+from slimkit.training.config import Finetune
 
 OBJECTIVES = ("latency", "size", "drop")
 """What `search` can minimise: p50 latency at batch 1 (ms), artifact bytes, metric drop."""
 CONSTRAINTS = ("max_metric_drop",)
-
-
-@dataclass
-class Measured:
-    """A model measured on the target: latency (ms, batch 1), artifact bytes, metric and drop."""
-
-    latency_ms: float
-    size_bytes: int
-    metric: float
-    drop: float
-
-    def value(self, objective: str) -> float:
-        """The figure an objective minimises."""
-        return {"latency": self.latency_ms, "size": float(self.size_bytes), "drop": self.drop}[objective]
-
-    @classmethod
-    def of(cls, profile: Profile, key: str, baseline: float | None, higher_is_better: bool) -> Measured:
-        """From a target `Profile`; ``baseline`` None measures the baseline itself (drop 0)."""
-        metric = profile.metrics[key]
-        drop = 0.0 if baseline is None else (baseline - metric if higher_is_better else metric - baseline)
-        return cls(profile.latency[1].p50_ms, profile.size_bytes, metric, drop)
 
 
 @dataclass
@@ -67,6 +48,8 @@ class TrialRecord:
     stages: list[dict[str, Any]]
     selection: Measured | None
     error: str | None = None
+    tuned_from: int | None = None
+    """For a fine-tuned candidate: the trial whose recipe it fine-tunes."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -75,6 +58,7 @@ class TrialRecord:
             "stages": self.stages,
             "selection": None if self.selection is None else vars(self.selection),
             "error": self.error,
+            "tuned_from": self.tuned_from,
         }
 
 
@@ -166,6 +150,13 @@ def search(
     example_inputs: Any = None,
     model_spec: str | None = None,
     data_spec: str | None = None,
+    storage: str | Path | None = None,
+    study_name: str = STUDY_NAME,
+    backend: Backend = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    finetune_top: int = 0,
+    finetune: Finetune | dict[str, Any] | None = None,
 ) -> SearchResult:
     """Search recipes for the Pareto front of ``objectives`` on the target runtime.
 
@@ -176,21 +167,36 @@ def search(
         target: the runtime trials are exported to and timed on (``onnxruntime``, ``torch``, ...).
         objectives: what to minimise, among ``latency``, ``size`` and ``drop``.
         constraints: ``{"max_metric_drop": x}``: trials that drop more are infeasible.
-        trials: how many recipes to try; the first ones try each quantization method alone
-            (`space.warm_starts`).
+        trials: how many trials the study holds when the search ends (a stored study that
+            has ``k`` runs ``trials - k`` more); the first ones try each quantization method
+            alone (`space.warm_starts`).
         seed: the sampler's seed (the same seed proposes the same recipes).
         space: what trials choose from (default: `SearchSpace()`).
         example_inputs: sample inputs for tracing and export (default: one data sample).
         model_spec: the model's spec, written into the front's recipes (default: the
             model's recorded source).
         data_spec: the data spec, written into the front's recipes.
+        storage: the study's database (an Optuna storage URL, or a file path for SQLite);
+            ``None`` keeps it in memory. A stored study of ``study_name`` is resumed.
+        study_name: the study's name in ``storage``.
+        backend: ``"local"`` (trials one after another here) or ``"ray"`` (Ray tasks).
+        workers: trials run at once on Ray.
+        ray_address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None`` starts a
+            local Ray with ``workers`` CPUs.
+        finetune_top: after the trials (cheap proxies: no training), fine-tune the recipes of
+            the first ``finetune_top`` points of the front found without the metric budget, on
+            the data's train split, and measure them as candidates of their own (a recipe that
+            only fine-tuning brings within the budget can then reach the front).
+        finetune: how (`training.config.Finetune`: ``epochs``, ``lr``, ``distill``; default
+            2 epochs distilling from the model), inserted before the recipe's quantization.
 
     Returns:
-        A `SearchResult`; trials that raised a `SlimkitError` are listed as failed.
+        A `SearchResult`; trials whose recipe a stage refused are listed as failed.
 
     Raises:
-        InvalidConfigError: bad objectives, constraints, target or data.
-        MissingExtraError: optuna is not installed (``pip install 'slimkit[search]'``).
+        InvalidConfigError: bad objectives, constraints, target, data, or a stored study made
+            for something else.
+        MissingExtraError: optuna (``slimkit[search]``) or ray (``slimkit[ray]``) is missing.
     """
     budget = _check(objectives, constraints or {}, trials)
     goal = _target(target)
@@ -203,39 +209,44 @@ def search(
     selection = DataSplits(splits.train, splits.calibration, splits.calibration, splits.metric)
     metric = target_metric(goal, splits)
     key, higher = getattr(metric, "key", "accuracy"), getattr(metric, "higher_is_better", True)
+    evaluator = Evaluator(model, goal, selection, splits.calibration, example_inputs, key, higher)
+    identity = {
+        "objectives": list(objectives), "target": goal.runtime, "max_metric_drop": str(budget), "metric": key,
+        "space": repr(space), "model": model_digest(model),
+    }  # fmt: skip
 
     with tempfile.TemporaryDirectory(prefix="slimkit-search-") as tmp:
 
         def measure(candidate: nn.Module, view: DataSplits, baseline: float | None, name: str) -> Measured:
-            folder = Path(tmp) / name
-            folder.mkdir()
-            profile, _, _ = measure_on_target(
-                candidate, goal, view, reference=model, example_inputs=example_inputs, folder=folder
-            )
-            return Measured.of(profile, key, baseline, higher)
+            (Path(tmp) / name).mkdir()
+            return evaluator.measure(candidate, view, Path(tmp) / name, baseline)
 
         unchanged = measure(model, selection, None, "original-selection")
-        records: list[TrialRecord] = []
+        evaluator.baseline = unchanged.metric
+        directions = ["minimize"] * len(objectives)
+        study, created = open_study(optuna, storage, study_name, directions, _sampler(optuna, seed), identity)
+        if created:
+            for params in warm_starts(space, trials):
+                study.enqueue_trial(params)
+        done = len(trial_records(study))
+        study.sampler = _sampler(optuna, seed + done)  # a resumed study goes on, not from its first proposals
 
-        def objective(trial: Any) -> tuple[float, ...]:
-            stages = sample_stages(trial, space)
-            record = TrialRecord(trial.number, stages, None)
-            records.append(record)
-            try:
-                candidate = apply_stages(model, stages, data=splits.calibration, example_inputs=example_inputs)
-                record.selection = measure(candidate, selection, unchanged.metric, f"trial-{trial.number}")
-            except SlimkitError as exc:
-                record.error = first_line(exc)
-                raise
-            _constrain(trial, record.selection.drop - budget)
-            return tuple(record.selection.value(o) for o in objectives)
+        def tell(trial: Any, stages: list[dict[str, Any]], measured: Measured | None, error: str | None) -> None:
+            trial.set_user_attr("stages", stages)
+            if measured is None:
+                trial.set_user_attr("error", error)
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                return
+            trial.set_user_attr("selection", vars(measured))
+            _constrain(trial, measured.drop - budget)
+            study.tell(trial, [measured.value(o) for o in objectives])
 
-        sampler = _sampler(optuna, seed)
-        study = optuna.create_study(directions=["minimize"] * len(objectives), sampler=sampler)
-        for params in warm_starts(space, trials):
-            study.enqueue_trial(params)
-        study.optimize(objective, n_trials=trials, catch=(SlimkitError,))
-
+        run_trials(study, max(trials - done, 0), space, evaluator, tell,
+                   backend=backend, workers=workers, ray_address=ray_address)  # fmt: skip
+        records = trial_records(study)
+        if finetune_top:
+            evaluator.train, evaluator.seed = splits.train, seed
+            records += tuned_records(records, objectives, finetune_top, _finetune_config(finetune), evaluator)
         feasible = [r for r in records if r.selection is not None and r.selection.drop <= budget]
         # the unchanged model takes part, so a recipe no better than doing nothing is not on the front
         ranked = pareto_front(
@@ -245,11 +256,55 @@ def search(
         original = measure(model, splits, None, "original-test")
         front = []
         for record in chosen:
-            candidate = apply_stages(model, record.stages, data=splits.calibration, example_inputs=example_inputs)
+            candidate = apply_stages(
+                model, record.stages, data=splits.calibration, example_inputs=example_inputs, train=splits.train,
+                seed=seed,
+            )  # fmt: skip
             tested = measure(candidate, splits, original.metric, f"front-{record.number}")
             recipe = front_recipe(record.stages, goal, budget, seed, model_spec or _source(model), data_spec)
             front.append(FrontPoint(record.number, recipe, record.selection, tested))
     return SearchResult(tuple(objectives), original, front, records, key)
+
+
+def _finetune_config(finetune: Finetune | dict[str, Any] | None) -> Finetune:
+    if isinstance(finetune, Finetune):
+        return finetune
+    return Finetune.build(**{"epochs": 2, "distill": True, **(finetune or {})})
+
+
+def with_finetune(stages: list[dict[str, Any]], config: Finetune) -> list[dict[str, Any]]:
+    """``stages`` with a ``finetune`` stage before the first quantization (else at the end)."""
+    at = next((i for i, stage in enumerate(stages) if "quantize" in stage), len(stages))
+    return [*stages[:at], {"finetune": config.model_dump(mode="json")}, *stages[at:]]
+
+
+def tuned_records(
+    records: list[TrialRecord], objectives: Sequence[str], top: int, config: Finetune, evaluator: Evaluator
+) -> list[TrialRecord]:
+    """Fine-tune the recipes of the first ``top`` points of the unconstrained front (changed
+    models only) and measure each as a candidate of its own."""
+    measured = [r for r in records if r.selection is not None and r.stages and r.tuned_from is None]
+    front = pareto_front(measured, lambda r: [r.selection.value(o) for o in objectives])[:top]
+    number = max((r.number for r in records), default=-1) + 1
+    tuned = []
+    for offset, record in enumerate(front):
+        stages = with_finetune(record.stages, config)
+        selection, error = evaluator(stages)
+        tuned.append(TrialRecord(number + offset, stages, selection, error, tuned_from=record.number))
+    return tuned
+
+
+def trial_records(study: Any) -> list[TrialRecord]:
+    """The finished trials of a study, read back from its stored attributes (trials a killed
+    run left behind, which hold none, are not counted)."""
+    records = []
+    for trial in study.get_trials(deepcopy=False):
+        if "stages" in trial.user_attrs:
+            figures = trial.user_attrs.get("selection")
+            selection = Measured(**figures) if figures else None
+            error = trial.user_attrs.get("error")
+            records.append(TrialRecord(trial.number, trial.user_attrs["stages"], selection, error))
+    return records
 
 
 def _sampler(optuna: Any, seed: int) -> Any:

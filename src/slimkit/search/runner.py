@@ -1,0 +1,131 @@
+"""Running a search's trials: here, one after another, or as Ray tasks on a cluster.
+
+Optuna asks and is told in this process only (one writer of the study, so parallel trials
+cannot corrupt it); a trial's work (apply the recipe, export, measure) is a picklable
+`Evaluator` call that runs in a temporary folder of its own, here or on a Ray worker.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from slimkit.core.data import DataSplits
+from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, require
+from slimkit.pipeline.recipe import Target
+from slimkit.pipeline.target import measure_on_target
+from slimkit.search.candidates import apply_stages
+from slimkit.search.space import SearchSpace, sample_stages
+
+Backend = Literal["local", "ray"]
+
+
+@dataclass
+class Measured:
+    """A model measured on the target: latency (ms, batch 1), artifact bytes, metric and drop."""
+
+    latency_ms: float
+    size_bytes: int
+    metric: float
+    drop: float
+
+    def value(self, objective: str) -> float:
+        """The figure an objective minimises."""
+        return {"latency": self.latency_ms, "size": float(self.size_bytes), "drop": self.drop}[objective]
+
+
+@dataclass
+class Evaluator:
+    """Applies a trial's stages to the model and measures the result on the target (picklable)."""
+
+    model: nn.Module
+    target: Target
+    view: DataSplits
+    """The data the trial is scored on (its test split is the search's calibration split)."""
+    calibration: Any
+    example_inputs: Any
+    key: str
+    higher_is_better: bool
+    baseline: float | None = None
+    train: Any = None
+    """Training data of ``finetune`` stages (top-k fine-tuning)."""
+    seed: int = 0
+
+    def measure(self, candidate: nn.Module, view: DataSplits, folder: Path, baseline: float | None) -> Measured:
+        """``candidate`` exported to the target and measured on ``view``'s test split."""
+        profile, _, _ = measure_on_target(
+            candidate, self.target, view, reference=self.model, example_inputs=self.example_inputs, folder=folder
+        )
+        metric = profile.metrics[self.key]
+        drop = 0.0 if baseline is None else (baseline - metric if self.higher_is_better else metric - baseline)
+        return Measured(profile.latency[1].p50_ms, profile.size_bytes, metric, drop)
+
+    def __call__(self, stages: list[dict[str, Any]]) -> tuple[Measured | None, str | None]:
+        """``(figures, None)``, or ``(None, why)`` when a stage refuses the model."""
+        with tempfile.TemporaryDirectory(prefix="slimkit-trial-") as folder:
+            try:
+                candidate = apply_stages(
+                    self.model, stages, data=self.calibration, example_inputs=self.example_inputs, train=self.train,
+                    seed=self.seed,
+                )  # fmt: skip
+                return self.measure(candidate, self.view, Path(folder), self.baseline), None
+            except SlimkitError as exc:
+                return None, first_line(exc)
+
+
+def _on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]]) -> tuple[Measured | None, str | None]:
+    torch.set_num_threads(1)  # one core per task: the tasks share the machine
+    return evaluator(stages)
+
+
+Told = Callable[[Any, list[dict[str, Any]], Measured | None, str | None], None]
+
+
+def run_trials(
+    study: Any, count: int, space: SearchSpace, evaluator: Evaluator, tell: Told, *,
+    backend: Backend = "local", workers: int = 1, ray_address: str | None = None,
+) -> None:  # fmt: skip
+    """Ask the study for ``count`` trials, evaluate them, and tell it each result (``tell``)."""
+    if backend == "local":
+        for _ in range(count):
+            trial = study.ask()
+            stages = sample_stages(trial, space)
+            tell(trial, stages, *evaluator(stages))
+        return
+    if backend != "ray":
+        raise InvalidConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
+    _run_on_ray(study, count, space, evaluator, tell, workers, ray_address)
+
+
+def _run_on_ray(
+    study: Any, count: int, space: SearchSpace, evaluator: Evaluator, tell: Told, workers: int, address: str | None
+) -> None:
+    ray = require("ray", "ray")
+    if workers < 1:
+        raise InvalidConfigError(f"workers must be at least 1, got {workers}")
+    if not ray.is_initialized():
+        options = {"address": address} if address else {"num_cpus": workers}
+        ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    task = ray.remote(num_cpus=1)(_on_ray_worker)
+    shared = ray.put(evaluator)
+    pending: dict[Any, tuple[Any, list[dict[str, Any]]]] = {}
+    left = count
+    while left or pending:
+        while left and len(pending) < workers:
+            trial = study.ask()
+            stages = sample_stages(trial, space)
+            pending[task.remote(shared, stages)] = (trial, stages)
+            left -= 1
+        (done,), _ = ray.wait(list(pending), num_returns=1)
+        trial, stages = pending.pop(done)
+        try:
+            measured, error = ray.get(done)
+        except ray.exceptions.RayTaskError as exc:  # a bug, not a refusal: raise it as itself
+            raise exc.as_instanceof_cause() from None
+        tell(trial, stages, measured, error)
