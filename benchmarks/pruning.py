@@ -14,6 +14,9 @@
    loss and epochs: cosine to the original on the held-out sentences and batch-1 latency.
 5. ``--only cnn-zoo``: ``channels`` 0.5 on torchvision's vision zoo (and a CNN with
    BatchNorm+activation layers), params and MACs next to Torch-Pruning's (`pruning_cnn_zoo`).
+6. ``--only resnet18-digits``: torchvision's resnet18 (1-channel 3x3 stem) trained briefly on
+   the digits at 32x32, then 50% of channels by slimkit and by Torch-Pruning (L1, the same
+   ratio), each fine-tuned with the same trainer and epochs: MACs and test accuracy.
 """
 
 from __future__ import annotations
@@ -107,6 +110,44 @@ def channels_benchmark(epochs: int, tmp: Path) -> None:
         )  # fmt: skip
     console.print(table)
     console.print("original latency ms: " + ", ".join(f"{k} {base[k]:.3f}" for k in lat_keys))
+
+
+def digits_resnet18():
+    """torchvision's resnet18 for 1x32x32 digits: a 3x3 stride-1 stem, 10 classes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "zoo"))
+    from torchvision_shim import import_torchvision
+
+    torchvision = import_torchvision()
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    model.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    return model
+
+
+def resnet18_digits_benchmark(epochs: int) -> None:
+    """slimkit vs Torch-Pruning on a briefly trained resnet18: equal ratio, equal fine-tuning."""
+    splits = sk.load_data("example:digits")
+    x = (torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(0)),)
+    original = finetune(digits_resnet18(), splits.train, epochs=epochs, lr=1e-3, seed=0).eval()
+    base = {"macs": count_macs(original, x).total, "acc": accuracy(original, splits.test)}
+    candidates = {
+        "slimkit channels (L1)": lambda: sk.prune(original, "channels", ratio=0.5, example_inputs=x),
+        "Torch-Pruning MetaPruner (L1)": lambda: tp_prune(copy.deepcopy(original), x, 0.5),
+    }
+    title = f"resnet18 on digits 32x32 ({epochs} training epochs), 50% channels, {epochs} fine-tuning epochs"
+    table = Table(title=title)
+    for col in ["method", "MACs", "acc pruned", f"acc +{epochs} ep"]:
+        table.add_column(col, justify="right")
+    table.add_row("original", "1.000x", f"{base['acc']:.4f}", "")
+    for name, make in candidates.items():
+        pruned = make().eval()
+        tuned = finetune(copy.deepcopy(pruned), splits.train, epochs=epochs, lr=1e-3, seed=0).eval()
+        macs = count_macs(pruned, x).total / base["macs"]
+        before, after = accuracy(pruned, splits.test), accuracy(tuned, splits.test)
+        table.add_row(name, f"{macs:.3f}x", f"{before:.4f}", f"{after:.4f}")
+    console.print(table)
 
 
 def weights_bytes(model, tmp: Path) -> int:
@@ -251,7 +292,7 @@ def minilm_distill_benchmark(epochs: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer fine-tuning epochs")
-    parts = ["channels", "gradual", "minilm", "minilm-distill", "cnn-zoo"]
+    parts = ["channels", "gradual", "minilm", "minilm-distill", "cnn-zoo", "resnet18-digits"]
     parser.add_argument("--only", choices=parts, help="run one part")
     parser.add_argument("--epochs", type=int, default=8, help="distillation epochs of minilm-distill")
     args = parser.parse_args()
@@ -270,6 +311,8 @@ def main() -> None:
             from pruning_cnn_zoo import cnn_zoo_benchmark
 
             cnn_zoo_benchmark(console)
+        if args.only in (None, "resnet18-digits"):
+            resnet18_digits_benchmark(2 if args.quick else 3)
 
 
 if __name__ == "__main__":

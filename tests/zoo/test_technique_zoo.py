@@ -99,9 +99,10 @@ def test_svd_changes_or_explains_every_layer(family):
     assert _output(small, x).shape == _output(model, x).shape
 
 
-ONNX_REFUSED = {"t5_encoder": r"ONNX cannot express the op aten\.view in layer 'encoder\.block\.0\.layer\.0\."}
-"""Documented gaps (docs/coverage.md): torch's ONNX decomposition turns T5's reshape of a transposed
-tensor into a view it cannot prove valid for symbolic shapes."""
+ONNX_REFUSED: dict[str, str] = {}
+"""Documented gaps (docs/coverage.md): none today. T5's reshape of a transposed tensor, which torch's
+ONNX decomposition turned into a view it could not prove valid for symbolic shapes, is exported
+with a contiguous copy first (`runtime.onnx_export.contiguous_views`)."""
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from slimkit.core.data import Batch
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.runtime.inputs import flat_tensors, input_names
-from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
+from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
 
 OPSET = 18
 ONNX_QUANTIZE = ("int8", "int8-dynamic")
@@ -32,7 +32,7 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level
     # the exporter warns once per missing torchvision op, which slimkit models never use
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with export_standins(model):  # quantized layers as MatMulNBits / GatherBlockQuantized / MatMulInteger
-        program = trace(model, batch, fmt="ONNX")
+        program = contiguous_views(trace(model, batch, fmt="ONNX"))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -13,7 +13,7 @@ from torch import nn
 from slimkit.core.data import Batch
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, first_line, require
 from slimkit.runtime.executorch_runtime import load_quantized_kernels
-from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error
+from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
 
 PTE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.pte`` (pt2e with the XNNPACK quantizer, per-channel int8 weights):
@@ -67,7 +67,7 @@ def export_pte(
     load_quantized_kernels()
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
     source = _pt2e_int8(model, batch, data, quantize == "int8-dynamic") if quantize else model
-    program = trace(source, batch, fmt="ExecuTorch")
+    program = contiguous_views(trace(source, batch, fmt="ExecuTorch"))
     try:
         lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
         buffer = lowered.to_executorch().buffer

@@ -171,3 +171,38 @@ def unsupported_op_error(
         f"{fmt} cannot express the op {op}{where}: replace that layer with supported ops, "
         f"exclude it from compression, or export to another format"
     )
+
+
+_VIEWS = (torch.ops.aten.view.default, torch.ops.aten.reshape.default)
+CONTIGUOUS = torch.contiguous_format
+
+
+def contiguous_views(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """A contiguous copy before every ``aten.view``/``aten.reshape`` of a tensor that is not contiguous.
+
+    torch.export records a model's ``reshape`` of a transposed tensor as a ``view`` when its
+    symbolic strides look viewable; the ONNX and ExecuTorch exporters' decompositions then
+    fail on it ("Cannot view a tensor with shape [s0, s1, 4, 16] and strides ...": T5's
+    attention). The exported graphs keep no strides, so the copy costs nothing there.
+    """
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _VIEWS:
+            continue
+        source = node.args[0]
+        value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if not isinstance(value, torch.Tensor) or _contiguous(value):
+            continue
+        with graph.inserting_before(node):
+            copy = graph.call_function(torch.ops.aten.clone.default, (source,), {"memory_format": CONTIGUOUS})
+        copy.meta["val"] = value.clone(memory_format=torch.contiguous_format)
+        node.replace_input_with(source, copy)
+    program.graph_module.recompile()
+    return program
+
+
+def _contiguous(value: torch.Tensor) -> bool:
+    try:
+        return bool(value.is_contiguous())
+    except Exception:  # a symbolic stride the shape environment cannot decide: copy to be safe
+        return False
