@@ -198,3 +198,31 @@ def test_pt2_round_trip(tmp_path):
     rt = load(path)
     x = model.example_inputs()[0]
     assert rt.name == "torch" and torch.allclose(rt.run(x), model(x), atol=1e-5)
+
+
+def test_a_reshape_of_a_transposed_tensor_gets_a_contiguous_copy_and_exports(tmp_path):
+    """T5's attention (a reshape of a transposed tensor): torch's ONNX decomposition could not
+    prove the view valid for symbolic shapes; the export copies the tensor first."""
+    import torch
+    from torch import nn
+
+    import slimkit as sk
+    from slimkit.runtime.tracing import contiguous_views
+
+    class MergeHeads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(16, 16)
+
+        def forward(self, x):
+            b, s, _ = x.shape
+            heads = self.proj(x).view(b, s, 4, 4).transpose(1, 2)  # (b, heads, s, 4), not contiguous
+            return heads.reshape(b, 4, -1) * 2
+
+    model, x = MergeHeads().eval(), torch.randn(2, 5, 16)
+    dims = {"x": {0: torch.export.Dim("batch", min=1), 1: torch.export.Dim("seq", min=2)}}
+    program = contiguous_views(torch.export.export(model, (x,), dynamic_shapes=dims))
+    clones = [n for n in program.graph.nodes if n.target is torch.ops.aten.clone.default]
+    assert clones and all(n.kwargs["memory_format"] is torch.contiguous_format for n in clones)
+    torch.testing.assert_close(program.module()(x), model(x))
+    assert sk.export(model, tmp_path / "m.onnx", example_inputs=(x,)).stat().st_size > 0  # verified in onnxruntime
