@@ -34,7 +34,6 @@ LAYER = {
 TECHNIQUES = {name for name, rank in LAYER.items() if rank == 3}
 
 KNOWN = {
-    ("runtime", "quantization"): "ONNX lowerings of quantized layers; let quantization register them (issue 16)",
     ("pipeline", "report"): "compress writes its report files; let the caller write them (issue 16)",
 }
 

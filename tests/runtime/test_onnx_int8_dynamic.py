@@ -15,8 +15,8 @@ from slimkit.core.device import int8_saturates
 from slimkit.measure import sqnr_db
 from slimkit.models.testing import ZOO
 from slimkit.quantization.dynamic import Int8DynamicLinear
+from slimkit.quantization.onnx_lowering import Int8DynamicMatMul
 from slimkit.runtime import load
-from slimkit.runtime.onnx_quantized import Int8DynamicMatMul
 
 MIN_SQNR_DB = 35.0
 REDUCE_RANGE_MIN_SQNR_DB = 60.0

@@ -9,12 +9,13 @@ from torch import nn
 
 import slimkit as sk
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.lowering import export_standins
 from slimkit.core.samples import example_batch
 from slimkit.measure import sqnr_db
 from slimkit.models.testing import ZOO
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
+from slimkit.quantization.onnx_lowering import NBitsEmbedding, NBitsLinear, block_size, export_bits
 from slimkit.runtime import load
-from slimkit.runtime.onnx_quantized import NBitsEmbedding, NBitsLinear, block_size, export_bits, export_standins
 
 pytestmark = pytest.mark.slow  # integration: exports through onnxruntime/torch.export (make test)
 
@@ -133,7 +134,7 @@ def test_block_size_rules():
 
 def test_model_is_restored_even_when_export_fails():
     q = sk.quantize(_mlp(), "weight-only", bits=4, group_size=32)
-    with pytest.raises(RuntimeError), export_standins(q) as swapped:
+    with pytest.raises(RuntimeError), export_standins(q, "onnx") as swapped:
         assert set(swapped) == {"0", "2"} and isinstance(q[0], NBitsLinear)
         raise RuntimeError("exporter failed")
     assert isinstance(q[0], WeightOnlyLinear) and isinstance(q[2], WeightOnlyLinear)

@@ -7,7 +7,11 @@ Registered methods: ``int8-dynamic``, ``int8-static``, ``weight-only``, ``fp16``
 from __future__ import annotations
 
 from slimkit.core.registry import make_verb
-from slimkit.quantization import algorithms, qat  # noqa: F401, E402  (registers gptq, smoothquant, bias-correction, qat)
+from slimkit.quantization import (  # noqa: F401, E402  (registers gptq, smoothquant, bias-correction, qat)
+    algorithms,
+    onnx_lowering,  # noqa: F401  (registers the ONNX lowering of its layers)
+    qat,
+)
 from slimkit.quantization import ptq as _ptq  # noqa: F401  (registers the PTQ methods)
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.dynamic import Int8DynamicLinear

@@ -15,6 +15,7 @@ from torch import nn
 from slimkit.core.data import Batch
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError, require
+from slimkit.core.lowering import export_standins, translation_table
 from slimkit.runtime.inputs import flat_tensors, input_names
 from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
 
@@ -27,11 +28,9 @@ ACCURACY_LEVELS = (0, 1, 2, 3, 4)
 
 def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level: int = 0) -> None:
     require("onnxscript", "onnx")
-    from slimkit.runtime.onnx_quantized import export_standins, translation_table
-
     # the exporter warns once per missing torchvision op, which slimkit models never use
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with export_standins(model):  # quantized layers as MatMulNBits / GatherBlockQuantized / MatMulInteger
+    with export_standins(model, "onnx"):  # e.g. quantized layers as MatMulNBits / MatMulInteger
         program = contiguous_views(trace(model, batch, fmt="ONNX"))
     try:
         with warnings.catch_warnings():
@@ -44,7 +43,7 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level
                 dynamo=True,
                 verbose=False,
                 optimize=True,
-                custom_translation_table=translation_table(accuracy_level),
+                custom_translation_table=translation_table("onnx", accuracy_level=accuracy_level),
             )
     except Exception as exc:  # the exporter raises ConversionError / OnnxExporterError / RuntimeError
         raise unsupported_op_error(exc, program, "ONNX") from exc
@@ -113,7 +112,7 @@ def export_onnx(
 
     Args:
         model: the eval-mode model (a slimkit-quantized model exports its own quantized ops:
-            `slimkit.runtime.onnx_quantized` for weight-only and int8-dynamic layers).
+            `slimkit.quantization.onnx_lowering` for weight-only and int8-dynamic layers).
         batch: positional sample inputs (batch of at least 2).
         path: the file to write.
         quantize: None (as the model is), ``"int8"`` (onnxruntime static QDQ, per-channel

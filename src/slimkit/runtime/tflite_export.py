@@ -15,8 +15,9 @@ from torch import nn
 
 from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import InvalidConfigError, require
+from slimkit.core.lowering import refuse_unexpressible
 from slimkit.runtime.inputs import flat_outputs
-from slimkit.runtime.tracing import calibration_batches, refuse_int8_dynamic, trace, unsupported_op_error, without_cache
+from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error, without_cache
 
 TFLITE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.tflite``: full-integer static (calibrated) or dynamic-range int8."""
@@ -62,7 +63,7 @@ def export_tflite(
     if quantize is not None and quantize not in TFLITE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .tflite; valid: {', '.join(TFLITE_QUANTIZE)}")
     litert = require("litert_torch", "tflite")
-    refuse_int8_dynamic(model, "TFLite")
+    refuse_unexpressible(model, "tflite", "TFLite")
     sample = resize_batch(batch, batch_size)
     source, config = _quantized(model, sample, quantize, data) if quantize else (model.eval(), None)
     try:

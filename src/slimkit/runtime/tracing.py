@@ -13,6 +13,7 @@ from torch import nn
 
 from slimkit.core.data import Batch, iter_batches, resize_batch
 from slimkit.core.errors import UnsupportedModelError, first_line
+from slimkit.core.lowering import refuse_unexpressible
 from slimkit.runtime.inputs import input_names, positional
 
 MAX_BATCH = 1024
@@ -86,31 +87,16 @@ def without_cache(model: nn.Module) -> nn.Module:
     return named(model)
 
 
-def refuse_int8_dynamic(model: nn.Module, fmt: str) -> None:
-    """Raise `UnsupportedModelError` when ``model`` holds slimkit `Int8DynamicLinear` layers, whose
-    PyTorch kernel (fbgemm's ``quantized::linear_dynamic``) ``fmt`` cannot express."""
-    from slimkit.quantization.dynamic import Int8DynamicLinear
-
-    names = [name for name, module in model.named_modules() if isinstance(module, Int8DynamicLinear)]
-    if names:
-        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
-        raise UnsupportedModelError(
-            f"{fmt} cannot run slimkit's int8-dynamic layers ({names[0]!r}{more}: fbgemm's "
-            'quantized::linear_dynamic): export the float model with quantize="int8-dynamic" (or "int8") '
-            "instead, or export this model to .onnx"
-        )
-
-
 def trace(
     model: nn.Module, batch: Batch, dynamic: bool = True, fmt: str = "torch.export"
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the model on ``batch`` (dynamic batch dimension when ``dynamic``).
 
     Raises:
-        UnsupportedModelError: when the model cannot be captured as a graph (or holds
-            slimkit int8-dynamic layers, whose fbgemm kernel no export format expresses).
+        UnsupportedModelError: when the model cannot be captured as a graph, or holds a layer
+            a registered lowering refuses (`slimkit.core.lowering`).
     """
-    refuse_int8_dynamic(model, fmt)
+    refuse_unexpressible(model, fmt.split()[0].lower(), fmt)
     with contextlib.suppress(NotImplementedError):  # pt2e / torch.export modules refuse eval()
         model.eval()
     name = type(model).__name__

@@ -1,7 +1,8 @@
-"""slimkit's quantized layers as onnxruntime-native ONNX nodes.
+"""slimkit's quantized layers as onnxruntime-native ONNX nodes: quantization's ONNX lowering.
 
-While a model is exported (`export_standins`), each quantized layer is swapped for a stand-in
-calling a torch custom op that `translation_table` turns into ONNX nodes:
+Registered with `slimkit.core.lowering` when this package is imported: while a model is
+exported to ONNX, each quantized layer is swapped for a stand-in (`standin`) calling a torch
+custom op that `translation_table` turns into ONNX nodes:
 
 - `WeightOnlyLinear` -> ``slimkit::matmul_nbits`` -> ``com.microsoft::MatMulNBits``;
 - `WeightOnlyEmbedding` -> ``slimkit::gather_nbits`` -> ``com.microsoft::GatherBlockQuantized``;
@@ -36,8 +37,7 @@ zero point 0, so no ``b_zero_point`` input), the per-column weight scale ``float
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slimkit.core.device import int8_saturates
-from slimkit.core.walk import replace_module
+from slimkit.core.lowering import ANY_FORMAT, Lowering, register_lowering
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import PackedWeight, WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.quantization.packing import pack, unpack
@@ -236,7 +236,7 @@ def with_8bit_codes(layer: WeightOnlyLinear | WeightOnlyEmbedding) -> nn.Module:
 
 
 QUANTIZED_LAYERS = (WeightOnlyLinear, WeightOnlyEmbedding, Int8DynamicLinear)
-"""The layers `export_standins` swaps."""
+"""The layers the ONNX exporter swaps for their stand-ins."""
 
 
 def standin(layer: WeightOnlyLinear | WeightOnlyEmbedding | Int8DynamicLinear) -> nn.Module | None:
@@ -250,29 +250,6 @@ def standin(layer: WeightOnlyLinear | WeightOnlyEmbedding | Int8DynamicLinear) -
     if isinstance(layer, WeightOnlyLinear):
         return NBitsLinear(layer, export_bits(packed.bits), block)
     return NBitsEmbedding(layer, export_bits(packed.bits), block)
-
-
-@contextmanager
-def export_standins(model: nn.Module) -> Iterator[dict[str, nn.Module]]:
-    """Swap ``model``'s quantized layers for their export stand-ins for the block (restored
-    after, also on error); yields ``{module name: stand-in}``."""
-    originals = {
-        name: module
-        for name, module in model.named_modules(remove_duplicate=False)
-        if isinstance(module, QUANTIZED_LAYERS)
-    }
-    built: dict[int, nn.Module | None] = {}
-    for module in originals.values():  # one stand-in per module, shared where the model shares it
-        if id(module) not in built:
-            built[id(module)] = standin(module)
-    swapped = {name: built[id(module)] for name, module in originals.items() if built[id(module)] is not None}
-    for name, new in swapped.items():
-        replace_module(model, name, new)
-    try:
-        yield swapped
-    finally:
-        for name in swapped:
-            replace_module(model, name, originals[name])
 
 
 # ----------------------------------------------------------------------------- ONNX translation
@@ -382,3 +359,14 @@ def translation_table(accuracy_level: int = 0) -> dict[Any, Callable[..., Any]]:
         torch.ops.slimkit.gather_nbits.default: gather,
         torch.ops.slimkit.matmul_int8_dynamic.default: int8_dynamic_nodes,
     }
+
+
+register_lowering("onnx", Lowering(QUANTIZED_LAYERS, standin=standin, translations=translation_table))
+register_lowering(
+    ANY_FORMAT,  # what the ONNX stand-in does not replace reaches torch.export as fbgemm's kernel
+    Lowering(
+        (Int8DynamicLinear,),
+        refusal="slimkit's int8-dynamic layers ({layers}: fbgemm's quantized::linear_dynamic): export the float "
+        'model with quantize="int8-dynamic" (or "int8") instead, or export this model to .onnx',
+    ),
+)
