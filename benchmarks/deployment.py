@@ -11,6 +11,12 @@ for onnxruntime that is its ``quantize_static`` / ``quantize_dynamic``), so slim
 is timed next to the runtime's own in one process.
 
     PYTHONPATH=src .venv/bin/python benchmarks/deployment.py [--quick] [--models digits,minilm]
+    PYTHONPATH=src .venv/bin/python benchmarks/deployment.py --int8-vs-ort
+
+``--int8-vs-ort``: slimkit's ``int8-static`` QDQ graph beside onnxruntime's own ``quantize_static``
+of the same float model, on the digits CNN and torchvision's resnet18 (1-channel 3x3 stem,
+digits at 32x32), p50 at batch 1 with 1 thread, the runs interleaved (median of 7 rounds), and
+the test accuracy of each artifact.
 """
 
 from __future__ import annotations
@@ -105,13 +111,77 @@ def _table(rows: list[dict], sizes: tuple[int, ...]) -> Table:
     return table
 
 
+def _digits_resnet18():
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "zoo"))
+    from torchvision_shim import import_torchvision
+
+    torch.manual_seed(0)
+    model = import_torchvision().models.resnet18(num_classes=10)
+    model.conv1 = torch.nn.Conv2d(1, 64, 3, 1, 1, bias=False)
+    return model.eval()
+
+
+def _artifact_accuracy(runtime, data) -> float:
+    import torch
+
+    from slimkit.core.data import iter_batches
+
+    hits = total = 0
+    for batch in iter_batches(data, "cpu"):
+        out = runtime.run_batch(batch)
+        logits = torch.as_tensor(out[0] if isinstance(out, (list, tuple)) else out)
+        hits += int((logits.argmax(-1) == batch.target).sum())
+        total += len(batch.target)
+    return hits / total
+
+
+def int8_vs_ort(tmp: Path, rounds: int = 7) -> Table:
+    """slimkit int8-static (QDQ) vs onnxruntime's quantize_static, interleaved, batch 1, 1 thread."""
+    import statistics
+
+    data = sk.load_data("example:digits")
+    table = Table(title="int8 on onnxruntime: slimkit int8-static QDQ vs onnxruntime quantize_static (bs1, 1 thread)")
+    for column in ("model", "artifact", "p50 ms (median of 7)", "x fp32 onnxruntime", "test accuracy"):
+        table.add_column(column)
+    for name, model in (("digits-cnn", sk.load("example:digits-cnn")), ("resnet18", _digits_resnet18())):
+        int8 = sk.quantize(model, "int8-static", data=data.calibration)
+        paths = {
+            "fp32": sk.export(model, tmp / f"{name}-fp32.onnx", data=data.test),
+            "slimkit int8-static": sk.export(int8, tmp / f"{name}-slimkit.onnx", data=data.test),
+            "onnxruntime quantize_static": sk.export(
+                model, tmp / f"{name}-ort.onnx", data=data.calibration, quantize="int8"
+            ),
+        }
+        batch = resize_batch(example_batch(model, None, data.test), 1)
+        runtimes = {label: load(path) for label, path in paths.items()}
+        times = {label: [] for label in runtimes}
+        for _ in range(rounds):
+            for label, runtime in runtimes.items():
+                times[label].append(runtime.bench(batch, (1,), threads=1, budget_s=0.5)[1].p50_ms)
+        p50 = {label: statistics.median(values) for label, values in times.items()}
+        for label, runtime in runtimes.items():
+            accuracy = _artifact_accuracy(runtime, data.test)
+            table.add_row(name, label, f"{p50[label]:.3f}", f"{p50[label] / p50['fp32']:.3f}x", f"{accuracy:.4f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="digits only, torch and onnxruntime")
     parser.add_argument("--models", default="digits,minilm")
     parser.add_argument("--runtimes", default="torch,onnxruntime,executorch,tflite")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--int8-vs-ort", action="store_true", help="only slimkit int8 vs onnxruntime's own")
     args = parser.parse_args()
+    if args.int8_vs_ort:
+        warnings.filterwarnings("ignore")
+        with tempfile.TemporaryDirectory(prefix="slimkit-deploy-") as tmp:
+            Console().print(int8_vs_ort(Path(tmp)))
+        return
     models = ["digits"] if args.quick else args.models.split(",")
     runtimes = ["torch", "onnxruntime"] if args.quick else args.runtimes.split(",")
     sizes = (1, 32)
