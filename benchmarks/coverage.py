@@ -56,8 +56,7 @@ def techniques(tmp: Path) -> dict[str, Cell]:
 
     def pruned(method: str, ratio: float) -> Cell:
         def run(model: torch.nn.Module, x: object) -> str:
-            example = {"example_inputs": (x,)} if isinstance(x, dict) else {"example_inputs": x}
-            return macs(sk.prune(model, method, ratio=ratio, **example), model, x)
+            return macs(sk.prune(model, method, ratio=ratio, example_inputs=x), model, x)  # a dict: keywords
 
         return run
 

@@ -18,6 +18,7 @@ def _search(small, storage, trials, **options):
     return search(model, data, trials=trials, storage=storage, **options)
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_where_it_stopped(small, tmp_path, monkeypatch):
     storage = tmp_path / "study.db"
     calls = []
@@ -39,6 +40,7 @@ def test_an_interrupted_search_resumes_where_it_stopped(small, tmp_path, monkeyp
     assert all(t.selection is not None for t in result.trials)
 
 
+@pytest.mark.slow
 def test_a_finished_study_is_extended_by_asking_for_more_trials(small, tmp_path):
     storage = tmp_path / "study.db"
     first = _search(small, storage, trials=2)
@@ -48,6 +50,7 @@ def test_a_finished_study_is_extended_by_asking_for_more_trials(small, tmp_path)
     assert len(_search(small, storage, trials=2).trials) == 3  # fewer than stored: nothing new runs
 
 
+@pytest.mark.slow
 def test_a_study_made_for_something_else_is_refused(small, tmp_path):
     storage = tmp_path / "study.db"
     _search(small, storage, trials=1)
@@ -83,6 +86,7 @@ def test_trials_run_as_ray_tasks_into_one_study(small, tmp_path):
         ray.shutdown()
 
 
+@pytest.mark.slow
 def test_the_top_candidates_are_fine_tuned_as_recipes_compress_runs(small):
     from slimkit.pipeline.recipe import load_recipe
 
