@@ -49,3 +49,26 @@ def test_quantize_bad_bits_is_one_line_error(capsys, tmp_path):
     assert code == 2
     assert "bits" in err and "Traceback" not in err
     assert not (tmp_path / "q").exists()
+
+
+def test_max_drop_keeps_layers_float_and_lists_them(capsys, own_project, monkeypatch):
+    monkeypatch.chdir(own_project)
+    code, out, err = run_cli(
+        capsys, "quantize", "mypkg.models:trained_net", "--data", "mypkg.data:splits", "--method", "int8-static",
+        "--metric", "fidelity", "--max-drop", "0", "--out", "q", "--json", "--quiet",
+    )  # fmt: skip
+    assert code in (0, None), err
+    result = json.loads(out)
+    # any int8 layer moves the cosine below 1, so a zero budget keeps every layer in float
+    assert set(result["skipped"]) == {"features.0", "features.3", "head"}
+    assert set(result["skipped"].values()) == {"kept in float by an override (null)"}
+    assert result["metric_deltas"]["cosine"] == pytest.approx(0, abs=1e-12)  # only BatchNorm folding moved it
+
+
+def test_max_drop_needs_a_quantize_budget_it_can_read(capsys, tmp_path):
+    code, _, err = run_cli(
+        capsys, "quantize", "example:digits-cnn", "--method", "int8-static", "--max-drop", "-1",
+        "--out", str(tmp_path / "q"), "--quiet",
+    )  # fmt: skip
+    assert code == 2 and "max_metric_drop must be >= 0" in err and "Traceback" not in err
+    assert not (tmp_path / "q").exists()

@@ -37,6 +37,14 @@ def quantize_cmd(
         str | None,
         typer.Option("--observer", help="minmax, moving-average, percentile, mse, entropy or registered (int8-static)"),
     ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            "--max-drop",
+            help="Keep in float the fewest layers that hold the metric drop on the calibration split to this "
+            "(accuracy as a fraction, cosine for fidelity); the float layers are listed.",
+        ),
+    ] = None,
     *,
     run: Run,
 ) -> None:
@@ -49,8 +57,11 @@ def quantize_cmd(
         slimkit quantize example:digits-cnn --method int8-static --observer percentile --out out/
 
         slimkit quantize example:minilm --method weight-only --bits 4 --group-size 128 --out out/
+
+        slimkit quantize example:minilm --method int8-static --max-drop 0.01 --out out/
     """
-    technique = Technique("quantize", method, run.options(_options(bits, group_size, observer)), split="calibration")
+    options = run.options(_options(bits, group_size, observer))
+    technique = Technique("quantize", method, options, split="calibration", max_drop=max_drop)
     comparison, outcome = run_technique(technique, model, out_dir, run)
     lines = [f"  {len(outcome.details.get('layers', {}))} layer(s) quantized"]
     show_technique(comparison, outcome, lines, out_dir, run.as_json)

@@ -29,6 +29,26 @@ class Technique:
     split: Split | None = "train"
     """Which data split the method itself receives (None: no data)."""
     needs_data: bool = False
+    max_drop: float | None = None
+    """Keep in float the fewest layers that hold the metric drop to this (`slimkit.search.fallback`)."""
+
+
+def _apply(technique: Technique, model: Any, data: Any, metric: Any, **kwargs: Any) -> Any:
+    """The verb on ``model``, or, with a ``max_drop``, the accuracy-aware fallback of it."""
+    from slimkit.core.registry import apply
+
+    if technique.max_drop is None:
+        return apply(technique.verb, model, technique.method, data=data, **kwargs, **technique.options)
+    from slimkit.core.errors import InvalidConfigError
+    from slimkit.search import fallback
+
+    if technique.verb != "quantize" or data is None:
+        raise InvalidConfigError("--max-drop needs a quantize method and --data (its calibration split is scored)")
+    kwargs.pop("example_inputs")
+    return fallback(
+        model, data, max_metric_drop=technique.max_drop, method=technique.method, metric=metric,
+        **kwargs, **technique.options,
+    ).model  # fmt: skip
 
 
 def finetune_from(model: Any, original: Any, splits: Any, epochs: int, quiet: bool = False) -> Any:
@@ -58,7 +78,6 @@ def run_technique(technique: Technique, model: str, out_dir: Path, run: Run) -> 
     from slimkit.core.errors import InvalidConfigError
     from slimkit.core.io import save
     from slimkit.core.outcome import explain
-    from slimkit.core.registry import apply
     from slimkit.core.samples import example_batch
     from slimkit.core.specs import load_data, load_model
     from slimkit.measure.profile import compare
@@ -79,10 +98,10 @@ def run_technique(technique: Technique, model: str, out_dir: Path, run: Run) -> 
         sample = example_batch(original, None, splits, technique.verb) if splits is not None else None
         with warnings.catch_warnings():  # skipped layers are in the outcome, printed by the command
             warnings.simplefilter("ignore", UserWarning)
-            result = apply(
-                technique.verb, original, technique.method, data=given, include=run.include, exclude=run.exclude,
-                example_inputs=None if sample is None else (sample.kwargs or sample.args), device=run.device,
-                **technique.options,
+            result = _apply(
+                technique, original, given, metric or getattr(splits, "metric", None), include=run.include,
+                exclude=run.exclude, example_inputs=None if sample is None else (sample.kwargs or sample.args),
+                device=run.device,
             )  # fmt: skip
         outcome = explain(result)
     if run.finetune_epochs and splits is not None:

@@ -29,6 +29,9 @@ from slimkit.quantization.observers import make_observer
 
 Plan = dict[str, Config]
 
+KEPT_FLOAT = "kept in float by an override (null)"
+"""The skip reason of a layer an ``overrides`` entry of ``None`` keeps in float."""
+
 
 def layer_config(name: str, base: QuantConfig) -> Config | None:
     """The config for layer ``name``: the first matching override (``None``: keep float), else ``base``."""
@@ -57,6 +60,7 @@ def plan_layers(model: nn.Module, base: QuantConfig, selector: Selector) -> tupl
             continue
         config = layer_config(name, base)
         if config is None:
+            skipped[name] = KEPT_FLOAT
             continue
         parent = parents.get(name.rpartition(".")[0])
         if isinstance(parent, nn.MultiheadAttention):
@@ -148,9 +152,9 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
             recorded = {k: v for k, v in extra.items() if k in ("relu", "relu_module")}
             layers[name] = {"method": layer_cfg.method, "config": layer_cfg.model_dump(mode="json"), **recorded}
     trim()  # the replaced float weights are free: hand their pages back
-    if skipped:
-        listed = "; ".join(f"{n} ({why})" for n, why in list(skipped.items())[:5])
-        warnings.warn(f"{config.method}: {len(skipped)} layer(s) left in float: {listed}", stacklevel=4)
+    if unexpected := {n: why for n, why in skipped.items() if why != KEPT_FLOAT}:
+        listed = "; ".join(f"{n} ({why})" for n, why in list(unexpected.items())[:5])
+        warnings.warn(f"{config.method}: {len(unexpected)} layer(s) left in float: {listed}", stacklevel=4)
     if not layers:
         warnings.warn(f"{config.method}: no layer was quantized (nothing matched)", stacklevel=4)
     ctx.state.update({"layers": layers, "skipped": skipped, "folded": folded})

@@ -2,6 +2,7 @@
 
 ``sk.sensitivity(model, data)`` measures what each per-layer setting costs and saves;
 `allocate` picks one setting per layer to meet a budget and checks it on measured figures;
+`fallback` quantizes a whole model and keeps in float the fewest layers that meet a budget;
 ``sk.search(model, data=..., target=..., constraints=...)`` searches whole recipes on the
 target runtime. This package is callable: ``sk.search(...)`` is `search`.
 """
@@ -10,6 +11,7 @@ import sys
 import types
 from typing import Any
 
+from slimkit.search.accuracy_aware import Fallback, fallback
 from slimkit.search.allocate import Allocation, allocate, plan
 from slimkit.search.cache import Cache
 from slimkit.search.candidates import CandidateConfig, Setting, apply_settings
@@ -31,6 +33,7 @@ __all__ = [
     "Allocation",
     "Cache",
     "CandidateConfig",
+    "Fallback",
     "FrontPoint",
     "Measured",
     "Row",
@@ -41,6 +44,7 @@ __all__ = [
     "TrialRecord",
     "allocate",
     "apply_settings",
+    "fallback",
     "plan",
     "search",
     "sensitivity",
