@@ -137,7 +137,7 @@ def test_distill_verb_records_copies_and_splits_options() -> None:
     assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())
     transform = sk.get_record(out).transforms[-1]
     assert (transform.verb, transform.method, transform.config["temperature"]) == ("distill", "kd", 3.0)
-    assert len(transform.state["history"]) == 1
+    assert len(sk.explain(out).details["history"]) == 1
     with pytest.raises(InvalidConfigError, match="unknown option 'temprature'"):
         sk.distill(student, teacher, data=ten_class, temprature=3.0)
     assert isinstance(sk.distillation.Embedding(), Embedding)

@@ -70,7 +70,7 @@ def test_channels_on_bert_is_captured_by_torch_export(bert, tmp_path):
     """fx cannot trace BertModel; torch.export can: the FFNs are pruned, the heads' views are listed."""
     x = _inputs()
     pruned = sk.prune(bert, "channels", example_inputs=x)
-    state = sk.get_record(pruned).transforms[-1].state
+    state = sk.explain(pruned).details
     assert {label for label in state["pruned"] if "intermediate" in label}
     assert any("splits it into heads" in why for why in state["skipped"].values())
     assert _hidden(pruned, x).shape == _hidden(bert, x).shape

@@ -119,7 +119,7 @@ def test_layer_scale_and_se_gate_are_coupled_with_the_block(tmp_path):
     pruned = _prune_and_reload(model, tmp_path, x)
     assert pruned.layer_scale.shape == (8, 1, 1)
     assert (pruned.fc1.in_channels, pruned.fc1.out_channels, pruned.fc2.out_channels) == (8, 4, 8)
-    skipped = sk.get_record(pruned).transforms[-1].state["skipped"]
+    skipped = sk.explain(pruned).skipped
     assert set(skipped) == {"head"}
 
 

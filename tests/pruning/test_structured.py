@@ -41,14 +41,14 @@ def test_pruned_forward_keeps_output_shape(name):
     if _has_prunable(model):
         assert sk.measure.count_params(pruned) < sk.measure.count_params(model)
     else:  # nothing the graph can follow: the record says why
-        assert sk.get_record(pruned).transforms[-1].state["skipped"]
+        assert sk.explain(pruned).skipped
 
 
 def test_lstm_is_listed_as_not_prunable():
     model = _zoo("lstm")
     with pytest.warns(UserWarning, match="nothing to prune"):
         pruned = sk.prune(model, "channels")
-    assert "lstm" in sk.get_record(pruned).transforms[-1].state["skipped"]
+    assert "lstm" in sk.explain(pruned).skipped
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -133,10 +133,10 @@ def test_save_load_same_outputs(name, tmp_path):
 def test_round_to_and_minimum_keep():
     model = _zoo("residual")
     pruned = _prune(model, ratio=0.5, round_to=8)
-    kept = sk.get_record(pruned).transforms[-1].state["pruned"]
+    kept = sk.explain(pruned).details["pruned"]
     assert all(k % 8 == 0 and k >= 8 for _, k in kept.values())
     tiny = _prune(model, ratio=0.99, round_to=3)
-    assert all(k >= 3 for _, k in sk.get_record(tiny).transforms[-1].state["pruned"].values())
+    assert all(k >= 3 for _, k in sk.explain(tiny).details["pruned"].values())
 
 
 @pytest.mark.parametrize("importance", ["l2", "random", "bn-scale", "taylor"])
@@ -152,7 +152,7 @@ def test_importances_prune_and_run(importance):
 def test_global_scope_removes_ratio_overall():
     model = _zoo("concat")
     pruned = _prune(model, ratio=0.5, scope="global")
-    sizes = sk.get_record(pruned).transforms[-1].state["pruned"].values()
+    sizes = sk.explain(pruned).details["pruned"].values()
     before, after = sum(s for s, _ in sizes), sum(k for _, k in sizes)
     assert after == pytest.approx(before / 2, abs=len(sizes))
 
@@ -161,7 +161,7 @@ def test_exclude_keeps_layer_whole():
     model = _zoo("residual")
     pruned = _prune(model, ratio=0.5, exclude="block.*")
     assert pruned.block[0][0].out_channels == 8
-    assert "excluded" in str(sk.get_record(pruned).transforms[-1].state["skipped"])
+    assert "excluded" in str(sk.explain(pruned).skipped)
 
 
 def test_explicit_groups():

@@ -112,7 +112,7 @@ def test_nm_skips_layers_it_cannot_take():
     model = sk.load("slimkit.models.testing:ResidualNet")
     with pytest.warns(UserWarning, match="stem.0"):
         pruned = sk.prune(model, "nm")
-    assert "stem.0" in sk.get_record(pruned).transforms[-1].state["skipped"]
+    assert "stem.0" in sk.explain(pruned).skipped
 
 
 def test_cubic_schedule():
@@ -129,7 +129,7 @@ def test_gradual_reaches_final_sparsity(tmp_path):
     x = model.example_inputs()[0]
     data = [(x, torch.tensor([0, 1]))] * 2
     pruned = sk.prune(model, "gradual", data=data, ratio=0.8, steps=2, final_epochs=1, finetune={"distill": True})
-    state = sk.get_record(pruned).transforms[-1].state
+    state = sk.explain(pruned).details
     assert state["schedule"][-1] == pytest.approx(0.8)
     assert sk.pruning.sparsity_of(pruned) == pytest.approx(0.8, abs=0.01)
     sk.save(pruned, tmp_path / "m")

@@ -87,7 +87,7 @@ def test_bias_correction_removes_output_shift(tmp_path):
         assert torch.equal(rtn.fc.packed.qweight, corrected.fc.packed.qweight)  # same rounding
         assert float(shift_bc) < 0.1 * float(shift_rtn)
         assert sqnr_db(ref, corrected(test)) > sqnr_db(ref, rtn(test)) + 3
-    assert sk.get_record(corrected).transforms[-1].state["added_bias"] == ["fc"]
+    assert sk.explain(corrected).details["added_bias"] == ["fc"]
     sk.save(corrected, tmp_path / "bc")
     assert torch.equal(sk.load(tmp_path / "bc")(test), corrected(test))
 

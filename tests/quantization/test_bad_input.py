@@ -55,12 +55,12 @@ def test_unsupported_layers_skipped_warned_and_recorded():
     model = ZOO["lstm"]()
     with pytest.warns(UserWarning, match=r"1 layer\(s\) left in float: lstm"):
         q = sk.quantize(model, "int8-dynamic")
-    state = sk.get_record(q).transforms[-1].state
+    state = sk.explain(q).details
     assert "lstm" in state["skipped"] and "head" in state["layers"]
     mha = ZOO["mha"]()
     with pytest.warns(UserWarning, match="MultiheadAttention"):
         q = sk.quantize(mha, "weight-only", group_size=16)
-    assert "attn.out_proj" in sk.get_record(q).transforms[-1].state["skipped"]
+    assert "attn.out_proj" in sk.explain(q).skipped
 
 
 def test_bad_options_and_overrides():

@@ -28,7 +28,7 @@ def test_weight_only_embeddings_and_overrides_first_match_wins():
     assert isinstance(q.mlp[0], WeightOnlyLinear) and q.mlp[0].packed.bits == 8
     assert isinstance(q.mlp[2], nn.Linear)  # None: kept float
     assert q.embedding.weight.dtype == torch.float16
-    state = sk.get_record(q).transforms[-1].state
+    state = sk.explain(q).details
     assert set(state["layers"]) == {"mlp.0", "embedding"}
     assert sqnr_db(model(x).detach(), q(x)) > 25
     q2 = sk.quantize(model, "weight-only", group_size=8)
