@@ -134,6 +134,9 @@ def resnet18_digits_benchmark(epochs: int) -> None:
     base = {"macs": count_macs(original, x).total, "acc": accuracy(original, splits.test)}
     candidates = {
         "slimkit channels (L1)": lambda: sk.prune(original, "channels", ratio=0.5, example_inputs=x),
+        "slimkit channels (L1) + BN adaptation": lambda: sk.prune(
+            original, "channels", ratio=0.5, data=splits.calibration
+        ),
         "Torch-Pruning MetaPruner (L1)": lambda: tp_prune(copy.deepcopy(original), x, 0.5),
     }
     title = f"resnet18 on digits 32x32 ({epochs} training epochs), 50% channels, {epochs} fine-tuning epochs"

@@ -31,6 +31,9 @@ class _Structured(Config):
     """explicit groups, e.g. [['fc1:out', 'fc2:in']], instead of tracing the model"""
     seed: int = 0
     """seed of the random importance"""
+    recalibrate_batches: int = Field(32, ge=0)
+    """after the cut, re-estimate every BatchNorm's running statistics on up to this many
+    batches of ``data`` (BN adaptation; 0: keep the sliced statistics; no data: nothing runs)"""
 
 
 class Channels(_Structured):

@@ -131,8 +131,18 @@ def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx
         attrs=attrs,
         skipped=skipped,
         pruned={g.label: [g.size, len(k)] for g, k in zip(prunable, kept, strict=True)},
+        recalibrated=_recalibrate(model, config, ctx) if prunable else 0,
     )
     return model
+
+
+def _recalibrate(model: nn.Module, config: _Structured, ctx: Context) -> int:
+    """BatchNorms re-estimated on ``ctx.data`` after the cut (0 without data or batches)."""
+    if ctx.data is None or not config.recalibrate_batches:
+        return 0
+    from slimkit.training.batchnorm import recalibrate_batchnorms
+
+    return recalibrate_batchnorms(model, ctx.data, max_batches=config.recalibrate_batches, device=ctx.device)
 
 
 def rebuild_structured(model: nn.Module, config: _Structured, state: dict[str, Any]) -> nn.Module:
