@@ -50,7 +50,7 @@ def show(title: str, rows: list[list[str]]) -> None:
 
 def row(name: str, model: nn.Module, reference: nn.Module, data, note: str = "") -> list[str]:
     cos = cosines(model, reference, data.test)
-    return [name, f"{saved_bytes(model) / 1e6:.1f}", f"{cos.mean():.4f}", f"{cos.min():.4f}", note]
+    return [name, f"{saved_bytes(model) / 1e6:.2f}", f"{cos.mean():.4f}", f"{cos.min():.4f}", note]
 
 
 def bench_mixed(model: nn.Module, data, max_mb: float) -> None:
@@ -66,9 +66,10 @@ def bench_mixed(model: nn.Module, data, max_mb: float) -> None:
         row("weight-only 8b g128 (all)", sk.quantize(model, "weight-only", bits=8, group_size=128), model, data),
         row("weight-only 4b g128 (all)", sk.quantize(model, "weight-only", bits=4, group_size=128), model, data),
         row(f"allocate, <= {max_mb:g} MB", result.model, model, data,
-            f"{len(four)} of {len(result.settings)} at 4 bits: {', '.join(four)[:60]}; {seconds:.0f} s"),
+            f"{len(four)} of {len(result.settings)} layers at 4 bits, met={result.met}; {seconds:.0f} s"),
     ]  # fmt: skip
     show(f"MiniLM mixed precision at <= {max_mb:g} MB (test split, {len(data.test.sentences)} sentences)", rows)
+    console.print("4 bits: " + ", ".join(four))
 
 
 def bench_fallback(model: nn.Module, data, budget: float) -> None:

@@ -31,6 +31,18 @@ def test_the_seed_fixes_the_proposed_recipes():
     assert proposals(0) != proposals(1)
 
 
+def test_pruning_stages_round_channels_as_the_space_says():
+    study = optuna.create_study(directions=["minimize"] * 2, sampler=_sampler(optuna, 0))
+    space = SearchSpace(prune_ratios=(0.5,), svd_fractions=(0.0,))
+    pruned = [s[0]["prune"] for s in (sample_stages(study.ask(), space) for _ in range(4))]
+    assert all(p["round_to"] == 8 for p in pruned)  # the default: multiples of 8
+    choose = space.model_copy(update={"round_to": (1, 16)})
+    chosen = {s[0]["prune"].get("round_to", 1) for s in (sample_stages(study.ask(), choose) for _ in range(12))}
+    assert chosen == {1, 16}  # 1 is left out of the recipe
+    with pytest.raises(ValueError, match="round_to"):
+        SearchSpace(round_to=(0,))
+
+
 def test_pareto_front_keeps_the_non_dominated_points():
     points = [(1, 5), (2, 2), (3, 1), (3, 3), (2, 2), (1, 6)]
     assert pareto_front(points, lambda p: p) == [(1, 5), (2, 2), (3, 1)]

@@ -25,12 +25,16 @@ class SearchSpace(Config):
         svd_fractions: SVD rank as a fraction of the full rank (0: no decomposition stage).
         quantize: quantization methods (``none``: float).
         bits: weight-only bit widths.
+        round_to: pruned channel counts are rounded up to a multiple of one of these (int8
+            kernels vectorize over 8 or 16 channels, so 36 channels can run slower than 40);
+            with several, each trial chooses.
     """
 
     prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5)
     svd_fractions: tuple[float, ...] = (0.0, 0.5)
     quantize: tuple[str, ...] = QUANTIZE_CHOICES
     bits: tuple[int, ...] = (4, 8)
+    round_to: tuple[int, ...] = (8,)
 
     @field_validator("prune_ratios")
     @classmethod
@@ -53,6 +57,13 @@ class SearchSpace(Config):
             raise ValueError(f"quantize must be a non-empty subset of {QUANTIZE_CHOICES}, got {value}")
         return value
 
+    @field_validator("round_to")
+    @classmethod
+    def _round_to(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or not all(r >= 1 for r in value):
+            raise ValueError(f"round_to must be channel counts >= 1, got {value}")
+        return value
+
     @field_validator("bits")
     @classmethod
     def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
@@ -66,7 +77,12 @@ def sample_stages(trial: Any, space: SearchSpace) -> list[dict[str, Any]]:
     structural: dict[str, dict[str, Any]] = {}
     ratio = trial.suggest_categorical("prune_ratio", list(space.prune_ratios))
     if ratio > 0:
-        structural["prune"] = {"method": "channels", "ratio": ratio}
+        multiple = (
+            space.round_to[0]
+            if len(space.round_to) == 1
+            else trial.suggest_categorical("round_to", list(space.round_to))
+        )
+        structural["prune"] = {"method": "channels", "ratio": ratio, **({"round_to": multiple} if multiple > 1 else {})}
     fraction = trial.suggest_categorical("svd_fraction", list(space.svd_fractions))
     if fraction > 0:
         structural["decompose"] = {"method": "svd", "rank": fraction}
