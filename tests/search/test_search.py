@@ -4,6 +4,7 @@ import json
 
 import optuna
 import pytest
+from torch import nn
 from typer.testing import CliRunner
 
 import slimkit as sk
@@ -129,3 +130,58 @@ def test_cli_bad_target_exits_2(tmp_path, capsys):
     assert done.value.code == 2
     assert "unknown target" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def _record(number, stages, latency, size, drop, tuned_from=None):
+    from slimkit.search import Measured, TrialRecord
+
+    return TrialRecord(number, stages, Measured(latency, size, 1 - drop, drop), tuned_from=tuned_from)
+
+
+INT8 = {"quantize": {"method": "int8-static"}}
+HALF = {"prune": {"method": "channels", "ratio": 0.5, "round_to": 8}}
+MOST = {"prune": {"method": "channels", "ratio": 0.75, "round_to": 8}}
+SVD = {"decompose": {"method": "svd", "rank": 0.5}}
+TRIALS = [
+    _record(0, [INT8], 0.30, 279, 0.0),  # meets the budget
+    _record(1, [HALF], 0.15, 256, 0.43),
+    _record(2, [HALF, INT8], 0.16, 98, 0.58),
+    _record(3, [MOST], 0.08, 74, 0.84),
+    _record(4, [SVD], 0.50, 300, 0.60),  # slower and larger than trial 0: not worth training
+]
+
+
+def test_promising_structures_rank_by_the_least_drop_and_skip_dominated_ones():
+    from slimkit.search.study import promising_structures
+
+    chosen = promising_structures(TRIALS, ("latency", "size"), budget=0.005, top=5)
+    assert [r.number for r in chosen] == [1, 3]  # one per structure: HALF by its best trial, then MOST
+    assert [r.number for r in promising_structures(TRIALS, ("latency", "size"), 0.005, top=1)] == [1]
+
+
+def test_each_structure_is_trained_once_then_every_quantization_tried():
+    from slimkit.search.study import tuned_records
+    from slimkit.training.config import Finetune
+
+    class Recorder:
+        def __init__(self):
+            self.trained, self.measured = [], []
+
+        def apply(self, stages):
+            self.trained.append(stages)
+            return nn.Identity()
+
+        def __call__(self, stages, start=None):
+            assert isinstance(start, nn.Identity)
+            self.measured.append(stages)
+            return TRIALS[0].selection, None
+
+    recorder = Recorder()
+    tuned = tuned_records(TRIALS, ("latency", "size"), 0.005, 2, Finetune(epochs=1), recorder)
+    step = {"finetune": Finetune(epochs=1).model_dump(mode="json")}
+    assert recorder.trained == [[HALF, step], [MOST, step]]
+    assert sorted(map(str, recorder.measured)) == sorted(map(str, [[INT8], [], [INT8], []]))
+    assert [t.number for t in tuned] == [5, 6, 7, 8] and [t.tuned_from for t in tuned] == [1, 1, 3, 3]
+    assert {str(t.stages) for t in tuned} == {
+        str(s) for s in ([HALF, step, INT8], [HALF, step], [MOST, step, INT8], [MOST, step])
+    }

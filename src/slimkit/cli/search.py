@@ -50,7 +50,7 @@ def search_cmd(
     ] = 1,
     finetune_top: Annotated[
         int,
-        typer.Option("--finetune-top", min=0, help="Fine-tune this many front recipes (found without the budget)."),
+        typer.Option("--finetune-top", min=0, help="Fine-tune this many pruned/decomposed structures, then try each quantization on them."),
     ] = 0,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=1, help="Epochs of that fine-tuning (distilling from the model).")

@@ -66,14 +66,21 @@ class Evaluator:
         drop = 0.0 if baseline is None else (baseline - metric if self.higher_is_better else metric - baseline)
         return Measured(profile.latency[1].p50_ms, profile.size_bytes, metric, drop)
 
-    def __call__(self, stages: list[dict[str, Any]]) -> tuple[Measured | None, str | None]:
-        """``(figures, None)``, or ``(None, why)`` when a stage refuses the model."""
+    def apply(self, stages: list[dict[str, Any]], start: nn.Module | None = None) -> nn.Module:
+        """``stages`` applied to ``start`` (default: the model)."""
+        return apply_stages(
+            self.model if start is None else start, stages, data=self.calibration, example_inputs=self.example_inputs,
+            train=self.train, seed=self.seed,
+        )  # fmt: skip
+
+    def __call__(
+        self, stages: list[dict[str, Any]], start: nn.Module | None = None
+    ) -> tuple[Measured | None, str | None]:
+        """``(figures, None)``, or ``(None, why)`` when a stage refuses the model; ``start``: the
+        model the stages are applied to (default: the model; the metric is still against it)."""
         with tempfile.TemporaryDirectory(prefix="slimkit-trial-") as folder:
             try:
-                candidate = apply_stages(
-                    self.model, stages, data=self.calibration, example_inputs=self.example_inputs, train=self.train,
-                    seed=self.seed,
-                )  # fmt: skip
+                candidate = self.apply(stages, start)
                 return self.measure(candidate, self.view, Path(folder), self.baseline), None
             except SlimkitError as exc:
                 return None, first_line(exc)

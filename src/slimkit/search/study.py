@@ -12,6 +12,7 @@ the test split, which model selection never saw, and each point becomes a recipe
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -23,13 +24,13 @@ from pydantic import ValidationError
 from torch import nn
 
 from slimkit.core.data import DataSplits
-from slimkit.core.errors import InvalidConfigError, require
+from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, require
 from slimkit.core.formats import RUNTIMES, artifact_of
 from slimkit.core.specs import load_data
 from slimkit.pipeline.recipe import Target, load_recipe
 from slimkit.pipeline.target import target_metric
 from slimkit.search.candidates import apply_stages
-from slimkit.search.pareto import pareto_front
+from slimkit.search.pareto import dominates, pareto_front
 from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
 from slimkit.search.space import SearchSpace, warm_starts
 from slimkit.search.store import STUDY_NAME, model_digest, open_study
@@ -183,10 +184,11 @@ def search(
         workers: trials run at once on Ray.
         ray_address: the Ray cluster (``"auto"``, ``"ray://host:10001"``); ``None`` starts a
             local Ray with ``workers`` CPUs.
-        finetune_top: after the trials (cheap proxies: no training), fine-tune the recipes of
-            the first ``finetune_top`` points of the front found without the metric budget, on
-            the data's train split, and measure them as candidates of their own (a recipe that
-            only fine-tuning brings within the budget can then reach the front).
+        finetune_top: after the trials (cheap proxies: no training), fine-tune this many of
+            the trials' structures (pruning/decomposition stages; `promising_structures`) once
+            each on the data's train split, then apply every quantization the trials tried
+            and measure each as a candidate of its own (a recipe that only fine-tuning brings
+            within the budget can then reach the front).
         finetune: how (`training.config.Finetune`: ``epochs``, ``lr``, ``distill``; default
             2 epochs distilling from the model), inserted before the recipe's quantization.
 
@@ -246,7 +248,7 @@ def search(
         records = trial_records(study)
         if finetune_top:
             evaluator.train, evaluator.seed = splits.train, seed
-            records += tuned_records(records, objectives, finetune_top, _finetune_config(finetune), evaluator)
+            records += tuned_records(records, objectives, budget, finetune_top, _finetune_config(finetune), evaluator)
         feasible = [r for r in records if r.selection is not None and r.selection.drop <= budget]
         # the unchanged model takes part, so a recipe no better than doing nothing is not on the front
         ranked = pareto_front(
@@ -272,25 +274,69 @@ def _finetune_config(finetune: Finetune | dict[str, Any] | None) -> Finetune:
     return Finetune.build(**{"epochs": 2, "distill": True, **(finetune or {})})
 
 
+def _split(stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``stages`` cut before the first quantization: (structural stages, the rest)."""
+    at = next((i for i, stage in enumerate(stages) if "quantize" in stage), len(stages))
+    return stages[:at], stages[at:]
+
+
 def with_finetune(stages: list[dict[str, Any]], config: Finetune) -> list[dict[str, Any]]:
     """``stages`` with a ``finetune`` stage before the first quantization (else at the end)."""
-    at = next((i for i, stage in enumerate(stages) if "quantize" in stage), len(stages))
-    return [*stages[:at], {"finetune": config.model_dump(mode="json")}, *stages[at:]]
+    structural, rest = _split(stages)
+    return [*structural, {"finetune": config.model_dump(mode="json")}, *rest]
+
+
+def _key(stages: list[dict[str, Any]]) -> str:
+    return json.dumps(stages, sort_keys=True)
+
+
+def promising_structures(
+    records: list[TrialRecord], objectives: Sequence[str], budget: float, top: int
+) -> list[TrialRecord]:
+    """For the ``top`` most promising structures (a trial's pruning/decomposition stages), the
+    trial of each that dropped least.
+
+    A structure is worth training when one of its trials is not dominated on the objectives by
+    a trial that already meets the budget; the structures are ranked by the least drop any of
+    their trials measured: with BatchNorms re-estimated after pruning, the drop before
+    fine-tuning predicts the drop after (EagleEye's adaptive-BN evaluation).
+    """
+    measured = [r for r in records if r.selection is not None and r.tuned_from is None]
+    feasible = [[f.selection.value(o) for o in objectives] for f in measured if f.selection.drop <= budget]
+    best: dict[str, TrialRecord] = {}
+    for record in measured:
+        structural = _split(record.stages)[0]
+        point = [record.selection.value(o) for o in objectives]
+        if not structural or any(dominates(f, point) for f in feasible):
+            continue
+        key = _key(structural)
+        if key not in best or record.selection.drop < best[key].selection.drop:
+            best[key] = record
+    return sorted(best.values(), key=lambda r: r.selection.drop)[:top]
 
 
 def tuned_records(
-    records: list[TrialRecord], objectives: Sequence[str], top: int, config: Finetune, evaluator: Evaluator
-) -> list[TrialRecord]:
-    """Fine-tune the recipes of the first ``top`` points of the unconstrained front (changed
-    models only) and measure each as a candidate of its own."""
-    measured = [r for r in records if r.selection is not None and r.stages and r.tuned_from is None]
-    front = pareto_front(measured, lambda r: [r.selection.value(o) for o in objectives])[:top]
+    records: list[TrialRecord], objectives: Sequence[str], budget: float, top: int, config: Finetune,
+    evaluator: Evaluator,
+) -> list[TrialRecord]:  # fmt: skip
+    """Fine-tune each of the ``top`` `promising_structures` once, then apply to it every
+    quantization the trials tried (and none), each measured as a candidate of its own."""
+    tails = {_key(tail): tail for tail in (_split(r.stages)[1] for r in records if r.tuned_from is None)}
+    tails.setdefault(_key([]), [])
     number = max((r.number for r in records), default=-1) + 1
-    tuned = []
-    for offset, record in enumerate(front):
-        stages = with_finetune(record.stages, config)
-        selection, error = evaluator(stages)
-        tuned.append(TrialRecord(number + offset, stages, selection, error, tuned_from=record.number))
+    tuned: list[TrialRecord] = []
+    for record in promising_structures(records, objectives, budget, top):
+        trained_stages = with_finetune(_split(record.stages)[0], config)
+        try:
+            trained = evaluator.apply(trained_stages)
+        except SlimkitError as exc:
+            tuned.append(TrialRecord(number, trained_stages, None, first_line(exc), tuned_from=record.number))
+            number += 1
+            continue
+        for tail in tails.values():
+            selection, error = evaluator(tail, start=trained)
+            tuned.append(TrialRecord(number, [*trained_stages, *tail], selection, error, tuned_from=record.number))
+            number += 1
     return tuned
 
 
