@@ -43,14 +43,18 @@ def search_cmd(
     study_name: Annotated[str, typer.Option("--study-name", help="The study's name in --storage.")] = "slimkit-search",
     ray_address: Annotated[
         str | None,
-        typer.Option("--ray-address", help="Run trials as Ray tasks on this cluster ('auto', 'ray://host:10001').")
+        typer.Option("--ray-address", help="Run trials as Ray tasks on this cluster ('auto', 'ray://host:10001')."),
     ] = None,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Trials at once; more than 1 runs them on Ray (local by default).")
     ] = 1,
     finetune_top: Annotated[
         int,
-        typer.Option("--finetune-top", min=0, help="Fine-tune this many pruned/decomposed structures, then try each quantization on them."),
+        typer.Option(
+            "--finetune-top",
+            min=0,
+            help="Fine-tune this many pruned/decomposed structures, then try each quantization on them.",
+        ),
     ] = 0,
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=1, help="Epochs of that fine-tuning (distilling from the model).")
