@@ -98,12 +98,78 @@ def bench_table(rows: list[dict[str, Any]], title: str) -> Any:
     return table
 
 
+def lut_table(table: Any, path: Path) -> Any:
+    """One rich table of a latency table's fitted costs (µs) per layer class."""
+    from rich.table import Table
+
+    coefficients = table.coefficients_ms
+    shown = Table(title=f"latency table {path}: {table.describe()}")
+    for col in ("class", "per layer µs", "per M MACs µs", "once per model µs"):
+        shown.add_column(col, justify="left" if col == "class" else "right")
+    for key in table.layer_classes:
+        values = (coefficients.get(f"{key}:{n}", 0.0) * 1e3 for n in ("layers", "mmacs", "present"))
+        shown.add_row(key, *(f"{v:.2f}" for v in values))
+    per_op, per_k = (coefficients.get(f"elementwise:{n}", 0.0) * 1e3 for n in ("ops", "kelements"))
+    shown.add_row("elementwise", f"{per_op:.2f} per op", f"{per_k:.3f} per 1k elements", "-")
+    shown.add_row("overhead", "-", "-", f"{coefficients.get('overhead', 0.0) * 1e3:.2f}")
+    shown.caption = f"fit on {len(table.grid)} grid models: mean absolute error {table.fit_mape:.1f}%"
+    return shown
+
+
+def _bench_lut(model: str | None, path: Path, runtime: str, quick: bool, run: Run) -> None:
+    """``bench --lut``: measure a latency table here and write it to ``path``."""
+    from slimkit.core.samples import example_batch
+    from slimkit.core.specs import load_data, load_model
+    from slimkit.search.latency_grid import QUICK_GRID
+    from slimkit.search.latency_table import check_table_path, measure_table
+
+    names = _choices(runtime, BENCH_RUNTIMES, "--runtime")
+    if len(names) != 1:
+        raise InvalidConfigError(f"--lut measures one runtime, got {runtime!r}: give e.g. --runtime onnxruntime")
+    if parse_batch_sizes(run.batch_sizes) != (1,):
+        raise InvalidConfigError("--lut measures batch 1 (what search times): leave --batch-sizes out")
+    if quick and model is not None:
+        raise InvalidConfigError(
+            "--quick times a fixed coarse grid; a MODEL seeds the grid with its own layers: give one"
+        )
+    check_table_path(path)
+    loaded = inputs = None
+    if model is not None:
+        loaded = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
+        inputs = example_batch(loaded, None, load_data(run.data) if run.data else None, "bench --lut")
+    with progress(f"measuring a latency table on {names[0]}", run.silent):
+        table = measure_table(
+            names[0], run.threads, grid=QUICK_GRID if quick else None, model=loaded, example_inputs=inputs
+        )
+    table.save(path)
+    if run.as_json:
+        print(table.model_dump_json(indent=2))
+        return
+    out.print(lut_table(table, path))
+    out.print(f"wrote {path}", markup=False)
+
+
 @command("bench", MEASURE)
 def bench_cmd(
-    model: cli.ModelSpec,
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            help="Model spec (example:NAME, file.onnx, ...); with --lut, optional: its layers seed the grid."
+        ),
+    ] = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", help=f"{','.join(BENCH_RUNTIMES)} or all.")
-    ] = "torch,onnxruntime",
+        str | None,
+        typer.Option(
+            "--runtime", help=f"{','.join(BENCH_RUNTIMES)} or all (default torch,onnxruntime; --lut: onnxruntime)."
+        ),
+    ] = None,
+    lut: Annotated[
+        Path | None,
+        typer.Option("--lut", help="Measure a latency table for search --latency-table and write it here (JSON)."),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="With --lut and no MODEL: a coarse grid (2 sizes per layer class).")
+    ] = False,
     *,
     run: Run,
 ) -> None:
@@ -113,6 +179,13 @@ def bench_cmd(
     with --metric the metric is also computed on --data's test split on every runtime.
     Timing uses 1 thread unless --threads.
 
+    With --lut FILE, bench instead times single-layer models (conv2d, depthwise conv2d and
+    linear, fp32 and int8-static, at several sizes, plus elementwise chains) on this machine,
+    fits per-layer costs and writes them as a latency table: run it on the device, copy the
+    file back, and `slimkit search --latency-table FILE` optimises latency for that device.
+    Without MODEL the grid is generic (40 models, a minute or two); with MODEL it is the
+    model's own layer shapes at full and half width.
+
     Examples:
 
         slimkit bench example:digits-cnn --runtime all --batch-sizes 1,32
@@ -120,7 +193,17 @@ def bench_cmd(
         slimkit bench mypkg.models:trained_net --data mypkg.data:splits --metric accuracy
 
         slimkit bench model.onnx --data mypkg.data:splits --batch-sizes 1,8
+
+        slimkit bench --lut phone-lut.json --runtime onnxruntime
+
+        slimkit bench example:digits-cnn --lut digits-lut.json
     """
+    if lut is not None:
+        _bench_lut(model, lut, runtime or "onnxruntime", quick, run)
+        return
+    if model is None:
+        raise InvalidConfigError("bench needs a MODEL to time (or --lut FILE to measure a latency table)")
+    runtime = runtime or "torch,onnxruntime"
     import json
     import tempfile
 

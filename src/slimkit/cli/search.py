@@ -59,6 +59,14 @@ def search_cmd(
     finetune_epochs: Annotated[
         int, typer.Option("--finetune-epochs", min=1, help="Epochs of that fine-tuning (distilling from the model).")
     ] = 2,
+    latency_table: Annotated[
+        Path | None,
+        typer.Option(
+            "--latency-table",
+            help="A latency table (slimkit bench --lut) measured on the device for --target: trials' latency is "
+            "its prediction for that device instead of a timing here.",
+        ),
+    ] = None,
     weights: cli.Weights = None,
     trust_pickle: cli.TrustPickle = False,
     overwrite: cli.Overwrite = False,
@@ -75,6 +83,8 @@ def search_cmd(
         slimkit search example:digits-cnn --data example:digits --max-drop 0.01 --trials 20 --out found/
 
         slimkit compress found/front/00-trial1.yaml --out out/
+
+        slimkit search example:digits-cnn --data example:digits --latency-table phone-lut.json --out found/
     """
     from slimkit.core.specs import load_model
     from slimkit.search import search
@@ -93,6 +103,7 @@ def search_cmd(
             model_spec=model, storage=storage or f"{out_dir}.study.db", study_name=study_name,
             backend="ray" if ray else "local", workers=workers, ray_address=ray_address,
             finetune_top=finetune_top, finetune={"epochs": finetune_epochs, "distill": True},
+            latency_table=latency_table,
         )  # fmt: skip
     with staged_out(out_dir, overwrite) as folder:
         write_results(result, folder)
@@ -102,6 +113,7 @@ def search_cmd(
     failed = [t for t in result.trials if t.error]
     for trial in failed:
         err.print(f"trial {trial.number} failed: {trial.error}", markup=False)
+    out.print(f"latency: {result.latency}", markup=False)
     out.print(f"original: {_figures(result.original)}", markup=False)
     for i, point in enumerate(result.front):
         stages = " -> ".join(f"{verb}:{o['method']}" for stage in point.recipe["stages"] for verb, o in stage.items())

@@ -4,7 +4,8 @@
 `allocate` picks one setting per layer to meet a budget and checks it on measured figures;
 `fallback` quantizes a whole model and keeps in float the fewest layers that meet a budget;
 ``sk.search(model, data=..., target=..., constraints=...)`` searches whole recipes on the
-target runtime. This package is callable: ``sk.search(...)`` is `search`.
+target runtime, or with ``latency_table=`` on latency a `LatencyTable` measured on another
+device predicts (`measure_table`, `predict_latency`). This package is callable: ``sk.search(...)`` is `search`.
 """
 
 import sys
@@ -15,6 +16,7 @@ from slimkit.search.accuracy_aware import Fallback, fallback
 from slimkit.search.allocate import Allocation, allocate, plan
 from slimkit.search.cache import Cache
 from slimkit.search.candidates import CandidateConfig, Setting, apply_settings
+from slimkit.search.latency_table import LatencyTable, Prediction, measure_table, predict_latency
 from slimkit.search.sensitivity import Row, SensitivityTable, sensitivity
 from slimkit.search.space import SearchSpace
 from slimkit.search.study import FrontPoint, Measured, SearchResult, TrialRecord, search
@@ -35,7 +37,9 @@ __all__ = [
     "CandidateConfig",
     "Fallback",
     "FrontPoint",
+    "LatencyTable",
     "Measured",
+    "Prediction",
     "Row",
     "SearchResult",
     "SearchSpace",
@@ -45,7 +49,9 @@ __all__ = [
     "allocate",
     "apply_settings",
     "fallback",
+    "measure_table",
     "plan",
+    "predict_latency",
     "search",
     "sensitivity",
 ]

@@ -56,6 +56,8 @@ class Evaluator:
     train: Any = None
     """Training data of ``finetune`` stages (top-k fine-tuning)."""
     seed: int = 0
+    latency_table: Any = None
+    """A `latency_table.LatencyTable`: latency is its prediction instead of the measured p50."""
 
     def measure(self, candidate: nn.Module, view: DataSplits, folder: Path, baseline: float | None) -> Measured:
         """``candidate`` exported to the target and measured on ``view``'s test split."""
@@ -64,7 +66,10 @@ class Evaluator:
         )
         metric = profile.metrics[self.key]
         drop = 0.0 if baseline is None else (baseline - metric if self.higher_is_better else metric - baseline)
-        return Measured(profile.latency[1].p50_ms, profile.size_bytes, metric, drop)
+        latency = profile.latency[1].p50_ms
+        if self.latency_table is not None:
+            latency = self.latency_table.predict_ms(candidate, self.example_inputs, view)
+        return Measured(latency, profile.size_bytes, metric, drop)
 
     def apply(self, stages: list[dict[str, Any]], start: nn.Module | None = None) -> nn.Module:
         """``stages`` applied to ``start`` (default: the model)."""

@@ -30,6 +30,7 @@ from slimkit.core.specs import load_data
 from slimkit.pipeline.recipe import Target, load_recipe
 from slimkit.pipeline.target import target_metric
 from slimkit.search.candidates import apply_stages
+from slimkit.search.latency_table import LatencyTable, table_for
 from slimkit.search.pareto import dominates, pareto_front
 from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
 from slimkit.search.space import SearchSpace, warm_starts
@@ -87,6 +88,8 @@ class SearchResult:
         front: the Pareto front (selection figures), each point re-measured on the test split.
         trials: every trial, failed ones with their error.
         metric: the metric's name.
+        latency: where the latency figures come from: ``measured on RUNTIME``, or
+            ``predicted by the latency table ...`` (``latency_table=``).
     """
 
     objectives: tuple[str, ...]
@@ -94,12 +97,14 @@ class SearchResult:
     front: list[FrontPoint]
     trials: list[TrialRecord] = field(default_factory=list)
     metric: str = "accuracy"
+    latency: str = "measured"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {
             "objectives": list(self.objectives),
             "metric": self.metric,
+            "latency": self.latency,
             "original": vars(self.original),
             "front": [p.to_dict() for p in self.front],
             "trials": [t.to_dict() for t in self.trials],
@@ -158,6 +163,7 @@ def search(
     ray_address: str | None = None,
     finetune_top: int = 0,
     finetune: Finetune | dict[str, Any] | None = None,
+    latency_table: str | Path | LatencyTable | None = None,
 ) -> SearchResult:
     """Search recipes for the Pareto front of ``objectives`` on the target runtime.
 
@@ -191,13 +197,16 @@ def search(
             within the budget can then reach the front).
         finetune: how (`training.config.Finetune`: ``epochs``, ``lr``, ``distill``; default
             2 epochs distilling from the model), inserted before the recipe's quantization.
+        latency_table: a `LatencyTable` or its JSON file (``slimkit bench --lut``) measured on
+            another device for the target runtime: every latency is the table's prediction
+            for that device (the metric and size are still measured here).
 
     Returns:
         A `SearchResult`; trials whose recipe a stage refused are listed as failed.
 
     Raises:
-        InvalidConfigError: bad objectives, constraints, target, data, or a stored study made
-            for something else.
+        InvalidConfigError: bad objectives, constraints, target, data, a latency table measured
+            for another runtime, or a stored study made for something else.
         MissingExtraError: optuna (``slimkit[search]``) or ray (``slimkit[ray]``) is missing.
     """
     budget = _check(objectives, constraints or {}, trials)
@@ -216,6 +225,11 @@ def search(
         "objectives": list(objectives), "target": goal.runtime, "max_metric_drop": str(budget), "metric": key,
         "space": repr(space), "model": model_digest(model),
     }  # fmt: skip
+    latency = f"measured on {goal.runtime}"
+    if latency_table is not None:
+        evaluator.latency_table = table_for(latency_table, goal.runtime)
+        latency = f"predicted by the latency table {_table_name(latency_table)} ({evaluator.latency_table.describe()})"
+        identity["latency_table"] = evaluator.latency_table.describe()
 
     with tempfile.TemporaryDirectory(prefix="slimkit-search-") as tmp:
 
@@ -265,7 +279,11 @@ def search(
             tested = measure(candidate, splits, original.metric, f"front-{record.number}")
             recipe = front_recipe(record.stages, goal, budget, seed, model_spec or _source(model), data_spec)
             front.append(FrontPoint(record.number, recipe, record.selection, tested))
-    return SearchResult(tuple(objectives), original, front, records, key)
+    return SearchResult(tuple(objectives), original, front, records, key, latency)
+
+
+def _table_name(source: str | Path | LatencyTable) -> str:
+    return "(given)" if isinstance(source, LatencyTable) else str(source)
 
 
 def _finetune_config(finetune: Finetune | dict[str, Any] | None) -> Finetune:

@@ -1,0 +1,271 @@
+"""The grid a latency table is measured on: one small model per layer kind, size and precision.
+
+Each `GridPoint` builds a model of a single layer (a conv2d, a depthwise conv2d or a linear,
+in fp32 or as slimkit's ``int8-static`` QDQ layer) or a chain of elementwise adds; `time_grid`
+exports each to the runtime, times it there (batch 1, fixed threads) and describes it with
+the same `latency_ops.features` a prediction sums, so the fit and the prediction read
+models the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from slimkit.core.data import batch_from_inputs, resize_batch, run_model
+from slimkit.core.formats import artifact_of
+from slimkit.measure.latency import Latency, measure_latency
+from slimkit.search.latency_ops import ELEMENTWISE, LAYER_KINDS, features, walk
+
+log = logging.getLogger(__name__)
+
+MEASURED_PRECISIONS = ("fp32", "int8")
+"""Precisions a table measures (the others are priced as the nearest, and say so)."""
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One grid model: a chain of ``repeat`` layers, or of ``repeat`` elementwise adds, on a
+    batch-1 input.
+
+    Attributes:
+        kind: one of `LAYER_KINDS` or ``elementwise``.
+        cin, cout: channels (features for linear) of the first layer, which has ``stride``;
+            the others map ``cout`` to ``cout`` at stride 1. Depthwise and elementwise use ``cin``.
+        kernel, stride: of a convolution.
+        size: input height and width of a convolution or an elementwise chain.
+        repeat: layers (or adds) in the chain: chains of several tell the cost of one more
+            layer inside a model from the cost of a model's edges.
+        precision: ``fp32`` or ``int8`` (``int8-static``) for a layer.
+    """
+
+    kind: str
+    cin: int
+    cout: int = 0
+    kernel: int = 1
+    size: int = 1
+    stride: int = 1
+    repeat: int = 1
+    precision: str = "fp32"
+
+    @property
+    def name(self) -> str:
+        """e.g. ``conv2d/int8 32->64 k3 s1 @16 x3``."""
+        if self.kind == ELEMENTWISE:
+            return f"elementwise {self.cin}@{self.size} x{self.repeat}"
+        if self.kind == "linear":
+            return f"linear/{self.precision} {self.cin}->{self.cout} x{self.repeat}"
+        return (
+            f"{self.kind}/{self.precision} {self.cin}->{self.cout} k{self.kernel} s{self.stride} @{self.size} "
+            f"x{self.repeat}"
+        )
+
+    def _layer(self, cin: int, stride: int) -> nn.Module:
+        if self.kind == "linear":
+            return nn.Linear(cin, self.cout)
+        groups = cin if self.kind == "depthwise" else 1
+        return nn.Conv2d(cin, self.cout, self.kernel, stride, self.kernel // 2, groups=groups)
+
+    def build(self) -> tuple[nn.Module, Tensor]:
+        """The float model (a Sequential, so quantization can replace its layers) and a seeded
+        batch-1 input."""
+        generator = torch.Generator().manual_seed(0)
+        shape = (1, self.cin) if self.kind == "linear" else (1, self.cin, self.size, self.size)
+        if self.kind == ELEMENTWISE:
+            layers = [AddConstant(self.cin, i) for i in range(self.repeat)]
+        else:
+            layers = [self._layer(self.cin, self.stride), *(self._layer(self.cout, 1) for _ in range(self.repeat - 1))]
+        return nn.Sequential(*layers).eval(), torch.randn(shape, generator=generator)
+
+
+class AddConstant(nn.Module):
+    """``x + c`` with a distinct per-channel constant (nothing for a runtime to fold)."""
+
+    def __init__(self, channels: int, index: int) -> None:
+        super().__init__()
+        self.register_buffer("offset", torch.linspace(0.1, 1.0, channels).reshape(channels, 1, 1) + index)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.offset
+
+
+def _layers(kind: str, shapes: Iterable[tuple[int, ...]]) -> list[GridPoint]:
+    """Points of one kind in every measured precision; a shape is (cin, cout, kernel, size, stride, repeat)."""
+    return [GridPoint(kind, *shape, precision=p) for shape in shapes for p in MEASURED_PRECISIONS]
+
+
+def _elementwise(shapes: Iterable[tuple[int, int, int]]) -> list[GridPoint]:
+    """Add chains; a shape is (repeat, channels, size)."""
+    return [GridPoint(ELEMENTWISE, channels, size=size, repeat=n) for n, channels, size in shapes]
+
+
+DEFAULT_GRID: tuple[GridPoint, ...] = (
+    *_layers("conv2d", [
+        (3, 16, 3, 32, 1, 1), (16, 16, 3, 32, 1, 3), (16, 32, 3, 32, 2, 1), (32, 32, 3, 16, 1, 3),
+        (32, 64, 1, 16, 1, 1), (64, 64, 3, 8, 1, 3), (64, 128, 3, 8, 2, 1), (128, 128, 3, 8, 1, 1),
+    ]),
+    *_layers("depthwise", [
+        (16, 16, 3, 32, 1, 1), (32, 32, 3, 16, 1, 3), (64, 64, 3, 16, 2, 1), (128, 128, 3, 8, 1, 3),
+        (256, 256, 3, 8, 1, 1),
+    ]),
+    *_layers("linear", [
+        (64, 10, 1, 1, 1, 1), (128, 128, 1, 1, 1, 3), (256, 512, 1, 1, 1, 1), (512, 512, 1, 1, 1, 3),
+        (1024, 1024, 1, 1, 1, 1),
+    ]),
+    *_elementwise([(1, 16, 8), (8, 16, 8), (1, 64, 32), (8, 64, 32)]),
+)  # fmt: skip
+"""The generic grid: 8 dense and 5 depthwise conv2d shapes, 5 linear shapes (each fp32 and
+int8, some as chains of 3) and 4 add chains: 40 models, one to two minutes on onnxruntime."""
+
+QUICK_GRID: tuple[GridPoint, ...] = (
+    *_layers("conv2d", [(8, 16, 3, 16, 1, 1), (32, 32, 3, 16, 1, 3)]),
+    *_layers("depthwise", [(16, 16, 3, 16, 1, 1), (64, 64, 3, 16, 1, 3)]),
+    *_layers("linear", [(64, 64, 1, 1, 1, 1), (512, 512, 1, 1, 1, 3)]),
+    *_elementwise([(1, 16, 8), (4, 16, 8), (1, 64, 32)]),
+)  # fmt: skip
+"""Two points per layer class and 3 add chains: a coarse table in seconds."""
+
+
+def _halved(channels: int) -> int:
+    """A pruned width: half, rounded up to a multiple of 8 (inputs of 4 channels or fewer stay)."""
+    return channels if channels <= 4 else max(8, math.ceil(channels / 16) * 8)
+
+
+def model_grid(model: nn.Module, example_inputs: Any) -> list[GridPoint]:
+    """Points seeded by ``model``'s own Conv2d and Linear layers: each alone at full width, and
+    at half width (the widths pruning gives) as a chain of 2; plus `QUICK_GRID`'s points of the
+    classes the model lacks, and its add chains."""
+    seen: list[GridPoint] = []
+
+    def hook(module: nn.Module, args: tuple[Tensor, ...], _out: Any) -> None:
+        if isinstance(module, nn.Linear):
+            seen.append(GridPoint("linear", module.in_features, module.out_features))
+        else:
+            kind = "depthwise" if module.groups > 1 else "conv2d"
+            seen.append(GridPoint(kind, module.in_channels, module.out_channels, module.kernel_size[0],
+                                  args[0].shape[-1], module.stride[0]))  # fmt: skip
+
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear) or _is_square_conv(m)]
+    handles = [m.register_forward_hook(hook) for m in layers]
+    try:
+        with torch.no_grad():
+            run_model(model, resize_batch(batch_from_inputs(example_inputs), 1))
+    finally:
+        for handle in handles:
+            handle.remove()
+    narrow = [
+        replace(p, cin=_halved(p.cin), cout=p.cout if p.kind == "linear" else _halved(p.cout), repeat=2) for p in seen
+    ]
+    narrow = [replace(p, cout=p.cin) if p.kind == "depthwise" else p for p in narrow]
+    points = [replace(p, precision=q) for p in [*seen, *narrow] for q in MEASURED_PRECISIONS]
+    covered = {p.kind for p in points}
+    points += [p for p in QUICK_GRID if p.kind not in covered or p.kind == ELEMENTWISE]
+    return list(dict.fromkeys(points))
+
+
+def _is_square_conv(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.kernel_size[0] == module.kernel_size[1]
+        and (module.groups == 1 or module.groups == module.in_channels == module.out_channels)
+    )
+
+
+class GridRow(BaseModel):
+    """One timed grid model: its name, features (`latency_ops.features`) and latency (ms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    features: dict[str, float]
+    p50_ms: float
+    p90_ms: float
+    runs: int
+
+
+def time_model(
+    model: nn.Module,
+    inputs: tuple[Tensor, ...],
+    runtime: str,
+    threads: int | None,
+    folder: Path,
+    budget_s: float,
+    repeats: int = 3,
+) -> Latency:
+    """``model`` exported to ``runtime`` (into ``folder``; torch: the module itself), loaded and
+    timed on ``inputs``: ``repeats`` timings (each the p50 of at least 20 runs after 5 warm-up
+    runs), the fastest kept: other work on the machine only ever adds time."""
+    from slimkit.runtime import export, load
+
+    if runtime == "torch":
+        deployed = load(model, inputs)
+    else:
+        path = export(model, folder / f"model{artifact_of(runtime).suffix}", example_inputs=inputs, overwrite=True)
+        deployed = load(path, inputs)
+    batch = deployed.example
+    with deployed.use_threads(threads):
+        timings = [
+            measure_latency(lambda: deployed.run_batch(batch), warmup=5, min_runs=20, budget_s=budget_s)
+            for _ in range(repeats)
+        ]
+    return min(timings, key=lambda t: t.p50_ms)
+
+
+def _prepared(point: GridPoint) -> tuple[nn.Module, Tensor]:
+    """The point's model in its precision, and its input."""
+    model, x = point.build()
+    if point.precision == "int8":
+        from slimkit.quantization import quantize
+
+        generator = torch.Generator().manual_seed(1)
+        calibration = [torch.randn((4, *x.shape[1:]), generator=generator) for _ in range(2)]
+        model = quantize(model, "int8-static", data=calibration)
+    return model, x
+
+
+def time_point(point: GridPoint, runtime: str, threads: int | None, folder: Path, budget_s: float) -> GridRow:
+    """Export, load and time one grid point (`time_model`) and describe it (`latency_ops.features`)."""
+    model, x = _prepared(point)
+    latency = time_model(model, (x,), runtime, threads, folder, budget_s)
+    return GridRow(
+        name=point.name, features=features(walk(model, (x,))), p50_ms=latency.p50_ms, p90_ms=latency.p90_ms,
+        runs=latency.runs,
+    )  # fmt: skip
+
+
+def time_grid(
+    points: Sequence[GridPoint],
+    runtime: str,
+    threads: int | None = 1,
+    budget_s: float = 0.3,
+    on_point: Callable[[int, GridPoint], None] | None = None,
+) -> list[GridRow]:
+    """Time every point on ``runtime`` (each exported to a temporary folder).
+
+    Args:
+        points: the grid.
+        runtime: where the points run (``onnxruntime``, ``torch``, ...).
+        threads: intra-op threads while timing.
+        budget_s: timing budget of one point once its minimum runs are done.
+        on_point: called with ``(index, point)`` before each point (progress).
+    """
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="slimkit-lut-") as tmp:
+        for i, point in enumerate(points):
+            if on_point is not None:
+                on_point(i, point)
+            rows.append(time_point(point, runtime, threads, Path(tmp), budget_s))
+            log.info("%s: %.4f ms", point.name, rows[-1].p50_ms)
+    return rows
+
+
+__all__ = ["DEFAULT_GRID", "LAYER_KINDS", "QUICK_GRID", "GridPoint", "GridRow", "model_grid", "time_grid", "time_model"]
