@@ -24,7 +24,7 @@ model: example:digits-cnn
 data: example:digits
 seed: 0
 stages:
-  - prune: {method: channels, ratio: 0.5}
+  - prune: {method: channels, ratio: 0.9}  # BatchNorm adaptation and one epoch do not bring 90% back
   - finetune: {epochs: 1}
 export: [onnx]
 target: {runtime: onnxruntime, max_metric_drop: 0.01}
