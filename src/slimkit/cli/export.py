@@ -130,7 +130,7 @@ def _bench_lut(model: str | None, path: Path, runtime: str, quick: bool, run: Ru
         raise InvalidConfigError("--lut measures batch 1 (what search times): leave --batch-sizes out")
     if quick and model is not None:
         raise InvalidConfigError(
-            "--quick times a fixed coarse grid; a MODEL seeds the grid with its own layers: give one"
+            "--quick coarsens the generic grid, but a MODEL seeds the grid with its own layers: give one of the two"
         )
     check_table_path(path)
     loaded = inputs = None
@@ -183,7 +183,7 @@ def bench_cmd(
     linear, fp32 and int8-static, at several sizes, plus elementwise chains) on this machine,
     fits per-layer costs and writes them as a latency table: run it on the device, copy the
     file back, and `slimkit search --latency-table FILE` optimises latency for that device.
-    Without MODEL the grid is generic (40 models, a minute or two); with MODEL it is the
+    Without MODEL the grid is generic (60 models, about two minutes); with MODEL it is the
     model's own layer shapes at full and half width.
 
     Examples:

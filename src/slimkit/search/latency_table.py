@@ -63,7 +63,7 @@ RUNTIME_PACKAGES = {
 
 
 def fit(rows: Sequence[GridRow]) -> dict[str, float]:
-    """Coefficients (ms per unit of each feature) that best predict the rows' p50 latencies.
+    """Coefficients (ms per unit of each feature) that best predict the rows' latencies (`fast_ms`).
 
     Non-negative least squares on relative error: each row is divided by its latency, each
     feature column scaled to at most 1 for conditioning.
@@ -76,7 +76,7 @@ def fit(rows: Sequence[GridRow]) -> dict[str, float]:
     nnls = require("scipy.optimize", "search").nnls
     names = sorted({name for row in rows for name in row.features})
     x = np.array([[row.features.get(name, 0.0) for name in names] for row in rows], dtype=np.float64)
-    y = np.array([row.p50_ms for row in rows], dtype=np.float64)
+    y = np.array([row.fast_ms for row in rows], dtype=np.float64)
     if not np.all(y > 0):
         raise InvalidConfigError("grid latencies must be positive milliseconds")
     scale = np.abs(x).max(axis=0)
@@ -164,7 +164,7 @@ class LatencyTable(BaseModel):
         """The table fitted on ``rows`` timed on this machine."""
         coefficients = fit(rows)
         predicted = np.array([_dot(coefficients, row.features) for row in rows])
-        measured = np.array([row.p50_ms for row in rows])
+        measured = np.array([row.fast_ms for row in rows])
         return cls(
             runtime=runtime, threads=threads, batch_size=batch_size, machine=describe_machine(runtime),
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
