@@ -266,3 +266,46 @@ def test_search_with_a_table_reports_predicted_latency(digits, tmp_path):
     assert result.latency.startswith("predicted by the latency table")
     assert result.original.latency_ms == pytest.approx(table.predict_ms(model, None, data))
     assert result.to_dict()["latency"] == result.latency
+
+
+def test_the_walk_runs_in_eval_mode_and_leaves_the_model_as_it_was():
+    model = Small().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ops = walk(model, (X,))
+    assert model.training and all(m.training for m in model.modules())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # BatchNorm statistics untouched
+    assert [op.kind for op in ops][1:3] == ["fused", "fused"]
+
+
+def test_a_function_without_tensor_inputs_is_elementwise_work():
+    class Fresh(nn.Module):  # a child module, so its own forward is not one unit
+        def __init__(self):
+            super().__init__()
+            self.same = nn.Identity()
+
+        def forward(self, x):
+            return self.same(x) + torch.ones(1, 8)
+
+    ops = walk(Fresh(), torch.randn(1, 8))
+    assert [(op.name, op.kind, op.elements) for op in ops] == [
+        ("fn:ones", "elementwise", 8),
+        ("fn:add", "elementwise", 8),
+    ]
+
+
+def test_grid_points_the_runtime_refuses_are_left_out_and_listed(monkeypatch):
+    from slimkit.core.errors import UnsupportedModelError
+    from slimkit.search.latency_table import measure_table
+
+    def refusing(model, inputs, runtime, folder, threads):
+        if any(type(m).__name__ == "QDQLayer" for m in model.modules()):
+            raise UnsupportedModelError("no int8 on this runtime")
+        return real(model, inputs, runtime, folder, threads)
+
+    real = latency_grid.deploy
+    monkeypatch.setattr(latency_grid, "deploy", refusing)
+    grid = [GridPoint("conv2d", 4, 8, 3, 8), GridPoint("conv2d", 8, 8, 3, 8, precision="int8"),
+            GridPoint("elementwise", 4, size=8)]  # fmt: skip
+    table = measure_table("torch", 1, grid=grid, budget_s=0.01)
+    assert table.skipped == ["conv2d/int8 8->8 k3 s1 @8 x1: no int8 on this runtime"]
+    assert table.layer_classes == ("conv2d/fp32",) and len(table.grid) == 2

@@ -112,7 +112,9 @@ def lut_table(table: Any, path: Path) -> Any:
     per_op, per_k = (coefficients.get(f"elementwise:{n}", 0.0) * 1e3 for n in ("ops", "kelements"))
     shown.add_row("elementwise", f"{per_op:.2f} per op", f"{per_k:.3f} per 1k elements", "-")
     shown.add_row("overhead", "-", "-", f"{coefficients.get('overhead', 0.0) * 1e3:.2f}")
-    shown.caption = f"fit on {len(table.grid)} grid models: mean absolute error {table.fit_mape:.1f}%"
+    shown.caption = f"fit on {len(table.grid)} grid models: mean absolute error {table.fit_mape:.1f}%" + (
+        f"; {len(table.skipped)} refused by the runtime (listed in the file's skipped)" if table.skipped else ""
+    )
     return shown
 
 

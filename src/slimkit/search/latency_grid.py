@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 from slimkit.core.data import batch_from_inputs, resize_batch, run_model
+from slimkit.core.errors import SlimkitError, first_line
 from slimkit.core.formats import artifact_of
 from slimkit.runtime.base import Runtime
 from slimkit.search.latency_ops import ELEMENTWISE, LAYER_KINDS, features, walk
@@ -275,7 +276,7 @@ def time_grid(
     budget_s: float = 0.3,
     on_point: Callable[[int, GridPoint], None] | None = None,
     rounds: int = 3,
-) -> list[GridRow]:
+) -> tuple[list[GridRow], list[str]]:
     """Time every point on ``runtime``: each exported to a temporary folder and loaded, then all
     timed in interleaved rounds (`time_interleaved`), each described by `latency_ops.features`.
 
@@ -286,22 +287,31 @@ def time_grid(
         budget_s: timing budget of one point once its minimum runs are done.
         on_point: called with ``(index, point)`` before each point is exported (progress).
         rounds: timing rounds over the whole grid.
+
+    Returns:
+        The timed rows, and ``"name: why"`` for each point the runtime refused (e.g. an int8
+        layer a runtime's exporter does not take): its kind is then priced as the nearest.
     """
-    described, deployed = [], []
+    timed: list[tuple[GridPoint, dict[str, float], Runtime]] = []
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="slimkit-lut-") as tmp:
         for i, point in enumerate(points):
             if on_point is not None:
                 on_point(i, point)
             model, x = _prepared(point)
-            described.append(features(walk(model, (x,))))
-            deployed.append(deploy(model, (x,), runtime, Path(tmp) / str(i), threads))
-        timings = time_interleaved(deployed, threads, budget_s, rounds)
-    for point, latency in zip(points, timings, strict=True):
-        log.info("%s: %.4f ms", point.name, latency.fast_ms)
-    return [
+            try:
+                timed.append(
+                    (point, features(walk(model, (x,))), deploy(model, (x,), runtime, Path(tmp) / str(i), threads))
+                )
+            except SlimkitError as exc:
+                skipped.append(f"{point.name}: {first_line(exc)}")
+                log.warning("latency table: %s left out: %s", point.name, first_line(exc))
+        timings = time_interleaved([runtime for *_, runtime in timed], threads, budget_s, rounds)
+    rows = [
         GridRow(name=p.name, features=f, fast_ms=t.fast_ms, p50_ms=t.p50_ms, runs=t.runs)
-        for p, f, t in zip(points, described, timings, strict=True)
+        for (p, f, _), t in zip(timed, timings, strict=True)
     ]
+    return rows, skipped
 
 
 __all__ = [

@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_leaves
 
 from slimkit.core.data import Batch, batch_from_inputs, run_model
 from slimkit.measure.macs import count_macs
+from slimkit.measure.metrics import _eval_mode  # the one helper that puts modules in eval and back
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyLinear
 from slimkit.quantization.qdq import QDQLayer
@@ -188,7 +189,7 @@ class _Walk(TorchFunctionMode):
         inputs, outputs = _tensors((args, kwargs)), _tensors(out)
         if not outputs or _is_free(module, fn_name, outputs[0], inputs):
             return
-        elements = max(sum(t.numel() for t in outputs), *(t.numel() for t in inputs))
+        elements = max([sum(t.numel() for t in outputs), *(t.numel() for t in inputs)])
         name = self.names[module] if module is not None else f"fn:{fn_name}"
         precision = _precision(module)
         self.busy = True
@@ -256,15 +257,15 @@ def _hooked(model: nn.Module, walk: _Walk) -> Iterator[None]:
 
 
 def walk(model: nn.Module, example_inputs: Any) -> list[Op]:
-    """The costed operations of one forward of ``model`` on ``example_inputs`` (no-grad, as the
-    model's train/eval mode is), in the order they ran.
+    """The costed operations of one forward of ``model`` on ``example_inputs`` (no-grad, in eval
+    mode as deployed; each module's mode is restored after), in the order they ran.
 
     Raises:
         DataError: when the forward fails on these inputs.
     """
     batch = example_inputs if isinstance(example_inputs, Batch) else batch_from_inputs(example_inputs)
     recorder = _Walk(model)
-    with torch.no_grad(), _hooked(model, recorder), recorder:
+    with torch.no_grad(), _eval_mode(model), _hooked(model, recorder), recorder:
         run_model(model, batch)
     return recorder.ops
 

@@ -144,6 +144,7 @@ class LatencyTable(BaseModel):
             ``overhead``).
         grid: the raw timings the coefficients were fitted on.
         fit_mape: mean absolute % error of the fit on its own grid.
+        skipped: ``"name: why"`` of grid points the runtime refused.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -158,9 +159,17 @@ class LatencyTable(BaseModel):
     coefficients_ms: dict[str, float]
     grid: list[GridRow]
     fit_mape: float
+    skipped: list[str] = []
 
     @classmethod
-    def from_rows(cls, rows: Sequence[GridRow], runtime: str, threads: int | None, batch_size: int = 1) -> LatencyTable:
+    def from_rows(
+        cls,
+        rows: Sequence[GridRow],
+        runtime: str,
+        threads: int | None,
+        batch_size: int = 1,
+        skipped: Sequence[str] = (),
+    ) -> LatencyTable:
         """The table fitted on ``rows`` timed on this machine."""
         coefficients = fit(rows)
         predicted = np.array([_dot(coefficients, row.features) for row in rows])
@@ -170,6 +179,7 @@ class LatencyTable(BaseModel):
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             coefficients_ms=coefficients,
             grid=list(rows), fit_mape=float(np.mean(np.abs(predicted - measured) / measured) * 100),
+            skipped=list(skipped),
         )  # fmt: skip
 
     @classmethod
@@ -328,8 +338,8 @@ def measure_table(
         if example_inputs is None:
             raise InvalidConfigError("a model seeding the grid needs its example_inputs")
         grid = model_grid(model, example_inputs)
-    rows = time_grid(list(grid or DEFAULT_GRID), runtime, threads, budget_s, on_point)
-    return LatencyTable.from_rows(rows, runtime, threads)
+    rows, skipped = time_grid(list(grid or DEFAULT_GRID), runtime, threads, budget_s, on_point)
+    return LatencyTable.from_rows(rows, runtime, threads, skipped=skipped)
 
 
 def table_for(source: str | os.PathLike[str] | LatencyTable, runtime: str) -> LatencyTable:
