@@ -185,7 +185,7 @@ def bench_cmd(
     linear, fp32 and int8-static, at several sizes, plus elementwise chains) on this machine,
     fits per-layer costs and writes them as a latency table: run it on the device, copy the
     file back, and `slimkit search --latency-table FILE` optimises latency for that device.
-    Without MODEL the grid is generic (60 models, about two minutes); with MODEL it is the
+    Without MODEL the grid is generic (66 models, two to three minutes); with MODEL it is the
     model's own layer shapes at full and half width.
 
     Examples:

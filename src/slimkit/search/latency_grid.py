@@ -115,7 +115,8 @@ DEFAULT_GRID: tuple[GridPoint, ...] = (
     *_layers("conv2d", [
         (3, 16, 3, 32, 1, 1), (16, 16, 3, 32, 1, 1), (16, 16, 3, 32, 1, 3), (16, 32, 3, 32, 2, 1),
         (32, 32, 3, 16, 1, 1), (32, 32, 3, 16, 1, 3), (32, 64, 1, 16, 1, 1), (64, 64, 3, 8, 1, 1),
-        (64, 64, 3, 8, 1, 3), (64, 128, 3, 8, 2, 1), (128, 128, 3, 8, 1, 1),
+        (64, 64, 3, 8, 1, 3), (64, 128, 3, 8, 2, 1), (128, 128, 3, 8, 1, 1), (48, 48, 3, 4, 1, 1),
+        (48, 48, 3, 4, 1, 3), (16, 16, 3, 16, 1, 3),
         (24, 18, 3, 32, 1, 1), (36, 36, 3, 16, 1, 3), (72, 100, 3, 8, 1, 1),  # channels off the blocks of 8
     ]),
     *_layers("depthwise", [
@@ -128,9 +129,9 @@ DEFAULT_GRID: tuple[GridPoint, ...] = (
     ]),
     *_elementwise([(1, 16, 8), (8, 16, 8), (1, 64, 32), (8, 64, 32)]),
 )  # fmt: skip
-"""The generic grid: 14 dense and 8 depthwise conv2d shapes (5 with channels off the blocks of
-8) and 6 linear shapes, each in fp32 and int8, some alone and as chains of 3; and 4 add
-chains: 60 models, about two minutes on onnxruntime."""
+"""The generic grid: 17 dense and 8 depthwise conv2d shapes (images of 4 to 32 pixels, 5 with
+channels off the blocks of 8) and 6 linear shapes, each in fp32 and int8, some alone and as
+chains of 3; and 4 add chains: 66 models, two to three minutes on onnxruntime."""
 
 QUICK_GRID: tuple[GridPoint, ...] = (
     *_layers("conv2d", [(8, 16, 3, 16, 1, 1), (32, 32, 3, 16, 1, 3)]),

@@ -280,9 +280,9 @@ def op_features(op: Op) -> dict[str, float]:
     (the slower kernel's extra cost per MAC); for elementwise work ``elementwise:ops`` and
     ``elementwise:kelements`` (thousands of elements); nothing when fused.
 
-    (A per-element cost of layers too was tried: it fitted the grid better, 5.4 % against
-    7.3 %, and predicted whole models worse, 27.9 % against 15.4 %: depthwise layers on large
-    images were priced far above what they cost.)"""
+    (A per-element cost of layers too was tried and dropped: it fitted the grid better and
+    predicted whole models worse, pricing depthwise layers on large images far above their
+    cost; see docs/search.md.)"""
     if op.is_layer:
         extra = {} if op.aligned else {f"{op.key}:unaligned_mmacs": op.macs / 1e6}
         return {f"{op.key}:layers": 1.0, f"{op.key}:mmacs": op.macs / 1e6, **extra}
