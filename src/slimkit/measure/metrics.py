@@ -157,7 +157,7 @@ def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
 
 
 @contextmanager
-def _eval_mode(*models: nn.Module) -> Iterator[None]:
+def eval_mode(*models: nn.Module) -> Iterator[None]:
     """Put every module in eval mode for the block, restoring each one's flag after."""
     flags = [(m, m.training) for model in models for m in model.modules()]
     for model in models:
@@ -232,14 +232,14 @@ def evaluate(
     """
     resolved = resolve_metric(metric)
     if resolved.fn is not None:
-        with torch.no_grad(), _eval_mode(model):
+        with torch.no_grad(), eval_mode(model):
             return {resolved.name: _user_metric(model, data, resolved, device or _device_of(model), limit)}
     metric = resolved.name
     if metric == "fidelity" and reference is None:
         raise InvalidConfigError("metric 'fidelity' compares against a reference model: pass reference=...")
     models = (model,) if reference is None else (model, reference)
     sums = dict.fromkeys(("correct", "total", "cosine", "samples", "signal", "noise"), 0.0)
-    with torch.no_grad(), _eval_mode(*models):
+    with torch.no_grad(), eval_mode(*models):
         for batch in iter_batches(data, device or _device_of(model), limit):
             out = primary_output(run_model(model, batch))
             if metric == "accuracy":

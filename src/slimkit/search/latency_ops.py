@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_leaves
 
 from slimkit.core.data import Batch, batch_from_inputs, run_model
 from slimkit.measure.macs import count_macs
-from slimkit.measure.metrics import _eval_mode  # the one helper that puts modules in eval and back
+from slimkit.measure.metrics import eval_mode
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyLinear
 from slimkit.quantization.qdq import QDQLayer
@@ -265,7 +265,7 @@ def walk(model: nn.Module, example_inputs: Any) -> list[Op]:
     """
     batch = example_inputs if isinstance(example_inputs, Batch) else batch_from_inputs(example_inputs)
     recorder = _Walk(model)
-    with torch.no_grad(), _eval_mode(model), _hooked(model, recorder), recorder:
+    with torch.no_grad(), eval_mode(model), _hooked(model, recorder), recorder:
         run_model(model, batch)
     return recorder.ops
 

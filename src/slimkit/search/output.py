@@ -9,7 +9,7 @@ import yaml
 
 from slimkit.search.study import SearchResult
 
-UNITS = {"latency": "p50 latency at batch 1 (ms)", "size": "artifact size (bytes)", "drop": "metric drop"}
+UNITS = {"latency": "latency at batch 1 (ms)", "size": "artifact size (bytes)", "drop": "metric drop"}
 
 
 def write_results(result: SearchResult, folder: Path) -> list[Path]:
@@ -48,8 +48,12 @@ def pareto_plot(result: SearchResult, path: Path) -> Path:
     if x_name != "trial":
         axes.scatter([result.original.value(x_name)], [result.original.value(y_name)], marker="*", s=150, c="k",
                      label="original")  # fmt: skip
-    axes.set_xlabel(UNITS.get(x_name, x_name))
-    axes.set_ylabel(UNITS.get(y_name, y_name))
+
+    def label(name: str) -> str:
+        return f"{UNITS[name]}, {result.latency}" if name == "latency" else UNITS.get(name, name)
+
+    axes.set_xlabel(label(x_name))
+    axes.set_ylabel(label(y_name))
     axes.set_title("search: trials on the calibration split")
     axes.legend()
     figure.tight_layout()
