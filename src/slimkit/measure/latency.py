@@ -33,6 +33,7 @@ class Latency:
         spread: p90 / p50 (1.0: every run took the same time).
         noisy: the spread stayed above `MAX_SPREAD` until the time budget ended: the
             figures moved from run to run (a busy machine), treat them with care.
+        p10_ms: the 10th percentile: an undisturbed run (0.0 in records written before it).
     """
 
     p50_ms: float
@@ -41,6 +42,7 @@ class Latency:
     runs: int
     spread: float = 0.0
     noisy: bool = False
+    p10_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.spread:  # records written before the spread was stored
@@ -100,22 +102,24 @@ def measure_latency(
         sync()
         t1 = time.perf_counter()
         times.append(t1 - t0)
-        if len(times) >= min_runs and (t1 - start >= budget_s or _spread(_percentiles(times)) <= max_spread):
+        if len(times) >= min_runs and (t1 - start >= budget_s or _spread(_percentiles(times)[1:]) <= max_spread):
             break
-    p50, p90 = _percentiles(times)
+    p10, p50, p90 = _percentiles(times)
     spread = _spread((p50, p90))
     mean = float(torch.tensor(times, dtype=torch.float64).mean()) * 1e3
     log.debug("timed %d runs: p50 %.4f ms, p90 %.4f ms, spread %.2f", len(times), p50, p90, spread)
     if spread > max_spread:
         log.info("latency is noisy: p90/p50 = %.2f after %d runs (more than %.2f)", spread, len(times), max_spread)
-    return Latency(p50_ms=p50, p90_ms=p90, mean_ms=mean, runs=len(times), spread=spread, noisy=spread > max_spread)
+    return Latency(
+        p50_ms=p50, p90_ms=p90, mean_ms=mean, runs=len(times), spread=spread, noisy=spread > max_spread, p10_ms=p10
+    )
 
 
-def _percentiles(times_s: list[float]) -> tuple[float, float]:
-    """(p50, p90) in milliseconds."""
+def _percentiles(times_s: list[float]) -> tuple[float, float, float]:
+    """(p10, p50, p90) in milliseconds."""
     ms = torch.tensor(times_s, dtype=torch.float64) * 1e3
-    p50, p90 = torch.quantile(ms, torch.tensor([0.5, 0.9], dtype=torch.float64)).tolist()
-    return p50, p90
+    p10, p50, p90 = torch.quantile(ms, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
+    return p10, p50, p90
 
 
 def _spread(p50_p90: tuple[float, float]) -> float:

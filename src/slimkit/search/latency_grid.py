@@ -12,13 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
@@ -26,6 +24,7 @@ from torch import Tensor, nn
 from slimkit.core.data import batch_from_inputs, resize_batch, run_model
 from slimkit.core.errors import SlimkitError, first_line
 from slimkit.core.formats import artifact_of
+from slimkit.measure.latency import measure_latency
 from slimkit.runtime.base import Runtime
 from slimkit.search.latency_ops import ELEMENTWISE, LAYER_KINDS, features, walk
 
@@ -223,17 +222,11 @@ class Timing:
     runs: int
 
 
-def _time_round(run: Callable[[], Any], budget_s: float, min_runs: int = 30, warmup: int = 5) -> Timing:
-    for _ in range(warmup):
-        run()
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_runs or time.perf_counter() - start < budget_s:
-        t0 = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t0)
-    fast, median = np.percentile(np.asarray(times) * 1e3, (10, 50))
-    return Timing(float(fast), float(median), len(times))
+def _time_round(run: Callable[[], Any], budget_s: float) -> Timing:
+    """At least 30 runs after 5 warm-up runs, for the whole ``budget_s`` (a spread of 1.0 is
+    never reached, so `measure_latency` does not stop early)."""
+    latency = measure_latency(run, warmup=5, min_runs=30, max_runs=10**9, budget_s=budget_s, max_spread=1.0)
+    return Timing(latency.p10_ms, latency.p50_ms, latency.runs)
 
 
 def time_interleaved(
