@@ -127,9 +127,16 @@ def test_channels_prunes_the_residual_width_where_the_code_allows(family, tmp_pa
 
 
 @pytest.mark.parametrize("family", sorted(GQA))
-def test_gqa_quarter_of_two_kv_groups_is_refused(family):
-    with pytest.raises(InvalidConfigError, match="removes no head.*ratio >= 0.50"):
-        sk.prune(_build(family), "heads", ratio=0.25)
+def test_gqa_quarter_of_two_kv_groups_removes_one_group_with_a_warning(family):
+    model, x = _build(family), zoo.inputs(family)
+    with pytest.warns(UserWarning, match="less than one of the 2 prunable units.*ratio 0.50"):
+        pruned = sk.prune(model, "heads", ratio=0.25)
+    half = sk.prune(model, "heads", ratio=0.5)  # what 0.25 rounds to: the same heads go
+    assert pruned.config.num_key_value_heads == 1 and pruned.config.num_attention_heads == 2
+    assert sk.explain(pruned).details["ratio"] == 0.5
+    assert torch.equal(_run(pruned, x), _run(half, x))
+    with pytest.raises(InvalidConfigError, match="removes no head.*ratio >= 0.25 removes one"):
+        sk.prune(model, "heads", ratio=0.2)  # nearer to none than to one group: refused
 
 
 def _zero_kv_group(attn, group: int, per_group: int) -> None:

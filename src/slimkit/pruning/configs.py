@@ -49,11 +49,13 @@ class Neurons(_Structured):
 
 
 class Heads(_Structured):
-    """Remove attention heads (``nn.MultiheadAttention``, transformers' BERT attention)."""
+    """Remove attention heads (``nn.MultiheadAttention``, transformers' attention modules; under
+    grouped-query attention whole key/value heads with their query heads)."""
 
     method = "heads"
     ratio: float = Field(0.25, ge=0.0, lt=1.0)
-    """fraction of heads removed, in [0, 1)"""
+    """fraction of heads removed, in [0, 1); rounded down to whole heads (key/value groups), but
+    up to one when it is at least half of one (0.25 of 2 groups removes 1, with a warning)"""
 
 
 class Depth(Config):

@@ -19,6 +19,7 @@ updates, so `sk.load` replays the surgery without data.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -233,6 +234,23 @@ def _no_heads_error(model: nn.Module, skipped: dict[str, str]) -> UnsupportedMod
     )
 
 
+def _whole_units(config: Heads, groups: list[Group]) -> Heads:
+    """``config`` with its ratio rounded up to one whole unit per group when it would remove none
+    but half a unit or more (0.25 of 2 key/value groups -> 0.5, one group, with a warning); a
+    ratio nearer to none is left for `_check_removed` to refuse."""
+    if not groups or config.ratio == 0 or any(math.floor(g.size * config.ratio + 1e-9) for g in groups):
+        return config
+    smallest = min(g.size for g in groups)
+    if config.ratio * smallest < 0.5 - 1e-9:
+        return config
+    warnings.warn(
+        f"heads ratio {config.ratio} is less than one of the {smallest} prunable units (key/value heads with "
+        f"their query heads) of {min(groups, key=lambda g: g.size).label}: removing one, ratio {1 / smallest:.2f}",
+        stacklevel=4,
+    )
+    return config.model_copy(update={"ratio": 1 / smallest})
+
+
 def _check_removed(groups: list[Group], state: dict[str, Any], ratio: float) -> None:
     """Refuse a ratio that removes no head at all (e.g. 0.25 of 2 key/value groups)."""
     pruned = state.get("pruned", {})
@@ -240,7 +258,8 @@ def _check_removed(groups: list[Group], state: dict[str, Any], ratio: float) -> 
         smallest = min(groups, key=lambda g: g.size)
         raise InvalidConfigError(
             f"heads ratio {ratio} removes no head: {smallest.label} has {smallest.size} prunable units (key/value "
-            f"heads with their query heads); use ratio >= {1 / smallest.size:.2f}"
+            f"heads with their query heads); a ratio >= {0.5 / smallest.size:.2f} removes one of them "
+            f"(ratio {1 / smallest.size:.2f})"
         )
 
 
@@ -260,7 +279,10 @@ def prune_heads(model: nn.Module, config: Heads, ctx: Context) -> nn.Module:
             if not sites:
                 raise _no_heads_error(model, ctx.state["skipped"])
             groups = head_groups(model, sites)
-        prune_groups(model, groups, config, ctx)
+        effective = _whole_units(config, groups)
+        if effective is not config:
+            ctx.state["ratio"] = effective.ratio
+        prune_groups(model, groups, effective, ctx)
     _check_removed(groups, ctx.state, config.ratio)
     kept = _uniform(ctx.state["pruned"], [g.label for g in groups])
     ctx.state["config"] = head_config_changes(model, sites, kept) if len(ctx.state["pruned"]) == len(groups) else {}
