@@ -132,6 +132,38 @@ def test_cli_bad_target_exits_2(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [("quantize=int3", "quantize"), ("low_bit_shares=[2]", "low_bit_shares"), ("bits", "key=value")],
+)
+def test_cli_bad_space_exits_2(tmp_path, capsys, space, message):
+    from slimkit.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["search", "example:digits-cnn", "--data", "example:digits", "--space", space, "--trials", "1",
+              "--out", str(tmp_path / "x")])  # fmt: skip
+    assert done.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_space_reaches_the_search(tmp_path, monkeypatch):
+    import slimkit.search
+    from slimkit.cli import main
+
+    seen = {}
+
+    def stop(model, data, **options):
+        seen.update(options)
+        raise InvalidConfigError("stop here")
+
+    monkeypatch.setattr(slimkit.search, "search", stop)
+    with pytest.raises(SystemExit):
+        main(["search", "example:digits-cnn", "--data", "example:digits", "--space", "quantize=mixed",
+              "--space", "prune_ratios=[0, 0.5]", "--out", str(tmp_path / "x")])  # fmt: skip
+    assert seen["space"].quantize == ("mixed",) and seen["space"].prune_ratios == (0.0, 0.5)
+
+
 def _record(number, stages, latency, size, drop, tuned_from=None):
     from slimkit.search import Measured, TrialRecord
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from slimkit.cli import common as cli
-from slimkit.cli.common import app, check_out, err, out, progress, staged_out
+from slimkit.cli.common import app, check_out, err, out, parse_options, progress, staged_out
 from slimkit.core.errors import InvalidConfigError
 
 if TYPE_CHECKING:
@@ -67,6 +67,14 @@ def search_cmd(
             "its prediction for that device instead of a timing here.",
         ),
     ] = None,
+    space: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--space",
+            help="A search-space field as key=value (repeatable), a JSON list or one value: "
+            "--space 'quantize=[\"int8-static\",\"mixed\"]' --space 'prune_ratios=[0,0.5]'; docs/search.md lists them.",
+        ),
+    ] = None,
     weights: cli.Weights = None,
     trust_pickle: cli.TrustPickle = False,
     overwrite: cli.Overwrite = False,
@@ -85,9 +93,11 @@ def search_cmd(
         slimkit compress found/front/00-trial1.yaml --out out/
 
         slimkit search example:digits-cnn --data example:digits --latency-table phone-lut.json --out found/
+
+        slimkit search example:minilm --data example:sentences --space 'quantize=["mixed","int8-dynamic"]' --out found/
     """
     from slimkit.core.specs import load_model
-    from slimkit.search import search
+    from slimkit.search import SearchSpace, search
     from slimkit.search.output import write_results
 
     if data is None:
@@ -95,6 +105,8 @@ def search_cmd(
     check_out(out_dir, overwrite, model, data)
     goals = tuple(part.strip() for part in objectives.split(",") if part.strip())
     constraints = {} if max_drop is None else {"max_metric_drop": max_drop}
+    chosen = {k: v if isinstance(v, list) else [v] for k, v in parse_options(space, "--space").items()}
+    search_space = SearchSpace.build(**chosen)
     loaded = load_model(model, weights=weights, trust_pickle=trust_pickle)
     ray = ray_address is not None or workers > 1
     with progress(f"searching {trials} recipes on {target}", quiet or as_json):
@@ -103,7 +115,7 @@ def search_cmd(
             model_spec=model, storage=storage or f"{out_dir}.study.db", study_name=study_name,
             backend="ray" if ray else "local", workers=workers, ray_address=ray_address,
             finetune_top=finetune_top, finetune={"epochs": finetune_epochs, "distill": True},
-            latency_table=latency_table,
+            latency_table=latency_table, space=search_space,
         )  # fmt: skip
     with staged_out(out_dir, overwrite) as folder:
         write_results(result, folder)

@@ -49,8 +49,10 @@ class Neurons(_Structured):
 
 
 class Heads(_Structured):
-    """Remove attention heads (``nn.MultiheadAttention``, transformers' attention modules; under
-    grouped-query attention whole key/value heads with their query heads)."""
+    """Remove attention heads (``nn.MultiheadAttention``, transformers' attention modules).
+
+    Under grouped-query attention a unit is a key/value head with the query heads reading it.
+    """
 
     method = "heads"
     ratio: float = Field(0.25, ge=0.0, lt=1.0)

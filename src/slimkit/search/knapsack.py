@@ -59,7 +59,8 @@ def choose(
         objective = -saved / scale + 1e-9 * drops
         rows.append(LinearConstraint(drops[None, :], -np.inf, max_drop + TOLERANCE))
     else:
-        objective = drops - 1e-12 * saved
+        # ties towards the safer plan too: of equal drop, the one saving least beyond the target
+        objective = drops + 1e-12 * saved / max(1.0, float(np.abs(saved).max()))
         rows.append(LinearConstraint(saved[None, :], min_saved, np.inf))
     result = milp(objective, constraints=rows, integrality=np.ones(len(flat)), bounds=Bounds(0, 1))
     if result.status != 0 or result.x is None:

@@ -21,7 +21,6 @@ from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, re
 from slimkit.pipeline.recipe import Target
 from slimkit.pipeline.target import measure_on_target
 from slimkit.search.candidates import apply_stages
-from slimkit.search.space import SearchSpace, sample_stages
 
 Backend = Literal["local", "ray"]
 
@@ -99,24 +98,29 @@ def _on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]]) -> tuple[
 Told = Callable[[Any, list[dict[str, Any]], Measured | None, str | None], None]
 
 
+Propose = Callable[[Any], list[dict[str, Any]]]
+"""A trial's recipe stages (`space.sample_stages` with the search's space and planner)."""
+
+
 def run_trials(
-    study: Any, count: int, space: SearchSpace, evaluator: Evaluator, tell: Told, *,
+    study: Any, count: int, propose: Propose, evaluator: Evaluator, tell: Told, *,
     backend: Backend = "local", workers: int = 1, ray_address: str | None = None,
 ) -> None:  # fmt: skip
-    """Ask the study for ``count`` trials, evaluate them, and tell it each result (``tell``)."""
+    """Ask the study for ``count`` trials, evaluate them, and tell it each result (``tell``);
+    trials are proposed here, in the driver, and evaluated locally or as Ray tasks."""
     if backend == "local":
         for _ in range(count):
             trial = study.ask()
-            stages = sample_stages(trial, space)
+            stages = propose(trial)
             tell(trial, stages, *evaluator(stages))
         return
     if backend != "ray":
         raise InvalidConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
-    _run_on_ray(study, count, space, evaluator, tell, workers, ray_address)
+    _run_on_ray(study, count, propose, evaluator, tell, workers, ray_address)
 
 
 def _run_on_ray(
-    study: Any, count: int, space: SearchSpace, evaluator: Evaluator, tell: Told, workers: int, address: str | None
+    study: Any, count: int, propose: Propose, evaluator: Evaluator, tell: Told, workers: int, address: str | None
 ) -> None:
     ray = require("ray", "ray")
     if workers < 1:
@@ -131,7 +135,7 @@ def _run_on_ray(
     while left or pending:
         while left and len(pending) < workers:
             trial = study.ask()
-            stages = sample_stages(trial, space)
+            stages = propose(trial)
             pending[task.remote(shared, stages)] = (trial, stages)
             left -= 1
         (done,), _ = ray.wait(list(pending), num_returns=1)

@@ -5,6 +5,11 @@ is applied alone with the verbs, every other layer kept as it is, and the model 
 on held-out data: the calibration split of a `DataSplits` (never its test split), on at
 most ``max_batches`` batches. Rows are cached by a fingerprint of (model weights, data,
 metric, setting), so a rerun measures nothing again.
+
+With ``estimate="fisher"`` the weight-only rows are not evaluated one by one: one gradient
+pass gives every layer's Fisher diagonal (`slimkit.search.fisher`), each setting's cost is
+``½ Σ F Δw²``, and a few settings spread over that range are measured to convert the proxy
+into the metric's units (a least-squares slope). Pruning rows are always measured.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from torch import nn
 
@@ -23,6 +28,7 @@ from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
 from slimkit.measure.size import tensor_bytes
 from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
 from slimkit.search.candidates import CandidateConfig, Setting, candidates
+from slimkit.search.fisher import anchors, estimate_rows, fisher_diagonals, fit_scale
 
 CACHE_VERSION = "sensitivity-v1"
 """Part of every cache key: bump it when what a row means changes."""
@@ -37,12 +43,14 @@ class Row:
         metric: the metric of the model with only this setting applied.
         drop: how much worse than the baseline, in the metric's units (negative: better).
         bytes_saved: bytes of weights and buffers saved (`slimkit.measure.tensor_bytes`).
+        estimated: ``metric`` and ``drop`` come from the Fisher proxy, not an evaluation.
     """
 
     setting: Setting
     metric: float
     drop: float
     bytes_saved: int
+    estimated: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -52,6 +60,7 @@ class Row:
             "metric": self.metric,
             "drop": self.drop,
             "bytes_saved": self.bytes_saved,
+            "estimated": self.estimated,
         }
 
 
@@ -64,7 +73,9 @@ class SensitivityTable:
         baseline: the unchanged model's metric on the same batches.
         model_bytes: the unchanged model's weight and buffer bytes.
         rows: one per setting, in candidate order.
-        measured: rows measured in this call (the rest came from the cache).
+        measured: rows measured in this call (the rest came from the cache or the proxy).
+        estimate: ``measure`` or ``fisher`` (how weight-only rows were obtained).
+        scale: metric units per unit of Fisher cost (``fisher`` only).
     """
 
     metric: str
@@ -72,6 +83,8 @@ class SensitivityTable:
     model_bytes: int
     rows: list[Row] = field(default_factory=list)
     measured: int = 0
+    estimate: str = "measure"
+    scale: float | None = None
 
     def slots(self) -> dict[str, list[Row]]:
         """Rows by slot (``quantize fc``, ``prune stem.0.0``), in candidate order."""
@@ -93,6 +106,8 @@ class SensitivityTable:
             "metric": self.metric,
             "baseline": self.baseline,
             "model_bytes": self.model_bytes,
+            "estimate": self.estimate,
+            "scale": self.scale,
             "rows": [r.to_dict() for r in self.rows],
         }
 
@@ -148,6 +163,9 @@ def sensitivity(
     cache: Cache | str | os.PathLike[str] | None = None,
     example_inputs: Any = None,
     device: str = "auto",
+    estimate: Literal["measure", "fisher"] = "measure",
+    anchors_measured: int = 4,
+    draws: int = 2,
 ) -> SensitivityTable:
     """Measure, per layer and candidate setting, the metric change and the bytes saved.
 
@@ -167,6 +185,11 @@ def sensitivity(
         cache: a `Cache`, or a folder to keep rows in across runs (default: this call only).
         example_inputs: inputs for tracing (default: one sample of ``data``).
         device: where the verbs run.
+        estimate: ``measure`` evaluates every setting; ``fisher`` estimates the weight-only
+            rows from one gradient pass and measures only ``anchors_measured`` of them (for
+            models where evaluating every layer at every width is too slow).
+        anchors_measured: ``fisher`` only: settings measured to fit the proxy's scale.
+        draws: ``fisher`` only: label / noise draws per batch.
 
     Returns:
         A `SensitivityTable` with one row per setting.
@@ -185,6 +208,10 @@ def sensitivity(
     )
     if max_batches is not None and max_batches < 1:
         raise InvalidConfigError(f"max_batches must be at least 1 (or None for all), got {max_batches}")
+    if estimate not in ("measure", "fisher"):
+        raise InvalidConfigError(f"estimate must be 'measure' or 'fisher', got {estimate!r}")
+    if anchors_measured < 1 or draws < 1:
+        raise InvalidConfigError(f"anchors_measured and draws must be at least 1, got {anchors_measured}, {draws}")
     batches, data_metric = held_out(data)
     scorer = Scorer(model, batches, metric or data_metric, max_batches)
     store = _cache_of(cache)
@@ -210,12 +237,59 @@ def sensitivity(
         changed = setting.apply(model, data=batches, example_inputs=inputs, device=device)
         return {"metric": scorer(changed), "bytes_saved": model_bytes - tensor_bytes(changed)}
 
+    def measured_drop(setting: Setting) -> float:
+        return worsening(scorer.metric, baseline, lookup(setting.key, lambda: measure(setting))["metric"])
+
+    estimated: dict[str, Row] = {}
+    scale = None
+    if estimate == "fisher":
+        proxies = _proxies(model, settings, batches, scorer, max_batches, draws, store, prefix)
+        anchored = anchors({k: v["proxy"] for k, v in proxies.items()}, anchors_measured)
+        by_key = {s.key: s for s in settings}
+        scale = fit_scale([proxies[k]["proxy"] for k in anchored], [measured_drop(by_key[k]) for k in anchored])
+        sign = -1.0 if scorer.metric.higher_is_better else 1.0
+        for key, found in proxies.items():
+            if key not in anchored:
+                drop = scale * found["proxy"]
+                estimated[key] = Row(by_key[key], baseline + sign * drop, drop, int(found["bytes_saved"]), True)
     rows = []
     for setting in settings:
+        if setting.key in estimated:
+            rows.append(estimated[setting.key])
+            continue
         found = lookup(setting.key, lambda s=setting: measure(s))
         drop = worsening(scorer.metric, baseline, found["metric"])
         rows.append(Row(setting, found["metric"], drop, int(found["bytes_saved"])))
-    return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured)
+    return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured, estimate, scale)
+
+
+def _proxies(
+    model: nn.Module,
+    settings: Sequence[Setting],
+    batches: Iterable[Any],
+    scorer: Scorer,
+    max_batches: int | None,
+    draws: int,
+    store: Cache,
+    prefix: tuple[Any, ...],
+) -> dict[str, dict[str, float]]:
+    """``{key: {"proxy", "bytes_saved"}}`` of the weight-only settings the Fisher pass can price
+    (cached like measured rows; the gradient pass runs only when one is missing)."""
+    weight_settings = [s for s in settings if s.verb == "quantize"]
+    keys = {s.key: key_of(*prefix, "fisher", draws, s.key) for s in weight_settings}
+    found = {s.key: store.get(keys[s.key]) for s in weight_settings}
+    missing = [s for s in weight_settings if found[s.key] is None]
+    if missing:
+        classifier = scorer.metric.name == "accuracy"
+        layers = sorted({s.unit for s in missing})
+        diagonals = fisher_diagonals(
+            model, batches, layers, classifier=classifier, max_batches=max_batches, draws=draws
+        )
+        priced = [s for s in missing if s.unit in diagonals]  # the rest never ran: measured instead
+        for key, row in estimate_rows(model, priced, diagonals).items():
+            store.put(keys[key], row)
+            found[key] = row
+    return {key: row for key, row in found.items() if row is not None}
 
 
 def _sample(model: nn.Module, data: Iterable[Any]) -> Any:

@@ -3,6 +3,9 @@
 A trial samples a channel-pruning ratio, an SVD rank fraction and a quantization method
 (with bits for weight-only), and the order of the structural stages; quantization always
 comes last (the other verbs work on float layers). A choice of 0 / ``none`` skips a stage.
+``mixed`` (per-layer weight-only bit widths, `slimkit.search.mixed`) samples a share of the
+possible saving instead of bits; it is not combined with SVD, whose factors are not the
+layers the plan was made for.
 """
 
 from __future__ import annotations
@@ -12,8 +15,11 @@ from typing import Any
 from pydantic import field_validator
 
 from slimkit.core.config import Config
+from slimkit.core.errors import InvalidConfigError
 
-QUANTIZE_CHOICES = ("none", "int8-dynamic", "int8-static", "weight-only")
+QUANTIZE_CHOICES = ("none", "int8-dynamic", "int8-static", "weight-only", "mixed")
+DEFAULT_QUANTIZE = QUANTIZE_CHOICES[:4]
+"""``mixed`` is asked for explicitly: it estimates a sensitivity table before the trials."""
 ORDERS = ("prune-first", "decompose-first")
 
 
@@ -23,8 +29,11 @@ class SearchSpace(Config):
     Attributes:
         prune_ratios: channel-pruning ratios (0: no pruning stage).
         svd_fractions: SVD rank as a fraction of the full rank (0: no decomposition stage).
-        quantize: quantization methods (``none``: float).
-        bits: weight-only bit widths.
+        quantize: quantization methods (``none``: float; ``mixed``: weight-only bits per
+            layer from a sensitivity table, not in the default).
+        bits: weight-only bit widths (``mixed`` chooses among them per layer).
+        low_bit_shares: ``mixed`` only: how far each plan goes from every layer at the most
+            bits (0) to every layer at the fewest (1), in bytes saved.
         round_to: pruned channel counts are rounded up to a multiple of one of these (int8
             kernels vectorize over 8 or 16 channels, so 36 channels can run slower than 40);
             with several, each trial chooses.
@@ -32,8 +41,9 @@ class SearchSpace(Config):
 
     prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5)
     svd_fractions: tuple[float, ...] = (0.0, 0.5)
-    quantize: tuple[str, ...] = QUANTIZE_CHOICES
+    quantize: tuple[str, ...] = DEFAULT_QUANTIZE
     bits: tuple[int, ...] = (4, 8)
+    low_bit_shares: tuple[float, ...] = (0.25, 0.5, 0.75)
     round_to: tuple[int, ...] = (8,)
 
     @field_validator("prune_ratios")
@@ -71,9 +81,30 @@ class SearchSpace(Config):
             raise ValueError(f"bits must be widths in 2..8, got {value}")
         return value
 
+    @field_validator("low_bit_shares")
+    @classmethod
+    def _shares(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 <= s <= 1 for s in value):
+            raise ValueError(f"low_bit_shares must be fractions in [0, 1], got {value}")
+        return value
 
-def sample_stages(trial: Any, space: SearchSpace) -> list[dict[str, Any]]:
-    """Recipe stages (``[{"prune": {...}}, ...]``) for one Optuna ``trial``."""
+    @property
+    def mixed(self) -> bool:
+        """Whether trials may choose per-layer mixed precision."""
+        return "mixed" in self.quantize
+
+
+def sample_stages(trial: Any, space: SearchSpace, mixed: Any = None) -> list[dict[str, Any]]:
+    """Recipe stages (``[{"prune": {...}}, ...]``) for one Optuna ``trial``.
+
+    Args:
+        trial: the Optuna trial.
+        space: what it chooses from.
+        mixed: the `slimkit.search.mixed.MixedPrecision` planner when ``space`` offers ``mixed``.
+    """
+    method = trial.suggest_categorical("quantize", list(space.quantize)) if space.mixed else None
+    if method == "mixed" and mixed is None:
+        raise InvalidConfigError("a search space with 'mixed' needs the mixed-precision planner")
     structural: dict[str, dict[str, Any]] = {}
     ratio = trial.suggest_categorical("prune_ratio", list(space.prune_ratios))
     if ratio > 0:
@@ -83,14 +114,17 @@ def sample_stages(trial: Any, space: SearchSpace) -> list[dict[str, Any]]:
             else trial.suggest_categorical("round_to", list(space.round_to))
         )
         structural["prune"] = {"method": "channels", "ratio": ratio, **({"round_to": multiple} if multiple > 1 else {})}
-    fraction = trial.suggest_categorical("svd_fraction", list(space.svd_fractions))
+    fraction = trial.suggest_categorical("svd_fraction", list(space.svd_fractions)) if method != "mixed" else 0
     if fraction > 0:
         structural["decompose"] = {"method": "svd", "rank": fraction}
     order = trial.suggest_categorical("order", list(ORDERS))
     ordered = ("prune", "decompose") if order == "prune-first" else ("decompose", "prune")
     stages = [{verb: structural[verb]} for verb in ordered if verb in structural]
-    method = trial.suggest_categorical("quantize", list(space.quantize))
-    if method == "weight-only":
+    if method is None:
+        method = trial.suggest_categorical("quantize", list(space.quantize))
+    if method == "mixed":
+        stages += mixed.stages(trial.suggest_categorical("low_bit_share", list(space.low_bit_shares)))
+    elif method == "weight-only":
         stages.append({"quantize": {"method": method, "bits": trial.suggest_categorical("bits", list(space.bits))}})
     elif method != "none":
         stages.append({"quantize": {"method": method}})
@@ -104,9 +138,9 @@ def warm_starts(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
     budget; starting from quantization alone gives the front a feasible point early.
     """
     safe = {"prune_ratio": min(space.prune_ratios), "svd_fraction": min(space.svd_fractions), "order": ORDERS[0]}
-    starts = [
-        {**safe, "quantize": method, **({"bits": max(space.bits)} if method == "weight-only" else {})}
-        for method in space.quantize
-        if method != "none"
-    ]
+    extra = {"weight-only": {"bits": max(space.bits)}, "mixed": {"low_bit_share": min(space.low_bit_shares)}}
+    starts = [{**safe, "quantize": method, **extra.get(method, {})} for method in space.quantize if method != "none"]
+    for start in starts:
+        if start["quantize"] == "mixed":
+            del start["svd_fraction"]  # not sampled with mixed
     return starts[:limit]

@@ -31,9 +31,10 @@ from slimkit.pipeline.recipe import Target, load_recipe
 from slimkit.pipeline.target import target_metric
 from slimkit.search.candidates import apply_stages
 from slimkit.search.latency_table import LatencyTable, table_for
+from slimkit.search.mixed import MixedPrecision
 from slimkit.search.pareto import dominates, pareto_front
 from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
-from slimkit.search.space import SearchSpace, warm_starts
+from slimkit.search.space import SearchSpace, sample_stages, warm_starts
 from slimkit.search.store import STUDY_NAME, model_digest, open_study
 from slimkit.training.config import Finetune
 
@@ -257,7 +258,9 @@ def search(
             _constrain(trial, measured.drop - budget)
             study.tell(trial, [measured.value(o) for o in objectives])
 
-        run_trials(study, max(trials - done, 0), space, evaluator, tell,
+        planned = space.mixed and trials > done  # the table is estimated only when a trial may need it
+        mixed = MixedPrecision.estimate(model, selection, space.bits, example_inputs) if planned else None
+        run_trials(study, max(trials - done, 0), lambda trial: sample_stages(trial, space, mixed), evaluator, tell,
                    backend=backend, workers=workers, ray_address=ray_address)  # fmt: skip
         records = trial_records(study)
         if finetune_top:
