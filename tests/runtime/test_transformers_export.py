@@ -49,3 +49,41 @@ def test_gpt2_exports_without_its_cache_at_any_batch_and_length(tmp_path):
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=ids > -1).logits
     torch.testing.assert_close(sk.runtime.load(named).run(input_ids=ids, attention_mask=ids > -1), expected)
+
+
+def test_gpt2_runs_in_executorch_at_any_batch_and_length_up_to_its_positions(tmp_path):
+    # the batch stays dynamic past the edge verifier (its split is exported as slices), and the
+    # sequence is bounded by n_positions so ExecuTorch plans memory for the largest input
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    model = transformers.GPT2LMHeadModel(config).eval()
+    ids = _ids(2, 12)
+    path = sk.export(model, tmp_path / "gpt2.pte", example_inputs={"input_ids": ids, "attention_mask": ids * 0 + 1})
+    runtime = sk.runtime.load(path)
+    for batch, seq in [(1, 5), (3, 20), (2, 32)]:
+        x = _ids(batch, seq, seed=seq)
+        with torch.no_grad():
+            expected = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+        torch.testing.assert_close(runtime.run(input_ids=x, attention_mask=torch.ones_like(x)), expected,
+                                   rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_split_as_slices_keeps_the_graph_equal():
+    from slimkit.core.data import batch_from_inputs
+    from slimkit.runtime.pte_export import split_as_slices
+    from slimkit.runtime.tracing import trace
+
+    class Split(torch.nn.Module):
+        def forward(self, x):
+            a, b, c = x.split(4, dim=-1)
+            d, e = x.split([3, 9], dim=2)
+            return a * 2 + c - b, d.sum(-1) + e.mean(-1)
+
+    x = torch.randn(2, 5, 12)
+    program = split_as_slices(trace(Split(), batch_from_inputs((x,))))
+    assert not [n for n in program.graph.nodes if "split" in str(n.target)]
+    y = torch.randn(3, 5, 12)
+    for got, want in zip(program.module()(y), Split()(y), strict=True):
+        torch.testing.assert_close(got, want)

@@ -3,6 +3,7 @@ dynamic) through the XNNPACK quantizer."""
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,59 @@ def _pt2e_int8(model: nn.Module, batch: Batch, data: Iterable[Any] | None, dynam
         ) from exc
 
 
+_SPLITS = (torch.ops.aten.split.Tensor, torch.ops.aten.split_with_sizes.default)
+
+
+def _bounds(sizes: Any, length: int) -> list[tuple[int, int]] | None:
+    """``[(start, end)]`` of the pieces of a split of ``length`` (None when not all static)."""
+    if isinstance(sizes, int):
+        return [(start, min(start + sizes, length)) for start in range(0, length, sizes)] if sizes > 0 else None
+    if not all(isinstance(s, int) for s in sizes):
+        return None
+    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+def split_as_slices(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """Every ``aten.split`` along a static dimension as one ``aten.slice`` per piece used.
+
+    ExecuTorch's edge verifier takes the first piece of a list-returning op for the list and
+    asks its length, which pins a dynamic batch dimension to the sample's size (GPT-2's
+    ``c_attn(x).split(width, dim=2)``): the program then fails at any other batch size with
+    error 0x12. Slices say the same without a list.
+    """
+    graph = program.graph_module.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _SPLITS:
+            continue
+        source, sizes = node.args[0], node.args[1]
+        value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        if not isinstance(value, torch.Tensor) or any(u.target is not operator.getitem for u in node.users):
+            continue
+        dim = (node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)) % value.dim()
+        length = value.shape[dim]
+        bounds = _bounds(sizes, length) if isinstance(length, int) else None
+        if bounds is None:
+            continue
+        for user in list(node.users):
+            start, end = bounds[user.args[1]]
+            with graph.inserting_before(user):
+                piece = graph.call_function(torch.ops.aten.slice.Tensor, (source, dim, start, end))
+            piece.meta.update(user.meta)
+            user.replace_all_uses_with(piece)
+            graph.erase_node(user)
+        graph.erase_node(node)
+    program.graph_module.recompile()
+    return program
+
+
+def _backend_config(exir: Any) -> Any:
+    """Memory planning by each dynamic tensor's upper bound (the traced batch range), not by the
+    sample's size: an ``arange(batch)`` (transformers' mask code) is then resizable at run time."""
+    passes = require("executorch.exir.passes.sym_shape_eval_pass", "executorch")
+    return exir.ExecutorchBackendConfig(sym_shape_eval_pass=passes.ConstraintBasedSymShapeEvalPass())
+
+
 def export_pte(
     model: nn.Module, batch: Batch, path: Path, *, quantize: str | None = None, data: Iterable[Any] | None = None
 ) -> None:
@@ -67,10 +121,10 @@ def export_pte(
     load_quantized_kernels()
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
     source = _pt2e_int8(model, batch, data, quantize == "int8-dynamic") if quantize else model
-    program = contiguous_views(trace(source, batch, fmt="ExecuTorch"))
+    program = split_as_slices(contiguous_views(trace(source, batch, fmt="ExecuTorch", bounded=True)))
     try:
         lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
-        buffer = lowered.to_executorch().buffer
+        buffer = lowered.to_executorch(_backend_config(exir)).buffer
     except Exception as exc:  # exir raises SpecViolationError, RuntimeError, ... for unsupported ops
         raise unsupported_op_error(exc, program, "ExecuTorch") from exc
     path.write_bytes(buffer)

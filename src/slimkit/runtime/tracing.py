@@ -33,18 +33,20 @@ def export_batch(model: nn.Module, batch: Batch, min_size: int = 2) -> Batch:
     return resize_batch(batch, min_size) if batch.size < min_size else Batch(batch.args, batch.kwargs)
 
 
-def dynamic_shapes(model: nn.Module, batch: Batch) -> Any:
+def dynamic_shapes(model: nn.Module, batch: Batch, sequence_max: int | None = None) -> Any:
     """One shared dynamic batch dimension for every input that has one, and a shared sequence
-    dimension (``Dim.AUTO``: kept static where the model needs it) for integer inputs of rank
-    >= 2 (token ids, masks). Keyword inputs get theirs by parameter name."""
+    dimension for integer inputs of rank >= 2 (token ids, masks): ``Dim.AUTO`` (kept static
+    where the model needs it), or bounded by ``sequence_max`` when given. Keyword inputs get
+    theirs by parameter name."""
     batch_dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    sequence = torch.export.Dim("sequence", min=2, max=sequence_max) if sequence_max else torch.export.Dim.AUTO
 
     def spec(t: torch.Tensor) -> dict[int, Any] | None:
         if not t.dim():
             return None
         dims: dict[int, Any] = {0: batch_dim}
         if t.dim() >= 2 and not t.is_floating_point() and t.shape[1] > 1:
-            dims[1] = torch.export.Dim.AUTO
+            dims[1] = sequence
         return dims
 
     if not batch.kwargs:
@@ -87,10 +89,25 @@ def without_cache(model: nn.Module) -> nn.Module:
     return named(model)
 
 
+POSITION_ATTRS = ("max_position_embeddings", "n_positions", "max_seq_len")
+"""Config attributes holding the longest sequence a transformers model takes."""
+
+
+def longest_sequence(model: nn.Module) -> int | None:
+    """The longest sequence ``model`` declares (its config's position count), or None."""
+    config = getattr(model, "config", None)
+    found = (getattr(config, attr, None) for attr in POSITION_ATTRS)
+    return next((value for value in found if isinstance(value, int) and value >= 2), None)
+
+
 def trace(
-    model: nn.Module, batch: Batch, dynamic: bool = True, fmt: str = "torch.export"
+    model: nn.Module, batch: Batch, dynamic: bool = True, fmt: str = "torch.export", bounded: bool = False
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the model on ``batch`` (dynamic batch dimension when ``dynamic``).
+
+    With ``bounded``, a token sequence dimension gets the model's declared maximum
+    (`longest_sequence`) as its upper bound, so memory planned for the largest shape holds
+    any input (ExecuTorch); a model that does not trace so is traced with ``Dim.AUTO``.
 
     Raises:
         UnsupportedModelError: when the model cannot be captured as a graph, or holds a layer
@@ -100,7 +117,12 @@ def trace(
     with contextlib.suppress(NotImplementedError):  # pt2e / torch.export modules refuse eval()
         model.eval()
     name = type(model).__name__
+    longest = longest_sequence(model) if bounded and dynamic else None
     model = without_cache(model)
+    if longest:
+        with contextlib.suppress(Exception), torch.no_grad():  # the model fixes its length: Dim.AUTO below
+            shapes = dynamic_shapes(model, batch, longest)
+            return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
     shapes = dynamic_shapes(model, batch) if dynamic else None
     try:
         with torch.no_grad():

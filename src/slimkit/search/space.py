@@ -132,14 +132,23 @@ def sample_stages(trial: Any, space: SearchSpace, mixed: Any = None) -> list[dic
 
 
 def warm_starts(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
-    """Trial parameters tried first: each quantization alone, without structural stages.
+    """Trial parameters tried first: each quantization alone (``mixed`` at each share), without
+    structural stages.
 
     Pruning or decomposing a whole model without fine-tuning often breaks a tight metric
     budget; starting from quantization alone gives the front a feasible point early.
     """
     safe = {"prune_ratio": min(space.prune_ratios), "svd_fraction": min(space.svd_fractions), "order": ORDERS[0]}
-    extra = {"weight-only": {"bits": max(space.bits)}, "mixed": {"low_bit_share": min(space.low_bit_shares)}}
-    starts = [{**safe, "quantize": method, **extra.get(method, {})} for method in space.quantize if method != "none"]
+    options: dict[str, list[dict[str, Any]]] = {
+        "weight-only": [{"bits": max(space.bits)}],
+        "mixed": [{"low_bit_share": share} for share in space.low_bit_shares],  # one start per share
+    }
+    starts = [
+        {**safe, "quantize": method, **extra}
+        for method in space.quantize
+        if method != "none"
+        for extra in options.get(method, [{}])
+    ]
     for start in starts:
         if start["quantize"] == "mixed":
             del start["svd_fraction"]  # not sampled with mixed
