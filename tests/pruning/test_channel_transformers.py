@@ -77,3 +77,70 @@ def test_an_indexed_channel_axis_still_blocks():
     pruned = sk.prune(model, "channels", ratio=0.5, example_inputs=torch.randn(2, TOKENS, PATCH))
     assert pruned.patch.out_features == WIDTH
     assert "indexed along the channel axis" in sk.explain(pruned).skipped["patch"]
+
+
+DEAD = 4  # head dimensions zeroed in every head, so removing them changes nothing
+
+
+def _hf_vit():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128, image_size=16,
+        patch_size=8, num_channels=3, num_labels=5,
+    )  # fmt: skip
+    return transformers.ViTForImageClassification(config).eval()
+
+
+def _dead_head_dims(attention, head_dim: int, heads: int) -> None:
+    """Zero the first DEAD dimensions of every head in q, k, v and the output's input columns."""
+    rows = torch.cat([torch.arange(h * head_dim, h * head_dim + DEAD) for h in range(heads)])
+    with torch.no_grad():
+        for proj in (attention.q_proj, attention.k_proj, attention.v_proj):
+            proj.weight[rows] = 0
+            proj.bias[rows] = 0
+        attention.o_proj.weight[:, rows] = 0
+
+
+def test_head_widths_are_pruned_with_the_original_softmax_scale():
+    model = _hf_vit()
+    for layer in model.vit.layers:
+        _dead_head_dims(layer.attention, 16, 4)
+    x = torch.randn(2, 3, 16, 16)
+    attention_only = ["*.attention", "*.attention.*"]  # the residual width and FFNs stay
+    pruned = sk.prune(model, "channels", ratio=DEAD / 16, example_inputs=(x,), include=attention_only)
+    for layer in pruned.vit.layers:
+        attention = layer.attention
+        assert attention.head_dim == 16 - DEAD and attention.q_proj.out_features == 4 * (16 - DEAD)
+        assert attention.o_proj.in_features == 4 * (16 - DEAD) and attention.scaling == 16**-0.5
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x).logits, model(x).logits, rtol=1e-5, atol=1e-5)
+    widths = [k for k in sk.explain(pruned).details["pruned"] if k.endswith("head width")]
+    assert len(widths) == 2
+
+
+def test_split_multihead_attention_keeps_its_scale_when_heads_narrow():
+    from slimkit.pruning.attention import SplitMultiheadAttention
+
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(32, 4, batch_first=True).eval()
+    split = SplitMultiheadAttention.from_mha(mha).eval()
+    x = torch.randn(2, 6, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(split(x, x, x)[0], mha(x, x, x)[0], rtol=1e-5, atol=1e-5)
+    assert split.scaling == 8**-0.5
+
+
+def test_rotary_models_keep_their_head_width():
+    import transformers
+
+    config = transformers.LlamaConfig(
+        hidden_size=64, num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+        vocab_size=50, max_position_embeddings=16,
+    )  # fmt: skip
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 50, (2, 8))
+    pruned = sk.prune(model, "channels", ratio=0.5, example_inputs={"input_ids": ids})
+    assert pruned.model.layers[0].self_attn.head_dim == 16
+    assert "rotary" in sk.explain(pruned).skipped["model.layers.0.self_attn head width"]

@@ -101,3 +101,21 @@ def test_int8_static_skips_a_layer_whose_weight_is_read_directly():
     assert "reads its weight directly" in outcome.skipped["qkv"]
     with torch.no_grad():
         assert _cosine(model(x), q(x)) >= 0.99
+
+
+def test_int8_static_transformer_encoder_reads_its_linears_bias():
+    # nn.TransformerEncoderLayer reads linear1.bias / linear2.bias before choosing its path
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
+    x = torch.randn(4, 6, 32)
+    quantized = sk.quantize(model, "int8-static", data=[x])
+    linear1 = quantized.layers[0].linear1
+    torch.testing.assert_close(linear1.bias, model.layers[0].linear1.bias.detach(), rtol=0, atol=1e-3)
+    calls = []
+    for module in quantized.modules():
+        if type(module).__name__ == "QDQLayer":
+            module.register_forward_hook(lambda *args: calls.append(1))
+    with torch.no_grad():
+        assert _cosine(quantized(x), model(x)) > 0.999
+    assert len(calls) == 4  # both Linears of both layers ran quantized

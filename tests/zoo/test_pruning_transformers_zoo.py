@@ -106,11 +106,12 @@ def test_prune_family(family, method, tmp_path):
 
 
 CHANNELS_MAX_MACS = {
-    "hf_vit": 0.45, "gpt2": 0.45, "llama": 0.40, "qwen2": 0.40, "mobilebert": 0.45, "bert": 0.80, "roberta": 0.80,
-    "distilbert": 0.80, "t5_encoder": 0.80, "wav2vec2": 0.85, "tv_vit": 0.85, "tv_swin": 0.75, "torch_encoder": 1.0,
+    "hf_vit": 0.30, "gpt2": 0.30, "llama": 0.40, "qwen2": 0.40, "mobilebert": 0.36, "bert": 0.52, "roberta": 0.52,
+    "distilbert": 0.52, "t5_encoder": 0.52, "wav2vec2": 0.60, "tv_vit": 0.60, "tv_swin": 0.75, "torch_encoder": 1.0,
 }  # fmt: skip
 """``channels`` 0.5: the residual width goes where the code allows (classifiers and LMs), only the
-FFN hidden layers where the residual is the output (base encoders) or a number in the code (tv_vit);
+FFN hidden layers and head widths where the residual is the output (base encoders) or a number in
+the code (tv_vit); head widths everywhere but under rotary embeddings (Llama, Qwen2);
 ``nn.TransformerEncoderLayer`` is one torch layer to the graph, so nothing goes (a warning says so)."""
 
 

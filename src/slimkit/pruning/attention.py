@@ -56,6 +56,7 @@ class SplitMultiheadAttention(nn.Module):
         super().__init__()
         inner = num_heads * head_dim
         self.num_heads, self.head_dim, self.batch_first, self.dropout = num_heads, head_dim, batch_first, dropout
+        self.scaling = head_dim**-0.5  # fixed: stays the original's when head widths are pruned
         self.q_proj = nn.Linear(embed_dim, inner)
         self.k_proj = nn.Linear(kdim or embed_dim, inner)
         self.v_proj = nn.Linear(vdim or embed_dim, inner)
@@ -102,7 +103,7 @@ class SplitMultiheadAttention(nn.Module):
             mask = pad if mask is None else (mask & pad if mask.dtype == torch.bool else mask + pad)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=is_causal and mask is None,
+            is_causal=is_causal and mask is None, scale=self.scaling,
         )  # fmt: skip
         out = self.out_proj(out.transpose(1, 2).flatten(2))
         return (out if self.batch_first else out.transpose(0, 1)), None
@@ -184,6 +185,22 @@ class AttentionSite:
         if self.bias:
             members.append(Member(self.bias, "out", 0, rep))
         return list(dict.fromkeys(members))
+
+    def width_members(self) -> list[Member]:
+        """The slices of head-width channel ``j``: entry ``j`` of every query, key and value head
+        and the output projection's input column ``j`` of every head."""
+        hd = self.head_dim
+        (q, q_off), (k, k_off), (v, v_off) = self.qkv
+        members = [Member(q, "out", q_off + h * hd) for h in range(self.heads)]
+        members += [Member(m, "out", off + g * hd) for m, off in ((k, k_off), (v, v_off)) for g in range(self.kv_heads)]
+        members += [Member(self.out, "in", h * hd) for h in range(self.heads)]
+        return members
+
+    def width_attrs(self, module: nn.Module) -> list[str]:
+        """The module's attributes holding the head width (value = kept) or ``heads`` times it."""
+        values = vars(module)
+        found = [a for a in HEAD_DIM_ATTRS if values.get(a) == self.head_dim]
+        return found + [f"{a}*{self.heads}" for a in WIDTH_ATTRS if values.get(a) == self.heads * self.head_dim]
 
     def attrs(self, module: nn.Module) -> list[str]:
         """The module's attributes to update, as ``"name*factor"`` (value = kept groups * factor)."""
@@ -301,6 +318,35 @@ def head_groups(model: nn.Module, sites: list[AttentionSite]) -> list[Group]:
             )
         )
     return groups
+
+
+def _rotary(model: nn.Module) -> bool:
+    """Whether the model applies rotary position embeddings (which pair dimensions of a head)."""
+    return any("rotary" in type(m).__name__.lower() for m in model.modules())
+
+
+def width_groups(model: nn.Module, sites: list[AttentionSite]) -> tuple[list[Group], dict[str, str]]:
+    """One group per attention site over the width of its heads (every head keeps the same
+    dimensions' count), and the sites left whole with why.
+
+    Only attention modules whose softmax scale is a stored attribute (``scaling``: transformers'
+    attention, `SplitMultiheadAttention`) qualify: one that derives it from the head width
+    would change its scores; rotary embeddings rotate pairs of dimensions, so those models'
+    heads keep their width.
+    """
+    modules = dict(model.named_modules())
+    groups, skipped = [], {}
+    rotary = _rotary(model)
+    for site in sites:
+        module = modules[site.name]
+        if rotary:
+            skipped[f"{site.name} head width"] = "rotary position embeddings pair the dimensions of a head"
+        elif not isinstance(getattr(module, "scaling", None), float):
+            skipped[f"{site.name} head width"] = f"{type(module).__name__} derives its softmax scale from the width"
+        else:
+            heads = {site.name: site.width_attrs(module)}
+            groups.append(Group(site.head_dim, site.width_members(), f"{site.name} head width", heads=heads))
+    return groups, skipped
 
 
 def head_attrs(model: nn.Module, group: Group, kept: int) -> dict[str, dict[str, int]]:

@@ -21,7 +21,7 @@ from slimkit.core.graph import capture
 from slimkit.core.layers import linear_view
 from slimkit.core.registry import Context, register
 from slimkit.core.samples import example_batch
-from slimkit.pruning.attention import convert_mha, convertible_mha, head_attrs
+from slimkit.pruning.attention import convert_mha, convertible_mha, find_attention, head_attrs, width_groups
 from slimkit.pruning.configs import Channels, _Structured
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, layer_table, parse_groups
@@ -174,4 +174,15 @@ def prune_channels(model: nn.Module, config: Channels, ctx: Context) -> nn.Modul
         ctx.state["converted"] = names
     with linear_view(model) as as_linear:
         ctx.state["as_linear"] = as_linear
-        return prune_groups(model, _explicit(model, config) or graph_groups(model, ctx), config, ctx)
+        groups = _explicit(model, config) or _with_head_widths(model, ctx, graph_groups(model, ctx))
+        return prune_groups(model, groups, config, ctx)
+
+
+def _with_head_widths(model: nn.Module, ctx: Context, groups: list[Group]) -> list[Group]:
+    """``groups`` plus the head-width groups of the attention modules whose projections' outputs
+    none of them prunes (the graph does not follow a reshape into heads)."""
+    taken = {(m.module, m.axis) for g in groups if not g.blocked for m in g.members}
+    sites, _ = find_attention(model, ctx.selector)
+    widths, skipped = width_groups(model, sites)
+    ctx.state.setdefault("skipped", {}).update(skipped)
+    return groups + [g for g in widths if not any((m.module, m.axis) in taken for m in g.members)]

@@ -111,11 +111,17 @@ class QDQLayer(nn.Module):
         zeros = torch.zeros_like(self.weight_scale, dtype=torch.int64)
         return _QD.dequantize_per_channel(self.weight_int8, self.weight_scale, zeros, 0, -127, 127, torch.int8)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = _qdq(x.float(), self._input_qp)
+    @property
+    def bias(self) -> Tensor:
+        """The dequantized float bias (zeros when the float layer had none), for code reading ``layer.bias``
+        (``nn.TransformerEncoderLayer`` checks its Linears' biases before choosing a path)."""
         zeros = torch.zeros_like(self.weight_scale, dtype=torch.int64)
         bias_scale = self.weight_scale * self._input_qp[0]
-        bias = _QD.dequantize_per_channel(self.bias_int32, bias_scale, zeros, 0, *_I32, torch.int32)
+        return _QD.dequantize_per_channel(self.bias_int32, bias_scale, zeros, 0, *_I32, torch.int32)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = _qdq(x.float(), self._input_qp)
+        bias = self.bias
         if self.kind == "linear":
             y = F.linear(x, self.weight, bias)
         else:
