@@ -98,6 +98,7 @@ def test_search_with_mixed_precision_finds_a_reproducible_front(mlp):
     space = SearchSpace(quantize=("mixed",), prune_ratios=(0.0,), svd_fractions=(0.0,), low_bit_shares=(0.5, 1.0))
     result = search(model, data, target="onnxruntime", constraints={"max_metric_drop": 0.02}, trials=3, space=space)
     assert result.front and not [t for t in result.trials if t.error]
+    assert result.sensitivity is not None and result.sensitivity.estimate == "fisher"
     for point in result.front:
         recipe = load_recipe(point.recipe)
         assert all(stage.method == "weight-only" for stage in recipe.stages)

@@ -114,6 +114,10 @@ def test_cli_writes_front_recipes_and_plot(tmp_path):
     assert done.value.code in (0, None)
     front = json.loads((out / "front.json").read_text())
     assert front["front"] and (out / "pareto.png").stat().st_size > 0
+    assert 'data-figure="pareto"' in (out / "report.html").read_text() and (out / "report.md").is_file()
+    published = out / "model"  # the chosen point, run through compress
+    assert (published / "report.json").is_file() and any(published.glob("model.onnx"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".") or p.suffix == ".lock"]
     assert (tmp_path / "found.study.db").is_file()  # the study, beside the output: a rerun resumes it
     recipes = sorted((out / "front").glob("*.yaml"))
     assert len(recipes) == len(front["front"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,7 +13,7 @@ from slimkit.cli.common import app, check_out, err, out, parse_options, progress
 from slimkit.core.errors import InvalidConfigError
 
 if TYPE_CHECKING:
-    from slimkit.search import Measured
+    from slimkit.search import Measured, SearchResult
 
 
 @app.command("search")
@@ -75,6 +75,13 @@ def search_cmd(
             "--space 'quantize=[\"int8-static\",\"mixed\"]' --space 'prune_ratios=[0,0.5]'; docs/search.md lists them.",
         ),
     ] = None,
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish/--no-publish",
+            help="Run the chosen front point's recipe (least first objective) with compress into OUT/model.",
+        ),
+    ] = True,
     weights: cli.Weights = None,
     trust_pickle: cli.TrustPickle = False,
     overwrite: cli.Overwrite = False,
@@ -97,6 +104,7 @@ def search_cmd(
         slimkit search example:minilm --data example:sentences --space 'quantize=["mixed","int8-dynamic"]' --out found/
     """
     from slimkit.core.specs import load_model
+    from slimkit.report.search import write_search_reports
     from slimkit.search import SearchSpace, search
     from slimkit.search.output import write_results
 
@@ -119,8 +127,10 @@ def search_cmd(
         )  # fmt: skip
     with staged_out(out_dir, overwrite) as folder:
         write_results(result, folder)
+        write_search_reports(result, folder)
+    published = _publish(result, loaded, out_dir, data, goals[0], quiet or as_json) if publish else None
     if as_json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
+        print(json.dumps({**result.to_dict(), "published": published and str(published)}, indent=2, default=str))
         return
     failed = [t for t in result.trials if t.error]
     for trial in failed:
@@ -132,7 +142,23 @@ def search_cmd(
         out.print(f"{i:02d} trial {point.trial}: {_figures(point.test)} (test)  {stages or 'none'}", markup=False)
     if not result.front:
         err.print("no trial met the constraints: allow a larger --max-drop or more --trials", style="yellow")
-    out.print(f"wrote {out_dir}/front.json, front/*.yaml, pareto.png", markup=False)
+    out.print(f"wrote {out_dir}/front.json, front/*.yaml, pareto.png, report.html", markup=False)
+    if published:
+        out.print(f"published the chosen point (least {goals[0]}) with compress in {published}", markup=False)
+
+
+def _publish(result: SearchResult, model: Any, out_dir: Path, data: str, objective: str, quiet: bool) -> Path | None:
+    """Run the front point with the least ``objective`` through `compress` into ``OUT/model``
+    (its report, checkpoint and artifacts, as `slimkit compress` publishes them)."""
+    from slimkit.pipeline import compress
+
+    if not result.front:
+        return None
+    index, point = min(enumerate(result.front), key=lambda item: item[1].selection.value(objective))
+    recipe = out_dir / "front" / f"{index:02d}-trial{point.trial}.yaml"
+    with progress(f"publishing trial {point.trial} with compress", quiet):
+        compress(model, recipe, data=data, out=out_dir / "model")
+    return out_dir / "model"
 
 
 def _figures(measured: Measured) -> str:

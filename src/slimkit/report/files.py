@@ -79,9 +79,9 @@ def _md_block(block: object) -> list[str]:
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def render_markdown(sections: list[Section]) -> str:
+def render_markdown(sections: list[Section], title: str = TITLE) -> str:
     """The sections as Markdown (figures are named; their images are in ``report.html``)."""
-    lines = [f"# {TITLE}", ""]
+    lines = [f"# {title}", ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
@@ -168,7 +168,7 @@ def _html_block(block: object) -> str:
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
-def render_html(sections: list[Section]) -> str:
+def render_html(sections: list[Section], title: str = TITLE) -> str:
     """The sections as one self-contained HTML page (figures embedded, nothing fetched)."""
     nav = "".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     parts = []
@@ -180,8 +180,8 @@ def render_html(sections: list[Section]) -> str:
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>{TITLE}</title><style>{CSS}</style></head><body>"
-        f"<h1>{TITLE}</h1><nav>{nav}</nav>{''.join(parts)}</body></html>\n"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>{''.join(parts)}</body></html>\n"
     )
 
 

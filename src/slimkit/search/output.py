@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -27,6 +28,12 @@ def write_results(result: SearchResult, folder: Path) -> list[Path]:
 
 
 def pareto_plot(result: SearchResult, path: Path) -> Path:
+    """`pareto_figure` saved as a PNG at ``path``."""
+    pareto_figure(result).savefig(path, dpi=100)
+    return path
+
+
+def pareto_figure(result: SearchResult) -> Any:
     """Scatter every measured trial on the first two objectives (calibration split), the front
     marked, and the original model; with one objective, that objective per trial."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -57,5 +64,4 @@ def pareto_plot(result: SearchResult, path: Path) -> Path:
     axes.set_title("search: trials on the calibration split")
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return figure

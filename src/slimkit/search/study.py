@@ -35,6 +35,7 @@ from slimkit.search.latency_table import LatencyTable, table_for
 from slimkit.search.mixed import MixedPrecision
 from slimkit.search.pareto import dominates, pareto_front
 from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
+from slimkit.search.sensitivity import SensitivityTable
 from slimkit.search.space import SearchSpace, sample_stages, warm_starts
 from slimkit.search.store import STUDY_NAME, model_digest, open_study
 from slimkit.training.config import Finetune
@@ -92,6 +93,7 @@ class SearchResult:
         metric: the metric's name.
         latency: where the latency figures come from: ``measured on RUNTIME``, or
             ``predicted by the latency table ...`` (``latency_table=``).
+        sensitivity: the per-layer table the ``mixed`` choice planned from (None without it).
     """
 
     objectives: tuple[str, ...]
@@ -100,6 +102,7 @@ class SearchResult:
     trials: list[TrialRecord] = field(default_factory=list)
     metric: str = "accuracy"
     latency: str = "measured"
+    sensitivity: SensitivityTable | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -110,6 +113,7 @@ class SearchResult:
             "original": vars(self.original),
             "front": [p.to_dict() for p in self.front],
             "trials": [t.to_dict() for t in self.trials],
+            "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
         }
 
 
@@ -283,7 +287,7 @@ def search(
             tested = measure(candidate, splits, original.metric, f"front-{record.number}")
             recipe = front_recipe(record.stages, goal, budget, seed, model_spec or _source(model), data_spec)
             front.append(FrontPoint(record.number, recipe, record.selection, tested))
-    return SearchResult(tuple(objectives), original, front, records, key, latency)
+    return SearchResult(tuple(objectives), original, front, records, key, latency, mixed.table if mixed else None)
 
 
 def _table_name(source: str | Path | LatencyTable) -> str:
