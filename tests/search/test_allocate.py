@@ -33,6 +33,23 @@ def test_one_budget_is_required(small, fc_table):
         plan(fc_table, max_size_ratio=1.5)
 
 
+def test_a_macs_budget_prunes_the_least_sensitive_groups(small):
+    model, data = small
+    table = sensitivity(model, data, ("prune",), ratios=(0.25, 0.5), include="stages.*", max_batches=1)
+    assert table.model_macs > 0 and all(r.macs_saved > 0 for r in table.rows)
+    chosen = plan(table, max_macs_ratio=0.8)
+    assert sum(r.macs_saved for r in chosen) >= 0.2 * table.model_macs  # the predicted MACs fit
+    for budget in (0.8, 0.6):  # at 0.6 overlapping savings need a re-plan (measured 0.64 first)
+        result = allocate(model, data, table, max_macs_ratio=budget, max_batches=1)
+        assert result.met and result.macs_ratio <= budget
+    with pytest.raises(InvalidConfigError, match="one budget"):
+        plan(table, max_size_ratio=0.5, max_macs_ratio=0.5)
+
+
+def test_weight_only_rows_save_bytes_not_macs(fc_table):
+    assert all(r.macs_saved == 0 and r.bytes_saved > 0 for r in fc_table.rows)
+
+
 @pytest.mark.slow
 def test_digits_meets_one_point_on_measured_accuracy(digits):
     model, data = digits

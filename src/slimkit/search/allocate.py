@@ -22,11 +22,12 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.io import save
+from slimkit.measure.macs import count_macs
 from slimkit.measure.metrics import MetricLike
 from slimkit.measure.size import artifact_bytes
 from slimkit.search.candidates import Setting, apply_settings, plan_stages
 from slimkit.search.knapsack import choose
-from slimkit.search.sensitivity import Row, Scorer, SensitivityTable, held_out, worsening
+from slimkit.search.sensitivity import Row, Scorer, SensitivityTable, held_out, sample_inputs, worsening
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Allocation:
         size_bytes: the assembled model saved the same way.
         met: whether the measured figures meet the budget.
         fallback: the settings made safer after measuring, in order (``old -> new``).
+        macs_ratio: measured ``MACs after / before`` on one sample input (``max_macs_ratio`` only).
     """
 
     settings: list[Setting]
@@ -56,6 +58,7 @@ class Allocation:
     size_bytes: int
     met: bool
     fallback: list[str] = field(default_factory=list)
+    macs_ratio: float | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -80,7 +83,12 @@ class Allocation:
             "size_ratio": self.size_ratio,
             "met": self.met,
             "fallback": self.fallback,
+            "macs_ratio": self.macs_ratio,
         }
+
+
+MACS_REPLANS = 4
+"""Re-plans at most under ``max_macs_ratio`` when the measured MACs break it."""
 
 
 def saved_bytes(model: nn.Module) -> int:
@@ -90,24 +98,35 @@ def saved_bytes(model: nn.Module) -> int:
 
 
 def plan(
-    table: SensitivityTable, *, max_metric_drop: float | None = None, max_size_ratio: float | None = None
+    table: SensitivityTable,
+    *,
+    max_metric_drop: float | None = None,
+    max_size_ratio: float | None = None,
+    max_macs_ratio: float | None = None,
 ) -> list[Row]:
     """The rows of the optimal plan for one budget, from the table's predictions only.
 
     Args:
         table: what `sensitivity` measured.
-        max_metric_drop: the largest summed predicted drop (the saving is maximised).
+        max_metric_drop: the largest summed predicted drop (the bytes saved are maximised).
         max_size_ratio: the largest predicted ``bytes after / bytes before`` (the drop is
             minimised); sizes are the table's weight and buffer bytes.
+        max_macs_ratio: the largest predicted ``MACs after / MACs before`` (the drop is
+            minimised); MACs are the table's, on one sample input.
 
     Raises:
-        InvalidConfigError: not exactly one budget, or a size no plan reaches.
+        InvalidConfigError: not exactly one budget, or a size or MACs no plan reaches.
     """
-    if max_size_ratio is not None and not 0 < max_size_ratio <= 1:
-        raise InvalidConfigError(f"max_size_ratio must be in (0, 1], got {max_size_ratio}")
+    for name, ratio in (("max_size_ratio", max_size_ratio), ("max_macs_ratio", max_macs_ratio)):
+        if ratio is not None and not 0 < ratio <= 1:
+            raise InvalidConfigError(f"{name} must be in (0, 1], got {ratio}")
+    if max_size_ratio is not None and max_macs_ratio is not None:
+        raise InvalidConfigError("give one budget: max_metric_drop, max_size_ratio or max_macs_ratio")
     slots = list(table.slots().values())
-    options = [[(r.drop, float(r.bytes_saved)) for r in rows] for rows in slots]
-    min_saved = None if max_size_ratio is None else table.model_bytes * (1 - max_size_ratio)
+    by_macs = max_macs_ratio is not None
+    options = [[(r.drop, float(r.macs_saved if by_macs else r.bytes_saved)) for r in rows] for rows in slots]
+    ratio, whole = (max_macs_ratio, table.model_macs) if by_macs else (max_size_ratio, table.model_bytes)
+    min_saved = None if ratio is None else whole * (1 - ratio)
     chosen = choose(options, max_drop=max_metric_drop, min_saved=min_saved)
     return [rows[j] for rows, j in zip(slots, chosen, strict=True) if j is not None]
 
@@ -125,6 +144,7 @@ def allocate(
     *,
     max_metric_drop: float | None = None,
     max_size_ratio: float | None = None,
+    max_macs_ratio: float | None = None,
     metric: MetricLike | None = None,
     max_batches: int | None = None,
     example_inputs: Any = None,
@@ -140,6 +160,7 @@ def allocate(
             most sensitive settings fall back until the measured drop fits.
         max_size_ratio: instead, the largest predicted size ratio; the least predicted
             drop that reaches it is chosen (measured and reported, no fallback).
+        max_macs_ratio: instead, the largest MACs ratio (on one sample input), the same way.
         metric: what judges the model (default: the data's own, else accuracy).
         max_batches: measure on at most this many batches (default: all).
         example_inputs: inputs for tracing (default: one sample of the data).
@@ -148,7 +169,7 @@ def allocate(
     Raises:
         InvalidConfigError: not exactly one budget, or an unreachable size.
     """
-    rows = plan(table, max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio)
+    rows = plan(table, max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio, max_macs_ratio=max_macs_ratio)
     batches, data_metric = held_out(data)
     scorer = Scorer(model, batches, metric or data_metric, max_batches)
     baseline = scorer(model)
@@ -171,6 +192,27 @@ def allocate(
         built, value = assemble(rows)
         drop = worsening(scorer.metric, baseline, value)
     met = drop <= max_metric_drop if max_metric_drop is not None else True
+    macs_ratio = None
+    if max_macs_ratio is not None:
+        inputs = example_inputs if example_inputs is not None else sample_inputs(model, batches)
+        whole = count_macs(model, inputs).total
+        macs_ratio = count_macs(built, inputs).total / whole
+        target = max_macs_ratio
+        # pruned neighbours share the layers between them, so per-group savings overlap: while
+        # the measured MACs break the budget, ask the plan for proportionally more
+        for _ in range(MACS_REPLANS):
+            if macs_ratio <= max_macs_ratio:
+                break
+            target *= max_macs_ratio / macs_ratio
+            try:
+                rows = plan(table, max_macs_ratio=target)
+            except InvalidConfigError:
+                break
+            steps.append(f"MACs {macs_ratio:.3f} > {max_macs_ratio}: planned for a predicted {target:.3f}")
+            built, value = assemble(rows)
+            drop = worsening(scorer.metric, baseline, value)
+            macs_ratio = count_macs(built, inputs).total / whole
+        met = macs_ratio <= max_macs_ratio
     size = saved_bytes(built)
     if max_size_ratio is not None:
         met = size <= max_size_ratio * original_bytes
@@ -185,4 +227,5 @@ def allocate(
         size_bytes=size,
         met=met,
         fallback=steps,
+        macs_ratio=macs_ratio,
     )

@@ -24,13 +24,14 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.samples import example_batch
+from slimkit.measure.macs import count_macs
 from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
 from slimkit.measure.size import tensor_bytes
 from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
 from slimkit.search.candidates import CandidateConfig, Setting, candidates
 from slimkit.search.fisher import anchors, estimate_rows, fisher_diagonals, fit_scale
 
-CACHE_VERSION = "sensitivity-v1"
+CACHE_VERSION = "sensitivity-v2"
 """Part of every cache key: bump it when what a row means changes."""
 
 
@@ -44,6 +45,7 @@ class Row:
         drop: how much worse than the baseline, in the metric's units (negative: better).
         bytes_saved: bytes of weights and buffers saved (`slimkit.measure.tensor_bytes`).
         estimated: ``metric`` and ``drop`` come from the Fisher proxy, not an evaluation.
+        macs_saved: multiply-accumulates saved on one sample input (`slimkit.measure.count_macs`).
     """
 
     setting: Setting
@@ -51,6 +53,7 @@ class Row:
     drop: float
     bytes_saved: int
     estimated: bool = False
+    macs_saved: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -60,6 +63,7 @@ class Row:
             "metric": self.metric,
             "drop": self.drop,
             "bytes_saved": self.bytes_saved,
+            "macs_saved": self.macs_saved,
             "estimated": self.estimated,
         }
 
@@ -76,6 +80,7 @@ class SensitivityTable:
         measured: rows measured in this call (the rest came from the cache or the proxy).
         estimate: ``measure`` or ``fisher`` (how weight-only rows were obtained).
         scale: metric units per unit of Fisher cost (``fisher`` only).
+        model_macs: the unchanged model's multiply-accumulates on one sample input.
     """
 
     metric: str
@@ -85,6 +90,7 @@ class SensitivityTable:
     measured: int = 0
     estimate: str = "measure"
     scale: float | None = None
+    model_macs: int = 0
 
     def slots(self) -> dict[str, list[Row]]:
         """Rows by slot (``quantize fc``, ``prune stem.0.0``), in candidate order."""
@@ -106,6 +112,7 @@ class SensitivityTable:
             "metric": self.metric,
             "baseline": self.baseline,
             "model_bytes": self.model_bytes,
+            "model_macs": self.model_macs,
             "estimate": self.estimate,
             "scale": self.scale,
             "rows": [r.to_dict() for r in self.rows],
@@ -215,10 +222,11 @@ def sensitivity(
     batches, data_metric = held_out(data)
     scorer = Scorer(model, batches, metric or data_metric, max_batches)
     store = _cache_of(cache)
-    inputs = example_inputs if example_inputs is not None else _sample(model, batches)
+    inputs = example_inputs if example_inputs is not None else sample_inputs(model, batches)
     settings = candidates(model, config, inputs)
     prefix = (CACHE_VERSION, model_fingerprint(model), data_fingerprint(batches, max_batches), scorer.metric.spec)
     model_bytes = tensor_bytes(model)
+    model_macs = _macs(model, inputs)
     measured = 0
 
     def lookup(name: str, measure: Any) -> dict[str, Any]:
@@ -235,7 +243,8 @@ def sensitivity(
 
     def measure(setting: Setting) -> dict[str, Any]:
         changed = setting.apply(model, data=batches, example_inputs=inputs, device=device)
-        return {"metric": scorer(changed), "bytes_saved": model_bytes - tensor_bytes(changed)}
+        saved = {"bytes_saved": model_bytes - tensor_bytes(changed), "macs_saved": model_macs - _macs(changed, inputs)}
+        return {"metric": scorer(changed), **saved}
 
     def measured_drop(setting: Setting) -> float:
         return worsening(scorer.metric, baseline, lookup(setting.key, lambda: measure(setting))["metric"])
@@ -251,7 +260,8 @@ def sensitivity(
         for key, found in proxies.items():
             if key not in anchored:
                 drop = scale * found["proxy"]
-                estimated[key] = Row(by_key[key], baseline + sign * drop, drop, int(found["bytes_saved"]), True)
+                saved = int(found["bytes_saved"])  # weight-only: the same multiply-accumulates
+                estimated[key] = Row(by_key[key], baseline + sign * drop, drop, saved, True)
     rows = []
     for setting in settings:
         if setting.key in estimated:
@@ -259,8 +269,12 @@ def sensitivity(
             continue
         found = lookup(setting.key, lambda s=setting: measure(s))
         drop = worsening(scorer.metric, baseline, found["metric"])
-        rows.append(Row(setting, found["metric"], drop, int(found["bytes_saved"])))
-    return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured, estimate, scale)
+        rows.append(Row(setting, found["metric"], drop, int(found["bytes_saved"]), macs_saved=int(found["macs_saved"])))
+    return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured, estimate, scale, model_macs)
+
+
+def _macs(model: nn.Module, inputs: Any) -> int:
+    return count_macs(model, inputs).total
 
 
 def _proxies(
@@ -292,7 +306,7 @@ def _proxies(
     return {key: row for key, row in found.items() if row is not None}
 
 
-def _sample(model: nn.Module, data: Iterable[Any]) -> Any:
+def sample_inputs(model: nn.Module, data: Iterable[Any]) -> Any:
     """One sample of ``data`` as model inputs (a tuple of tensors, or a dict for keyword models)."""
     batch = example_batch(model, None, data, "sensitivity")
     return batch.kwargs or batch.args
