@@ -62,5 +62,5 @@ def test_digits_meets_one_point_on_measured_accuracy(digits):
 
 def test_two_settings_for_one_layer_are_refused(small, fc_table):
     model, _ = small
-    with pytest.raises(InvalidConfigError, match="two settings for 'quantize fc'"):
+    with pytest.raises(InvalidConfigError, match="two settings for 'layer fc'"):
         apply_settings(model, [r.setting for r in fc_table.rows[:2]])

@@ -81,3 +81,14 @@ def test_cache_folder_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InvalidConfigError, match="is a file"):
         Cache(tmp_path / "f")
+
+
+def test_svd_rows_share_the_layer_slot_with_bits(small):
+    model, data = small
+    table = sensitivity(model, data, ("quantize", "decompose"), metric="fidelity", bits=(4,), ranks=(0.25, 0.5),
+                        group_size=None, max_batches=1)  # fmt: skip
+    assert [r.setting.label for r in table.rows] == ["int4", "svd 25%", "svd 50%"]
+    assert list(table.slots()) == ["layer fc"]  # a plan takes at most one of them for fc
+    svd = table.row("decompose:svd(rank=0.25)@fc")
+    assert svd.drop > table.row("decompose:svd(rank=0.5)@fc").drop
+    assert svd.macs_saved > 0 and svd.bytes_saved > 0

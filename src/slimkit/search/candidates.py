@@ -1,9 +1,10 @@
 """Per-layer candidate settings and applying a chosen set of them with the verbs.
 
-A *unit* is what one per-layer choice changes: a quantizable layer (``quantize`` with
-weight-only ``bits``) or a prunable channel group of the dependency graph (``prune`` with
-``channels`` at a ``ratio``, selected through the group's producing layers). Each unit has
-candidate `Setting` s; keeping the unit unchanged is always allowed and is not listed.
+A *unit* is what one per-layer choice changes: a layer (``quantize`` with weight-only
+``bits``, or ``decompose`` with ``svd`` at a ``rank`` fraction: one slot, so a plan takes at
+most one of them per layer) or a prunable channel group of the dependency graph (``prune``
+with ``channels`` at a ``ratio``, selected through the group's producing layers). Each unit
+has candidate `Setting` s; keeping the unit unchanged is always allowed and is not listed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from slimkit.core.registry import apply
 from slimkit.core.walk import Selector, select_modules
 from slimkit.training.config import Finetune
 
-TECHNIQUES = ("quantize", "prune")
+TECHNIQUES = ("quantize", "prune", "decompose")
 """Techniques `sensitivity` scores per layer."""
+LAYER_VERBS = ("quantize", "decompose")
+"""Verbs that replace one layer: a plan takes at most one of them per layer (one slot)."""
 ORDER = {"prune": 0, "decompose": 1, "quantize": 2}
 """Verbs run in this order when a plan is applied (structure first, precision last)."""
 QUANTIZED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Embedding)
@@ -39,6 +42,7 @@ class CandidateConfig(Config):
         bits: weight-only bit widths tried per layer (2..8).
         group_size: weight-only group size (None: one scale per output channel).
         ratios: channel-pruning ratios tried per group, each in (0, 1).
+        ranks: SVD rank fractions tried per Linear (``decompose``), each in (0, 1).
         include: globs over module names a unit must match to be scored (None: all).
         exclude: globs over module names to leave alone.
     """
@@ -47,6 +51,7 @@ class CandidateConfig(Config):
     bits: tuple[int, ...] = (2, 4, 8)
     group_size: int | None = Field(32, ge=1)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
+    ranks: tuple[float, ...] = (0.25, 0.5)
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
 
@@ -62,6 +67,13 @@ class CandidateConfig(Config):
     def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or not all(2 <= b <= 8 for b in value):
             raise ValueError(f"bits must be widths in 2..8, got {value}")
+        return tuple(sorted(set(value)))
+
+    @field_validator("ranks")
+    @classmethod
+    def _ranks(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or not all(0 < r < 1 for r in value):
+            raise ValueError(f"ranks must be fractions of the full rank in (0, 1), got {value}")
         return tuple(sorted(set(value)))
 
     @field_validator("ratios")
@@ -98,14 +110,17 @@ class Setting:
 
     @property
     def slot(self) -> str:
-        """What a plan chooses one setting for: the verb and the unit (``prune stem.0.0``)."""
-        return f"{self.verb} {self.unit}"
+        """What a plan chooses one setting for: a layer (``layer fc``: its bits or its rank) or a
+        channel group (``prune stem.0.0``)."""
+        return f"{'layer' if self.verb in LAYER_VERBS else self.verb} {self.unit}"
 
     @property
     def label(self) -> str:
-        """A short name for tables: ``int4`` or ``prune 50%``."""
+        """A short name for tables: ``int4``, ``svd 25%`` or ``prune 50%``."""
         opts = dict(self.options)
-        return f"int{opts['bits']}" if "bits" in opts else f"prune {opts['ratio']:.0%}"
+        if "bits" in opts:
+            return f"int{opts['bits']}"
+        return f"svd {opts['rank']:.0%}" if "rank" in opts else f"prune {opts['ratio']:.0%}"
 
     def apply(self, model: nn.Module, **kwargs: Any) -> nn.Module:
         """A copy of ``model`` with only this setting applied (``kwargs`` go to the verb)."""
@@ -119,6 +134,15 @@ def _quantize_units(model: nn.Module, config: CandidateConfig) -> list[Setting]:
         Setting(name, "quantize", "weight-only", tuple(sorted({**options, "bits": bits}.items())), (name,))
         for name, _ in select_modules(model, selector, QUANTIZED_TYPES)
         for bits in config.bits
+    ]
+
+
+def _decompose_units(model: nn.Module, config: CandidateConfig) -> list[Setting]:
+    selector = Selector.of(config.include, config.exclude)
+    return [
+        Setting(name, "decompose", "svd", (("rank", rank),), (name,))
+        for name, _ in select_modules(model, selector, (nn.Linear,))
+        for rank in config.ranks
     ]
 
 
@@ -142,7 +166,7 @@ def _prune_units(model: nn.Module, config: CandidateConfig, example_inputs: Any)
 
 
 def candidates(model: nn.Module, config: CandidateConfig, example_inputs: Any) -> list[Setting]:
-    """Every per-unit setting `config` asks for, quantize units first.
+    """Every per-unit setting `config` asks for: quantize, decompose, then prune units.
 
     Raises:
         InvalidConfigError: when no unit matches (a typo in ``include``, or no layer the
@@ -151,12 +175,14 @@ def candidates(model: nn.Module, config: CandidateConfig, example_inputs: Any) -
     found: list[Setting] = []
     if "quantize" in config.techniques:
         found += _quantize_units(model, config)
+    if "decompose" in config.techniques:
+        found += _decompose_units(model, config)
     if "prune" in config.techniques:
         found += _prune_units(model, config, example_inputs)
     if not found:
         raise InvalidConfigError(
             f"no layer to score with {', '.join(config.techniques)}: weight-only quantization takes "
-            "Linear/Embedding layers, channel pruning takes conv/linear groups; check include/exclude"
+            "Linear/Embedding layers, SVD Linear layers, channel pruning conv/linear groups; check include/exclude"
         )
     return found
 

@@ -164,6 +164,7 @@ def sensitivity(
     bits: Sequence[int] = (2, 4, 8),
     group_size: int | None = 32,
     ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    ranks: Sequence[float] = (0.25, 0.5),
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     max_batches: int | None = 4,
@@ -180,12 +181,14 @@ def sensitivity(
         model: the model (not modified).
         data: a `DataSplits` (its calibration split is used, never the test split) or
             held-out batches.
-        techniques: ``quantize`` (weight-only ``bits`` per Linear/Embedding) and/or
-            ``prune`` (channel ``ratios`` per prunable group).
+        techniques: any of ``quantize`` (weight-only ``bits`` per Linear/Embedding),
+            ``decompose`` (SVD at ``ranks`` per Linear) and ``prune`` (channel ``ratios`` per
+            prunable group).
         metric: what judges the model (default: the data's own, else accuracy).
         bits: weight-only widths tried per layer (2..8).
         group_size: weight-only group size (None: per output channel).
         ratios: channel-pruning ratios tried per group.
+        ranks: SVD rank fractions tried per Linear (``decompose``).
         include: globs of module names to score (a group counts when all its layers match).
         exclude: globs of module names to leave out.
         max_batches: score each setting on at most this many batches.
@@ -210,6 +213,7 @@ def sensitivity(
         bits=tuple(bits),
         group_size=group_size,
         ratios=tuple(ratios),
+        ranks=tuple(ranks),
         include=_globs(include),
         exclude=_globs(exclude),
     )
