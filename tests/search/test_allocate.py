@@ -33,6 +33,7 @@ def test_one_budget_is_required(small, fc_table):
         plan(fc_table, max_size_ratio=1.5)
 
 
+@pytest.mark.slow
 def test_a_macs_budget_prunes_the_least_sensitive_groups(small):
     model, data = small
     table = sensitivity(model, data, ("prune",), ratios=(0.25, 0.5), include="stages.*", max_batches=1)
