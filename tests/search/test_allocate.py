@@ -65,3 +65,29 @@ def test_two_settings_for_one_layer_are_refused(small, fc_table):
     model, _ = small
     with pytest.raises(InvalidConfigError, match="two settings for 'layer fc'"):
         apply_settings(model, [r.setting for r in fc_table.rows[:2]])
+
+
+LUT = {
+    "overhead": 0.02, "conv2d/fp32:layers": 0.004, "conv2d/fp32:mmacs": 0.03, "conv2d/fp32:present": 0.01,
+    "linear/fp32:layers": 0.001, "linear/fp32:mmacs": 0.1, "linear/fp32:present": 0.005,
+    "elementwise:ops": 0.002, "elementwise:kelements": 0.0005,
+}  # fmt: skip
+"""Costs (ms) of a made-up device: the latency budget reads only the table's predictions."""
+
+
+@pytest.mark.slow
+def test_a_latency_budget_plans_by_the_tables_predictions(small, tmp_path):
+    from slimkit.search.latency_table import LatencyTable
+
+    model, data = small
+    lut = LatencyTable(runtime="onnxruntime", threads=1, machine={"platform": "test"},
+                       created="2026-01-01T00:00:00+00:00", coefficients_ms=LUT, grid=[], fit_mape=0.0)  # fmt: skip
+    table = sensitivity(model, data, ("prune",), ratios=(0.25, 0.5), include="stages.*", max_batches=1)
+    result = allocate(model, data, table, max_latency_ratio=0.7, latency_table=lut.save(tmp_path / "lut.json"))
+    assert result.met and result.latency_ratio <= 0.7
+    x = data.calibration.x[:1]
+    assert result.latency_ratio == pytest.approx(lut.predict_ms(result.model, (x,)) / lut.predict_ms(model, (x,)))
+    with pytest.raises(InvalidConfigError, match="needs latency_table"):
+        allocate(model, data, table, max_latency_ratio=0.7)
+    with pytest.raises(InvalidConfigError, match="one budget"):
+        allocate(model, data, table, max_latency_ratio=0.7, max_size_ratio=0.5, latency_table=lut)

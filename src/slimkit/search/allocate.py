@@ -11,8 +11,9 @@ is measured and listed.
 
 from __future__ import annotations
 
+import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from slimkit.measure.metrics import MetricLike
 from slimkit.measure.size import artifact_bytes
 from slimkit.search.candidates import Setting, apply_settings, plan_stages
 from slimkit.search.knapsack import choose
+from slimkit.search.latency_table import LatencyTable
 from slimkit.search.sensitivity import Row, Scorer, SensitivityTable, held_out, sample_inputs, worsening
 
 
@@ -46,6 +48,7 @@ class Allocation:
         met: whether the measured figures meet the budget.
         fallback: the settings made safer after measuring, in order (``old -> new``).
         macs_ratio: measured ``MACs after / before`` on one sample input (``max_macs_ratio`` only).
+        latency_ratio: the latency table's predicted ``after / before`` (``max_latency_ratio`` only).
     """
 
     settings: list[Setting]
@@ -59,6 +62,7 @@ class Allocation:
     met: bool
     fallback: list[str] = field(default_factory=list)
     macs_ratio: float | None = None
+    latency_ratio: float | None = None
 
     @property
     def size_ratio(self) -> float:
@@ -84,11 +88,12 @@ class Allocation:
             "met": self.met,
             "fallback": self.fallback,
             "macs_ratio": self.macs_ratio,
+            "latency_ratio": self.latency_ratio,
         }
 
 
-MACS_REPLANS = 4
-"""Re-plans at most under ``max_macs_ratio`` when the measured MACs break it."""
+REPLANS = 4
+"""Re-plans at most under ``max_macs_ratio`` / ``max_latency_ratio`` when the assembled model breaks it."""
 
 
 def saved_bytes(model: nn.Module) -> int:
@@ -122,11 +127,25 @@ def plan(
             raise InvalidConfigError(f"{name} must be in (0, 1], got {ratio}")
     if max_size_ratio is not None and max_macs_ratio is not None:
         raise InvalidConfigError("give one budget: max_metric_drop, max_size_ratio or max_macs_ratio")
+    if max_macs_ratio is not None:
+        return plan_by(table, lambda r: r.macs_saved, table.model_macs, max_macs_ratio)
+    if max_size_ratio is not None:
+        return plan_by(table, lambda r: r.bytes_saved, table.model_bytes, max_size_ratio)
+    return plan_by(table, lambda r: r.bytes_saved, table.model_bytes, None, max_metric_drop)
+
+
+def plan_by(
+    table: SensitivityTable,
+    saving: Callable[[Row], float],
+    whole: float,
+    max_ratio: float | None,
+    max_metric_drop: float | None = None,
+) -> list[Row]:
+    """The knapsack plan over any saving: the least predicted drop keeping ``whole - saved``
+    within ``max_ratio * whole``, or (``max_ratio`` None) the most saved within ``max_metric_drop``."""
     slots = list(table.slots().values())
-    by_macs = max_macs_ratio is not None
-    options = [[(r.drop, float(r.macs_saved if by_macs else r.bytes_saved)) for r in rows] for rows in slots]
-    ratio, whole = (max_macs_ratio, table.model_macs) if by_macs else (max_size_ratio, table.model_bytes)
-    min_saved = None if ratio is None else whole * (1 - ratio)
+    options = [[(r.drop, float(saving(r))) for r in rows] for rows in slots]
+    min_saved = None if max_ratio is None else whole * (1 - max_ratio)
     chosen = choose(options, max_drop=max_metric_drop, min_saved=min_saved)
     return [rows[j] for rows, j in zip(slots, chosen, strict=True) if j is not None]
 
@@ -145,6 +164,8 @@ def allocate(
     max_metric_drop: float | None = None,
     max_size_ratio: float | None = None,
     max_macs_ratio: float | None = None,
+    max_latency_ratio: float | None = None,
+    latency_table: LatencyTable | str | os.PathLike[str] | None = None,
     metric: MetricLike | None = None,
     max_batches: int | None = None,
     example_inputs: Any = None,
@@ -160,7 +181,14 @@ def allocate(
             most sensitive settings fall back until the measured drop fits.
         max_size_ratio: instead, the largest predicted size ratio; the least predicted
             drop that reaches it is chosen (measured and reported, no fallback).
-        max_macs_ratio: instead, the largest MACs ratio (on one sample input), the same way.
+        max_macs_ratio: instead, the largest MACs ratio (on one sample input), the same way;
+            measured, and re-planned while the measured ratio breaks it.
+        max_latency_ratio: instead, the largest latency ratio ``latency_table`` predicts
+            (batch 1 on its device): each setting's saving is the table's prediction for the
+            model with that setting alone, the assembled model is predicted again and re-planned
+            like MACs.
+        latency_table: a `LatencyTable` or its JSON file (``slimkit bench --lut``), for
+            ``max_latency_ratio``.
         metric: what judges the model (default: the data's own, else accuracy).
         max_batches: measure on at most this many batches (default: all).
         example_inputs: inputs for tracing (default: one sample of the data).
@@ -169,8 +197,34 @@ def allocate(
     Raises:
         InvalidConfigError: not exactly one budget, or an unreachable size.
     """
-    rows = plan(table, max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio, max_macs_ratio=max_macs_ratio)
+    if max_latency_ratio is not None and (max_size_ratio, max_macs_ratio, max_metric_drop) != (None, None, None):
+        raise InvalidConfigError("give one budget: max_metric_drop, max_size_ratio, max_macs_ratio, max_latency_ratio")
+    if max_latency_ratio is not None and not 0 < max_latency_ratio <= 1:
+        raise InvalidConfigError(f"max_latency_ratio must be in (0, 1], got {max_latency_ratio}")
     batches, data_metric = held_out(data)
+    inputs = example_inputs if example_inputs is not None else sample_inputs(model, batches)
+    if max_latency_ratio is not None:
+        if latency_table is None:
+            raise InvalidConfigError(
+                "max_latency_ratio needs latency_table= (a table from `slimkit bench --lut`): per-layer latency "
+                "savings are the table's predictions"
+            )
+        lut = latency_table if isinstance(latency_table, LatencyTable) else LatencyTable.load(latency_table)
+        whole_ms = lut.predict_ms(model, inputs)
+        alone_ms = {
+            r.setting.key: whole_ms
+            - lut.predict_ms(r.setting.apply(model, data=batches, example_inputs=inputs, device=device), inputs)
+            for r in table.rows
+        }
+
+        def replan_latency(target: float) -> list[Row]:
+            return plan_by(table, lambda r: alone_ms[r.setting.key], whole_ms, target)
+
+        rows = replan_latency(max_latency_ratio)
+    else:
+        rows = plan(
+            table, max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio, max_macs_ratio=max_macs_ratio
+        )
     scorer = Scorer(model, batches, metric or data_metric, max_batches)
     baseline = scorer(model)
     original_bytes = saved_bytes(model)
@@ -192,27 +246,39 @@ def allocate(
         built, value = assemble(rows)
         drop = worsening(scorer.metric, baseline, value)
     met = drop <= max_metric_drop if max_metric_drop is not None else True
-    macs_ratio = None
-    if max_macs_ratio is not None:
-        inputs = example_inputs if example_inputs is not None else sample_inputs(model, batches)
-        whole = count_macs(model, inputs).total
-        macs_ratio = count_macs(built, inputs).total / whole
-        target = max_macs_ratio
-        # pruned neighbours share the layers between them, so per-group savings overlap: while
-        # the measured MACs break the budget, ask the plan for proportionally more
-        for _ in range(MACS_REPLANS):
-            if macs_ratio <= max_macs_ratio:
+
+    def within(name: str, budget: float, ratio_of: Callable[[nn.Module], float], replan: Any) -> float:
+        """Pruned neighbours share the layers between them, so per-setting savings overlap: while
+        the assembled model's ratio breaks the budget, plan for proportionally more."""
+        nonlocal rows, built, value, drop
+        ratio, target = ratio_of(built), budget
+        for _ in range(REPLANS):
+            if ratio <= budget:
                 break
-            target *= max_macs_ratio / macs_ratio
+            target *= budget / ratio
             try:
-                rows = plan(table, max_macs_ratio=target)
+                rows = replan(target)
             except InvalidConfigError:
                 break
-            steps.append(f"MACs {macs_ratio:.3f} > {max_macs_ratio}: planned for a predicted {target:.3f}")
+            steps.append(f"{name} {ratio:.3f} > {budget}: planned for a predicted {target:.3f}")
             built, value = assemble(rows)
             drop = worsening(scorer.metric, baseline, value)
-            macs_ratio = count_macs(built, inputs).total / whole
+            ratio = ratio_of(built)
+        return ratio
+
+    macs_ratio = latency_ratio = None
+    if max_macs_ratio is not None:
+        whole = count_macs(model, inputs).total
+        macs_ratio = within(
+            "MACs", max_macs_ratio, lambda m: count_macs(m, inputs).total / whole,
+            lambda target: plan(table, max_macs_ratio=target),
+        )  # fmt: skip
         met = macs_ratio <= max_macs_ratio
+    if max_latency_ratio is not None:
+        latency_ratio = within(
+            "latency", max_latency_ratio, lambda m: lut.predict_ms(m, inputs) / whole_ms, replan_latency
+        )
+        met = latency_ratio <= max_latency_ratio
     size = saved_bytes(built)
     if max_size_ratio is not None:
         met = size <= max_size_ratio * original_bytes
@@ -228,4 +294,5 @@ def allocate(
         met=met,
         fallback=steps,
         macs_ratio=macs_ratio,
+        latency_ratio=latency_ratio,
     )
