@@ -26,7 +26,7 @@ def test_report_lists_the_front_and_every_trial(tmp_path):
     page, text = html.read_text(), md.read_text()
     assert 'data-figure="pareto"' in page and 'data-figure="sensitivity"' not in page
     assert "quantize int8-static" in text and "refused: no channel left" in text
-    assert "quantize weight-only {&#x27;bits&#x27;: 4} on 1 layers" in page  # the mixed stage, its layers counted
+    assert "quantize weight-only bits=4 on 1 layers" in page  # the mixed stage, its layers counted
     assert "3 (1 failed)" in text
 
 

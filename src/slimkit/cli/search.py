@@ -151,11 +151,12 @@ def _publish(result: SearchResult, model: Any, out_dir: Path, data: str, objecti
     """Run the front point with the least ``objective`` through `compress` into ``OUT/model``
     (its report, checkpoint and artifacts, as `slimkit compress` publishes them)."""
     from slimkit.pipeline import compress
+    from slimkit.search.output import recipe_name
 
     if not result.front:
         return None
     index, point = min(enumerate(result.front), key=lambda item: item[1].selection.value(objective))
-    recipe = out_dir / "front" / f"{index:02d}-trial{point.trial}.yaml"
+    recipe = out_dir / "front" / recipe_name(index, point)
     with progress(f"publishing trial {point.trial} with compress", quiet):
         compress(model, recipe, data=data, out=out_dir / "model")
     return out_dir / "model"

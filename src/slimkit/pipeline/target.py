@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -14,13 +14,16 @@ from slimkit.measure.profile import Profile
 from slimkit.pipeline.recipe import Target
 from slimkit.profiling import profile
 
+if TYPE_CHECKING:
+    from slimkit.measure.metrics import Metric
 
-def target_metric(target: Target, splits: DataSplits) -> Any:
+
+def target_metric(target: Target, splits: DataSplits) -> Metric:
     """The metric the budget reads: the recipe's ``target.metric`` when set, else the data's own."""
-    if target.metric is None:
-        return splits.metric
     from slimkit.measure.metrics import resolve_metric
 
+    if target.metric is None:
+        return resolve_metric(splits.metric)
     return resolve_metric(target.metric, target.higher_is_better)
 
 
@@ -47,7 +50,7 @@ def measure_on_target(
     options = dict(
         data=splits.test,
         metric=metric,
-        reference=reference if getattr(metric, "name", metric) == "fidelity" else None,
+        reference=reference if metric.name == "fidelity" else None,
         batch_sizes=target.batch_sizes,
         threads=target.threads,
     )

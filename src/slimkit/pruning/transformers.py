@@ -240,15 +240,15 @@ def _whole_units(config: Heads, groups: list[Group]) -> Heads:
     ratio nearer to none is left for `_check_removed` to refuse."""
     if not groups or config.ratio == 0 or any(math.floor(g.size * config.ratio + 1e-9) for g in groups):
         return config
-    smallest = min(g.size for g in groups)
-    if config.ratio * smallest < 0.5 - 1e-9:
+    smallest = min(groups, key=lambda g: g.size)
+    if config.ratio * smallest.size < 0.5 - 1e-9:
         return config
     warnings.warn(
-        f"heads ratio {config.ratio} is less than one of the {smallest} prunable units (key/value heads with "
-        f"their query heads) of {min(groups, key=lambda g: g.size).label}: removing one, ratio {1 / smallest:.2f}",
+        f"heads ratio {config.ratio} is less than one of the {smallest.size} prunable units (key/value heads with "
+        f"their query heads) of {smallest.label}: removing one, ratio {1 / smallest.size:.2f}",
         stacklevel=4,
     )
-    return config.model_copy(update={"ratio": 1 / smallest})
+    return config.model_copy(update={"ratio": 1 / smallest.size})
 
 
 def _check_removed(groups: list[Group], state: dict[str, Any], ratio: float) -> None:

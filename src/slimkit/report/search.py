@@ -18,14 +18,17 @@ if TYPE_CHECKING:
 TITLE = "slimkit search report"
 
 
+def _stage(verb: str, options: dict) -> str:
+    """``quantize weight-only bits=4 on 3 layers``."""
+    words = [verb, options.get("method", "")]
+    words += [f"{k}={v}" for k, v in options.items() if k not in ("method", "include")]
+    if "include" in options:
+        words.append(f"on {len(options['include'])} layers")
+    return " ".join(w for w in words if w)
+
+
 def _stages(stages: list[dict]) -> str:
-    parts = []
-    for stage in stages:
-        for verb, options in stage.items():
-            extra = {k: v for k, v in options.items() if k not in ("method", "include")}
-            layers = f" on {len(options['include'])} layers" if "include" in options else ""
-            parts.append(f"{verb} {options.get('method', '')} {extra or ''}{layers}".replace(" {}", "").strip())
-    return " -> ".join(parts) or "(unchanged)"
+    return " -> ".join(_stage(verb, options) for stage in stages for verb, options in stage.items()) or "(unchanged)"
 
 
 def _figures(m: Measured) -> tuple[str, str, str, str]:

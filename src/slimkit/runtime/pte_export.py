@@ -3,6 +3,7 @@ dynamic) through the XNNPACK quantizer."""
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Iterable
 from pathlib import Path
@@ -54,7 +55,7 @@ def _bounds(sizes: Any, length: int) -> list[tuple[int, int]] | None:
         return [(start, min(start + sizes, length)) for start in range(0, length, sizes)] if sizes > 0 else None
     if not all(isinstance(s, int) for s in sizes):
         return None
-    ends = [sum(sizes[: i + 1]) for i in range(len(sizes))]
+    ends = list(itertools.accumulate(sizes))
     return list(zip([0, *ends[:-1]], ends, strict=True))
 
 

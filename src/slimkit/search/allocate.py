@@ -71,7 +71,7 @@ class Allocation:
 
     def stages(self) -> list[dict[str, Any]]:
         """The plan as recipe stages (``[{"prune": {...}}, {"quantize": {...}}]``)."""
-        return [{verb: options} for verb, options in plan_stages(self.settings)]
+        return plan_stages(self.settings)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the model)."""
@@ -122,16 +122,26 @@ def plan(
     Raises:
         InvalidConfigError: not exactly one budget, or a size or MACs no plan reaches.
     """
-    for name, ratio in (("max_size_ratio", max_size_ratio), ("max_macs_ratio", max_macs_ratio)):
-        if ratio is not None and not 0 < ratio <= 1:
-            raise InvalidConfigError(f"{name} must be in (0, 1], got {ratio}")
-    if max_size_ratio is not None and max_macs_ratio is not None:
-        raise InvalidConfigError("give one budget: max_metric_drop, max_size_ratio or max_macs_ratio")
+    one_budget(max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio, max_macs_ratio=max_macs_ratio)
     if max_macs_ratio is not None:
         return plan_by(table, lambda r: r.macs_saved, table.model_macs, max_macs_ratio)
     if max_size_ratio is not None:
         return plan_by(table, lambda r: r.bytes_saved, table.model_bytes, max_size_ratio)
     return plan_by(table, lambda r: r.bytes_saved, table.model_bytes, None, max_metric_drop)
+
+
+def one_budget(**budgets: float | None) -> None:
+    """Refuse no budget or more than one, and a ``*_ratio`` budget outside (0, 1].
+
+    Raises:
+        InvalidConfigError: naming the budgets to choose from, or the bad ratio.
+    """
+    given = {name: value for name, value in budgets.items() if value is not None}
+    if len(given) != 1:
+        raise InvalidConfigError(f"give exactly one budget: {', '.join(budgets)}")
+    for name, value in given.items():
+        if name.endswith("_ratio") and not 0 < value <= 1:
+            raise InvalidConfigError(f"{name} must be in (0, 1], got {value}")
 
 
 def plan_by(
@@ -197,10 +207,10 @@ def allocate(
     Raises:
         InvalidConfigError: not exactly one budget, or an unreachable size.
     """
-    if max_latency_ratio is not None and (max_size_ratio, max_macs_ratio, max_metric_drop) != (None, None, None):
-        raise InvalidConfigError("give one budget: max_metric_drop, max_size_ratio, max_macs_ratio, max_latency_ratio")
-    if max_latency_ratio is not None and not 0 < max_latency_ratio <= 1:
-        raise InvalidConfigError(f"max_latency_ratio must be in (0, 1], got {max_latency_ratio}")
+    one_budget(
+        max_metric_drop=max_metric_drop, max_size_ratio=max_size_ratio, max_macs_ratio=max_macs_ratio,
+        max_latency_ratio=max_latency_ratio,
+    )  # fmt: skip
     batches, data_metric = held_out(data)
     inputs = example_inputs if example_inputs is not None else sample_inputs(model, batches)
     if max_latency_ratio is not None:

@@ -13,7 +13,7 @@ import copy
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from torch import nn
@@ -51,7 +51,7 @@ class CandidateConfig(Config):
     bits: tuple[int, ...] = (2, 4, 8)
     group_size: int | None = Field(32, ge=1)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
-    ranks: tuple[float, ...] = (0.25, 0.5)
+    ranks: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field((0.25, 0.5), min_length=1)
     include: tuple[str, ...] | None = None
     exclude: tuple[str, ...] | None = None
 
@@ -67,13 +67,6 @@ class CandidateConfig(Config):
     def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or not all(2 <= b <= 8 for b in value):
             raise ValueError(f"bits must be widths in 2..8, got {value}")
-        return tuple(sorted(set(value)))
-
-    @field_validator("ranks")
-    @classmethod
-    def _ranks(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0 < r < 1 for r in value):
-            raise ValueError(f"ranks must be fractions of the full rank in (0, 1), got {value}")
         return tuple(sorted(set(value)))
 
     @field_validator("ratios")
@@ -187,19 +180,19 @@ def candidates(model: nn.Module, config: CandidateConfig, example_inputs: Any) -
     return found
 
 
-def plan_stages(settings: Iterable[Setting]) -> list[tuple[str, dict[str, Any]]]:
-    """The verb calls that apply ``settings``: one per (verb, method, options), with the union of
-    their layers as ``include``, structure-changing verbs first.
+def plan_stages(settings: Iterable[Setting]) -> list[dict[str, dict[str, Any]]]:
+    """The recipe stages that apply ``settings``: one verb call per (verb, method, options), with
+    the union of their layers as ``include``, structure-changing verbs first.
 
     Returns:
-        ``[(verb, {"method": ..., **options, "include": [...]})]``, the form of a recipe stage.
+        ``[{verb: {"method": ..., **options, "include": [...]}}]``.
     """
     merged: dict[tuple[str, str, tuple[tuple[str, Any], ...]], list[str]] = {}
     for s in settings:
         merged.setdefault((s.verb, s.method, s.options), []).extend(s.include)
     ordered = sorted(merged.items(), key=lambda item: (ORDER[item[0][0]], repr(item[0][2])))
     return [
-        (verb, {"method": method, **dict(options), "include": sorted(set(layers))})
+        {verb: {"method": method, **dict(options), "include": sorted(set(layers))}}
         for (verb, method, options), layers in ordered
     ]
 
@@ -220,7 +213,7 @@ def apply_settings(
         InvalidConfigError: two settings for one slot.
     """
     check_units(settings)
-    stages = [{verb: options} for verb, options in plan_stages(settings)]
+    stages = plan_stages(settings)
     return apply_stages(model, stages, data=data, example_inputs=example_inputs, device=device)
 
 

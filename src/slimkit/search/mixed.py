@@ -56,4 +56,4 @@ class MixedPrecision:
         saved = self.widest + share * (self.narrowest - self.widest)
         ratio = 1 - saved / self.table.model_bytes
         rows = plan(self.table, max_size_ratio=min(1.0, ratio * (1 + 1e-9)))
-        return [{verb: options} for verb, options in plan_stages([r.setting for r in rows])]
+        return plan_stages([r.setting for r in rows])

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from slimkit.search.study import SearchResult
+from slimkit.search.study import FrontPoint, SearchResult
 
 UNITS = {"latency": "latency at batch 1 (ms)", "size": "artifact size (bytes)", "drop": "metric drop"}
 
@@ -20,11 +20,16 @@ def write_results(result: SearchResult, folder: Path) -> list[Path]:
     recipes = folder / "front"
     recipes.mkdir()
     for i, point in enumerate(result.front):
-        path = recipes / f"{i:02d}-trial{point.trial}.yaml"
+        path = recipes / recipe_name(i, point)
         path.write_text(yaml.safe_dump(point.recipe, sort_keys=False))
         written.append(path)
     written.append(pareto_plot(result, folder / "pareto.png"))
     return written
+
+
+def recipe_name(index: int, point: FrontPoint) -> str:
+    """The file name of front point ``index``'s recipe under ``front/``."""
+    return f"{index:02d}-trial{point.trial}.yaml"
 
 
 def pareto_plot(result: SearchResult, path: Path) -> Path:

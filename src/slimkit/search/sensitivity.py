@@ -250,8 +250,10 @@ def sensitivity(
         saved = {"bytes_saved": model_bytes - tensor_bytes(changed), "macs_saved": model_macs - _macs(changed, inputs)}
         return {"metric": scorer(changed), **saved}
 
-    def measured_drop(setting: Setting) -> float:
-        return worsening(scorer.metric, baseline, lookup(setting.key, lambda: measure(setting))["metric"])
+    def measured_row(setting: Setting) -> Row:
+        found = lookup(setting.key, lambda: measure(setting))
+        drop = worsening(scorer.metric, baseline, found["metric"])
+        return Row(setting, found["metric"], drop, int(found["bytes_saved"]), macs_saved=int(found["macs_saved"]))
 
     estimated: dict[str, Row] = {}
     scale = None
@@ -259,21 +261,14 @@ def sensitivity(
         proxies = _proxies(model, settings, batches, scorer, max_batches, draws, store, prefix)
         anchored = anchors({k: v["proxy"] for k, v in proxies.items()}, anchors_measured)
         by_key = {s.key: s for s in settings}
-        scale = fit_scale([proxies[k]["proxy"] for k in anchored], [measured_drop(by_key[k]) for k in anchored])
+        scale = fit_scale([proxies[k]["proxy"] for k in anchored], [measured_row(by_key[k]).drop for k in anchored])
         sign = -1.0 if scorer.metric.higher_is_better else 1.0
         for key, found in proxies.items():
             if key not in anchored:
                 drop = scale * found["proxy"]
                 saved = int(found["bytes_saved"])  # weight-only: the same multiply-accumulates
                 estimated[key] = Row(by_key[key], baseline + sign * drop, drop, saved, True)
-    rows = []
-    for setting in settings:
-        if setting.key in estimated:
-            rows.append(estimated[setting.key])
-            continue
-        found = lookup(setting.key, lambda s=setting: measure(s))
-        drop = worsening(scorer.metric, baseline, found["metric"])
-        rows.append(Row(setting, found["metric"], drop, int(found["bytes_saved"]), macs_saved=int(found["macs_saved"])))
+    rows = [estimated.get(s.key) or measured_row(s) for s in settings]
     return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured, estimate, scale, model_macs)
 
 

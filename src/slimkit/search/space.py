@@ -10,9 +10,9 @@ layers the plan was made for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
@@ -43,7 +43,7 @@ class SearchSpace(Config):
     svd_fractions: tuple[float, ...] = (0.0, 0.5)
     quantize: tuple[str, ...] = DEFAULT_QUANTIZE
     bits: tuple[int, ...] = (4, 8)
-    low_bit_shares: tuple[float, ...] = (0.25, 0.5, 0.75)
+    low_bit_shares: tuple[Annotated[float, Field(ge=0, le=1)], ...] = Field((0.25, 0.5, 0.75), min_length=1)
     round_to: tuple[int, ...] = (8,)
 
     @field_validator("prune_ratios")
@@ -79,13 +79,6 @@ class SearchSpace(Config):
     def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
         if not value or not all(2 <= b <= 8 for b in value):
             raise ValueError(f"bits must be widths in 2..8, got {value}")
-        return value
-
-    @field_validator("low_bit_shares")
-    @classmethod
-    def _shares(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0 <= s <= 1 for s in value):
-            raise ValueError(f"low_bit_shares must be fractions in [0, 1], got {value}")
         return value
 
     @property
@@ -138,18 +131,16 @@ def warm_starts(space: SearchSpace, limit: int) -> list[dict[str, Any]]:
     Pruning or decomposing a whole model without fine-tuning often breaks a tight metric
     budget; starting from quantization alone gives the front a feasible point early.
     """
-    safe = {"prune_ratio": min(space.prune_ratios), "svd_fraction": min(space.svd_fractions), "order": ORDERS[0]}
+    safe = {"prune_ratio": min(space.prune_ratios), "order": ORDERS[0]}
+    unstructured = {**safe, "svd_fraction": min(space.svd_fractions)}
     options: dict[str, list[dict[str, Any]]] = {
-        "weight-only": [{"bits": max(space.bits)}],
-        "mixed": [{"low_bit_share": share} for share in space.low_bit_shares],  # one start per share
+        "weight-only": [{**unstructured, "bits": max(space.bits)}],
+        "mixed": [{**safe, "low_bit_share": share} for share in space.low_bit_shares],  # no svd_fraction with mixed
     }
     starts = [
-        {**safe, "quantize": method, **extra}
+        {"quantize": method, **params}
         for method in space.quantize
         if method != "none"
-        for extra in options.get(method, [{}])
+        for params in options.get(method, [unstructured])
     ]
-    for start in starts:
-        if start["quantize"] == "mixed":
-            del start["svd_fraction"]  # not sampled with mixed
     return starts[:limit]

@@ -27,7 +27,6 @@ from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, require
 from slimkit.core.formats import RUNTIMES, artifact_of
 from slimkit.core.specs import load_data
-from slimkit.measure.metrics import resolve_metric
 from slimkit.pipeline.recipe import Target, load_recipe
 from slimkit.pipeline.target import target_metric
 from slimkit.search.candidates import apply_stages
@@ -224,7 +223,7 @@ def search(
     logging.getLogger("optuna").setLevel(logging.WARNING)
     space = space or SearchSpace()
     selection = DataSplits(splits.train, splits.calibration, splits.calibration, splits.metric)
-    metric = resolve_metric(target_metric(goal, splits))  # the data's own is a name: "fidelity" reads "cosine"
+    metric = target_metric(goal, splits)
     key, higher = metric.key, metric.higher_is_better
     evaluator = Evaluator(model, goal, selection, splits.calibration, example_inputs, key, higher)
     identity = {
