@@ -3,6 +3,7 @@ import json
 import onnx
 import pytest
 
+import slimkit as sk
 from slimkit.cli import main
 
 
@@ -33,6 +34,19 @@ def test_export_bad_format_and_unwritable_out(capsys, tmp_path):
     blocker.write_text("x")
     code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "--out", str(blocker / "sub"))
     assert code == 2 and "cannot write" in err
+
+
+def test_export_options_go_to_the_formats_that_take_them(capsys, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, _ = run_cli(capsys, "export", MODEL, "--to", "onnx,pte", "-o", "opset=18", "-o", "max_batch=1",
+                           "--out", str(out_dir))  # fmt: skip
+    assert code in (0, None)
+    assert onnx.load(str(out_dir / "model.onnx")).opset_import[0].version == 18
+    assert sk.runtime.load(out_dir / "model.pte").max_batch == 1
+    assert "plans" in out and "of activations" in out
+    code, _, err = run_cli(capsys, "export", MODEL, "--to", "onnx", "-o", "max_batch=1", "--out", str(tmp_path / "o2"))
+    assert code == 2 and "max_batch" in err and "onnx: opset, accuracy_level" in err
+    assert not (tmp_path / "o2").exists()
 
 
 def test_bench_table_across_runtimes(capsys, tmp_path):

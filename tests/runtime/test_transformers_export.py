@@ -14,6 +14,15 @@ def _ids(batch: int, seq: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 100, (batch, seq), generator=torch.Generator().manual_seed(seed))
 
 
+def _gpt2() -> transformers.GPT2LMHeadModel:
+    """A tiny GPT-2 (2 layers, width 64, 32 positions) with seeded random weights."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(
+        n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
+    )
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
 def test_bert_returns_all_outputs_and_takes_keyword_inputs(tmp_path):
     torch.manual_seed(0)
     config = transformers.BertConfig(
@@ -32,11 +41,7 @@ def test_bert_returns_all_outputs_and_takes_keyword_inputs(tmp_path):
 
 
 def test_gpt2_exports_without_its_cache_at_any_batch_and_length(tmp_path):
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()  # use_cache=True: returns a cache object
+    model = _gpt2()  # use_cache=True: returns a cache object
     path = sk.export(model, tmp_path / "gpt2.onnx", example_inputs=(_ids(2, 12),))
     runtime = sk.runtime.load(path)
     for batch, seq in [(1, 5), (3, 20)]:
@@ -54,11 +59,7 @@ def test_gpt2_exports_without_its_cache_at_any_batch_and_length(tmp_path):
 def test_gpt2_runs_in_executorch_at_any_batch_and_length_up_to_its_positions(tmp_path):
     # the batch stays dynamic past the edge verifier (its split is exported as slices), and the
     # sequence is bounded by n_positions so ExecuTorch plans memory for the largest input
-    torch.manual_seed(0)
-    config = transformers.GPT2Config(
-        n_embd=64, n_layer=2, n_head=4, vocab_size=100, n_positions=32, bos_token_id=0, eos_token_id=0
-    )
-    model = transformers.GPT2LMHeadModel(config).eval()
+    model = _gpt2()
     ids = _ids(2, 12)
     path = sk.export(model, tmp_path / "gpt2.pte", example_inputs={"input_ids": ids, "attention_mask": ids * 0 + 1})
     runtime = sk.runtime.load(path)
@@ -87,3 +88,31 @@ def test_split_as_slices_keeps_the_graph_equal():
     y = torch.randn(3, 5, 12)
     for got, want in zip(program.module()(y), Split()(y), strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_gpt2_pte_at_deployment_bounds_plans_less_memory_and_refuses_longer_inputs(tmp_path):
+    from slimkit.core.errors import DataError, InvalidConfigError
+    from slimkit.runtime.pte_export import planned_memory
+
+    model = _gpt2()
+    ids = _ids(2, 12)
+    inputs = {"input_ids": ids, "attention_mask": ids * 0 + 1}
+    default = sk.export(model, tmp_path / "default.pte", example_inputs=inputs)
+    bounded = sk.export(model, tmp_path / "bounded.pte", example_inputs=inputs, max_batch=1, max_sequence=16)
+    # planned for batch 1 x 16 tokens instead of 1024 x 32: at least 1000x less
+    assert 0 < planned_memory(bounded) * 1000 < planned_memory(default)
+    runtime = sk.runtime.load(bounded)
+    assert runtime.max_batch == 1
+    x = _ids(3, 16, seed=3)  # three samples run one by one
+    with torch.no_grad():
+        expected = model(input_ids=x, attention_mask=torch.ones_like(x)).logits
+    torch.testing.assert_close(runtime.run(input_ids=x, attention_mask=torch.ones_like(x)), expected,
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+    longer = _ids(1, 17)
+    with pytest.raises(DataError, match="at most 16"):
+        runtime.run(input_ids=longer, attention_mask=torch.ones_like(longer))
+    with pytest.raises(InvalidConfigError, match="longer than max_sequence=8"):
+        sk.export(model, tmp_path / "short.pte", example_inputs=inputs, max_sequence=8)
+    with pytest.raises(InvalidConfigError, match="max_batch must be"):
+        sk.export(model, tmp_path / "zero.pte", example_inputs=inputs, max_batch=0)
+    assert not (tmp_path / "short.pte").exists() and not (tmp_path / "zero.pte").exists()

@@ -27,12 +27,37 @@ def _choices(text: str, valid: dict[str, Any], option: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def _format_options(items: list[str] | None, formats: list[str]) -> dict[str, dict[str, object]]:
+    """``-o key=value`` options sent to each of ``formats`` that takes them; one no format takes is refused."""
+    from slimkit.runtime.export import format_options
+
+    given = cli.parse_options(items)
+    taken = {fmt: format_options(FORMAT_SUFFIX[fmt]) for fmt in formats}
+    if unknown := sorted(set(given) - {name for names in taken.values() for name in names}):
+        valid = "; ".join(f"{fmt}: {', '.join(names) or 'none'}" for fmt, names in taken.items())
+        raise InvalidConfigError(f"no format of --to takes the export option(s) {unknown}; valid ({valid})")
+    return {fmt: {k: v for k, v in given.items() if k in names} for fmt, names in taken.items()}
+
+
+ExportOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--option",
+        "-o",
+        help="A format option as key=value (repeatable), sent to the formats that take it: opset=18, "
+        "accuracy_level=4 (onnx); max_batch=1, max_sequence=128 (pte: the bounds memory is planned for); "
+        "batch_size=8 (tflite).",
+    ),
+]
+
+
 @command("export", ("overwrite", "data", "weights", "trust_pickle", "as_json", "quiet"))
 def export_cmd(
     model: cli.ModelSpec,
     to: Annotated[str, typer.Option("--to", help=f"Formats: {','.join(FORMAT_SUFFIX)} or all.")] = "onnx",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for model.<format> files.")] = Path("export"),
     int8: Annotated[bool, typer.Option("--int8", help="int8 through each runtime's own static quantizer.")] = False,
+    option: ExportOptions = None,
     *,
     run: Run,
 ) -> None:
@@ -40,6 +65,7 @@ def export_cmd(
 
     --data gives the example inputs (its first batch) and, with --int8, the calibration
     batches. An existing --out is refused unless --overwrite (which replaces it whole).
+    For .pte the planned activation memory is printed: -o max_batch / max_sequence bound it.
 
     Examples:
 
@@ -48,6 +74,8 @@ def export_cmd(
         slimkit export out/ --to onnx --data mypkg.data:splits --out deploy/
 
         slimkit export out/ --to onnx --int8 --data example:digits --out deploy/ --overwrite
+
+        slimkit export mypkg.models:gpt --to pte -o max_batch=1 -o max_sequence=256 --out deploy/
     """
     import json
 
@@ -55,8 +83,10 @@ def export_cmd(
     from slimkit.core.specs import load_data, load_model
     from slimkit.report import human_bytes
     from slimkit.runtime.export import export
+    from slimkit.runtime.pte_export import planned_memory
 
     formats = _choices(to, FORMAT_SUFFIX, "--to")
+    options = _format_options(option, formats)
     check_out(out_dir, run.overwrite, model)
     loaded = load_model(model, weights=run.weights, trust_pickle=run.trust_pickle)
     data_spec = example_data(model, run.data) if int8 else run.data
@@ -68,13 +98,14 @@ def export_cmd(
         for fmt in formats:
             name = f"model{FORMAT_SUFFIX[fmt]}"
             with progress(f"exporting {model} to {out_dir / name}", run.silent):
-                export(loaded, stage / name, quantize="int8" if int8 else None, data=splits)
+                export(loaded, stage / name, quantize="int8" if int8 else None, data=splits, **options[fmt])
             written.append(out_dir / name)
     if run.as_json:
         print(json.dumps({str(p): p.stat().st_size for p in written}, indent=2))
         return
     for fmt, path in zip(formats, written, strict=True):
-        out.print(f"{fmt:7s} {path}  {human_bytes(path.stat().st_size)}  (verified)", markup=False)
+        planned = f", plans {human_bytes(planned_memory(path))} of activations" if path.suffix == ".pte" else ""
+        out.print(f"{fmt:7s} {path}  {human_bytes(path.stat().st_size)}  (verified{planned})", markup=False)
 
 
 def bench_table(rows: list[dict[str, Any]], title: str) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from slimkit.core.data import Batch
-from slimkit.core.errors import InvalidConfigError, UnsafeFileError, require
+from slimkit.core.errors import DataError, InvalidConfigError, UnsafeFileError, require
 from slimkit.runtime.base import Runtime
 from slimkit.runtime.inputs import InputSpec, flat_tensors, pack_outputs, run_chunked, synthetic_batch
 
@@ -66,8 +66,9 @@ class ExecuTorchRuntime(Runtime):
             raise InvalidConfigError(f"{self.path} has no method {method!r}")
         meta = self.method.metadata
         self.inputs = [self._spec(i, meta.input_tensor_meta(i)) for i in range(meta.num_inputs())]
-        first = tuple(meta.input_tensor_meta(0).sizes()) if meta.num_inputs() else ()
-        self.max_batch = int(first[0]) if first else 1  # the memory-planned upper bound
+        # each input's memory-planned largest shape
+        self.bounds = [tuple(int(n) for n in meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+        self.max_batch = self.bounds[0][0] if self.bounds and self.bounds[0] else 1
         super().__init__(example if example is not None else synthetic_batch(self.inputs))
 
     @staticmethod
@@ -79,10 +80,23 @@ class ExecuTorchRuntime(Runtime):
         inputs = flat_tensors(batch)
         if len(inputs) != len(self.inputs):
             raise InvalidConfigError(f"{self.path.name} takes {len(self.inputs)} inputs, got {len(inputs)}")
+        self._check_bounds(inputs)
         cast = [t.to(torch.from_numpy(np.zeros((), s.dtype)).dtype) for t, s in zip(inputs, self.inputs, strict=True)]
         if cast and cast[0].dim() and cast[0].shape[0] > self.max_batch:
             return pack_outputs(run_chunked(self._execute, cast, self.max_batch, pad=False))
         return pack_outputs(self._execute(cast))
+
+    def _check_bounds(self, inputs: list[torch.Tensor]) -> None:
+        """Refuse an input larger than planned past the batch dimension (which runs in slices)."""
+        for index, (tensor, bound) in enumerate(zip(inputs, self.bounds, strict=True)):
+            over = [d for d in range(1, min(tensor.dim(), len(bound))) if tensor.shape[d] > bound[d]]
+            if over:
+                d = over[0]
+                raise DataError(
+                    f"input {index} of {self.path.name} is {tensor.shape[d]} long along dimension {d}, but the "
+                    f"program was exported for at most {bound[d]}: cut the input, or export again with a larger "
+                    "bound (max_sequence for token inputs)"
+                )
 
     def _execute(self, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         return [o.clone() for o in self.method.execute(inputs)]

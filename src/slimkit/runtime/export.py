@@ -42,6 +42,12 @@ def _export_pt2(
     torch.export.save(trace(model, batch, fmt=".pt2"), str(path))
 
 
+def format_options(suffix: str) -> list[str]:
+    """The names of the format options the ``suffix``'s exporter takes (``opset``, ``max_batch``, ...)."""
+    writer = _writer(suffix.lower())
+    return [n for n in inspect.signature(writer).parameters if n not in ("model", "batch", "path", "quantize", "data")]
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     by_suffix(path.suffix)  # the format must be known
     if path.is_dir():
@@ -97,8 +103,10 @@ def export(
             quantized at run time, no calibration; ``.onnx``, ``.pte``, ``.tflite``).
         min_sqnr_db: parity floor (default 35 dB; 25 dB for slimkit-quantized models;
             15 dB against the float model when ``quantize`` is given).
-        **options: format options: ``opset`` and ``accuracy_level`` (ONNX; see `export_onnx`),
-            ``batch_size`` (TFLite).
+        **options: format options (`format_options` lists a format's): ``opset`` and
+            ``accuracy_level`` (ONNX; see `export_onnx`), ``max_batch`` and ``max_sequence``
+            (ExecuTorch: the bounds memory is planned for; see `export_pte`), ``batch_size``
+            (TFLite).
 
     Returns:
         The written path.
@@ -136,9 +144,7 @@ def export(
         )
     writer = _writer(path.suffix.lower())
 
-    known = [
-        n for n in inspect.signature(writer).parameters if n not in ("model", "batch", "path", "quantize", "data", "_")
-    ]
+    known = format_options(path.suffix)
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise InvalidConfigError(f"unknown export options {unknown} for {path.suffix}; valid: {known or 'none'}")

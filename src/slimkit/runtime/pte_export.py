@@ -12,10 +12,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimkit.core.data import Batch
-from slimkit.core.errors import InvalidConfigError, UnsupportedModelError, first_line, require
+from slimkit.core.data import Batch, resize_batch
+from slimkit.core.errors import InvalidConfigError, UnsafeFileError, UnsupportedModelError, first_line, require
 from slimkit.runtime.executorch_runtime import load_quantized_kernels
-from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
+from slimkit.runtime.tracing import (
+    MAX_BATCH,
+    calibration_batches,
+    contiguous_views,
+    longest_sequence,
+    sequence_length,
+    trace,
+    unsupported_op_error,
+)
 
 PTE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.pte`` (pt2e with the XNNPACK quantizer, per-channel int8 weights):
@@ -99,10 +107,53 @@ def _backend_config(exir: Any) -> Any:
     return exir.ExecutorchBackendConfig(sym_shape_eval_pass=passes.ConstraintBasedSymShapeEvalPass())
 
 
+def _check_bounds(batch: Batch, max_batch: int, max_sequence: int | None) -> None:
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or not 1 <= max_batch <= MAX_BATCH:
+        raise InvalidConfigError(f"max_batch must be an integer from 1 to {MAX_BATCH}, got {max_batch!r}")
+    if max_sequence is None:
+        return
+    if not isinstance(max_sequence, int) or isinstance(max_sequence, bool) or max_sequence < 2:
+        raise InvalidConfigError(f"max_sequence must be an integer >= 2, got {max_sequence!r}")
+    length = sequence_length(batch)
+    if length is None:
+        raise InvalidConfigError("max_sequence bounds token inputs (integer, rank >= 2), and this model takes none")
+    if length > max_sequence:
+        raise InvalidConfigError(
+            f"the example inputs hold a sequence of {length} tokens, longer than max_sequence={max_sequence}: "
+            "give shorter example inputs (--data) or a larger max_sequence"
+        )
+
+
+def _bounded_trace(
+    source: nn.Module, batch: Batch, max_batch: int, max_sequence: int | None, declared: int | None
+) -> torch.export.ExportedProgram:
+    """The program with the batch bounded by ``max_batch`` and a token sequence by
+    ``max_sequence`` (else the model's ``declared`` maximum: a model that does not trace so is
+    traced with ``Dim.AUTO``)."""
+    if max_batch == 1:
+        batch = resize_batch(batch, 1)
+    if max_sequence is None and declared is not None:
+        try:
+            return trace(source, batch, fmt="ExecuTorch", max_batch=max_batch, max_sequence=declared)
+        except UnsupportedModelError:
+            pass  # the model fixes its length: Dim.AUTO below
+    return trace(source, batch, fmt="ExecuTorch", max_batch=max_batch, max_sequence=max_sequence)
+
+
 def export_pte(
-    model: nn.Module, batch: Batch, path: Path, *, quantize: str | None = None, data: Iterable[Any] | None = None
+    model: nn.Module,
+    batch: Batch,
+    path: Path,
+    *,
+    quantize: str | None = None,
+    data: Iterable[Any] | None = None,
+    max_batch: int = MAX_BATCH,
+    max_sequence: int | None = None,
 ) -> None:
     """Write the model as an ExecuTorch program delegated to XNNPACK (batch dimension dynamic).
+
+    ExecuTorch plans activation memory for the largest shape the program takes: the bounds
+    set it (`planned_memory` reads it back). Bigger batches are run in slices at run time.
 
     Args:
         model: the eval-mode model.
@@ -112,20 +163,44 @@ def export_pte(
             ``"int8-dynamic"`` (int8 weights, activations of linears and convolutions quantized
             per call: no calibration).
         data: calibration batches for ``"int8"`` (default: the sample batch).
+        max_batch: the largest batch the program takes in one call (1: fixed at 1).
+        max_sequence: the longest token sequence it takes (default: the model's declared
+            maximum, e.g. ``max_position_embeddings``; unbounded when it declares none).
 
     Raises:
+        InvalidConfigError: an unknown ``quantize``, or bounds that are not positive integers
+            or are smaller than the example inputs.
         UnsupportedModelError: an op ExecuTorch cannot express, or slimkit int8-dynamic layers.
     """
     if quantize is not None and quantize not in PTE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .pte; valid: {', '.join(PTE_QUANTIZE)}")
+    _check_bounds(batch, max_batch, max_sequence)
     exir = require("executorch.exir", "executorch")
     load_quantized_kernels()
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")
     source = _pt2e_int8(model, batch, data, quantize == "int8-dynamic") if quantize else model
-    program = split_as_slices(contiguous_views(trace(source, batch, fmt="ExecuTorch", bounded=True)))
+    program = _bounded_trace(source, batch, max_batch, max_sequence, longest_sequence(model))
+    program = split_as_slices(contiguous_views(program))
     try:
         lowered = exir.to_edge_transform_and_lower(program, partitioner=[partitioner.XnnpackPartitioner()])
         buffer = lowered.to_executorch(_backend_config(exir)).buffer
     except Exception as exc:  # exir raises SpecViolationError, RuntimeError, ... for unsupported ops
         raise unsupported_op_error(exc, program, "ExecuTorch") from exc
     path.write_bytes(buffer)
+
+
+def planned_memory(path: str | Path) -> int:
+    """Bytes of activation memory an ExecuTorch program plans for its ``forward`` (weights not
+    included): what a device must have free to run it at its largest shape.
+
+    Raises:
+        UnsafeFileError: the file is not an ExecuTorch program.
+    """
+    serialize = require("executorch.exir._serialize._program", "executorch")
+    try:
+        pte = serialize.deserialize_pte_binary(Path(path).read_bytes())
+        plans = getattr(pte, "program", pte).execution_plan
+    except Exception as exc:  # flatbuffer parsing raises many error types on a bad file
+        raise UnsafeFileError(f"{path} is not an ExecuTorch program: {first_line(exc)}") from None
+    forward = next((plan for plan in plans if plan.name == "forward"), None)
+    return sum(forward.non_const_buffer_sizes) if forward is not None else 0

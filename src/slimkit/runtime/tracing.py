@@ -33,26 +33,38 @@ def export_batch(model: nn.Module, batch: Batch, min_size: int = 2) -> Batch:
     return resize_batch(batch, min_size) if batch.size < min_size else Batch(batch.args, batch.kwargs)
 
 
-def dynamic_shapes(model: nn.Module, batch: Batch, sequence_max: int | None = None) -> Any:
-    """One shared dynamic batch dimension for every input that has one, and a shared sequence
-    dimension for integer inputs of rank >= 2 (token ids, masks): ``Dim.AUTO`` (kept static
-    where the model needs it), or bounded by ``sequence_max`` when given. Keyword inputs get
-    theirs by parameter name."""
-    batch_dim = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+def dynamic_shapes(model: nn.Module, batch: Batch, sequence_max: int | None = None, batch_max: int = MAX_BATCH) -> Any:
+    """One shared dynamic batch dimension (up to ``batch_max``; static when that is 1) for every
+    input that has one, and a shared sequence dimension for integer inputs of rank >= 2 (token
+    ids, masks): ``Dim.AUTO`` (kept static where the model needs it), or bounded by
+    ``sequence_max`` when given. Keyword inputs get theirs by parameter name."""
+    batch_dim = torch.export.Dim("batch", min=1, max=batch_max) if batch_max > 1 else None
     sequence = torch.export.Dim("sequence", min=2, max=sequence_max) if sequence_max else torch.export.Dim.AUTO
 
     def spec(t: torch.Tensor) -> dict[int, Any] | None:
         if not t.dim():
             return None
-        dims: dict[int, Any] = {0: batch_dim}
-        if t.dim() >= 2 and not t.is_floating_point() and t.shape[1] > 1:
+        dims: dict[int, Any] = {0: batch_dim} if batch_dim is not None else {}
+        if is_sequence_input(t):
             dims[1] = sequence
-        return dims
+        return dims or None
 
     if not batch.kwargs:
         return tuple(spec(t) for t in batch.args)
     names = input_names(model, batch)
     return {name: spec(t) for name, t in zip(names, (*batch.args, *batch.kwargs.values()), strict=True)}
+
+
+def is_sequence_input(t: torch.Tensor) -> bool:
+    """Whether ``t`` looks like token ids or a mask: integer (or bool), rank >= 2, length > 1."""
+    return t.dim() >= 2 and not t.is_floating_point() and t.shape[1] > 1
+
+
+def sequence_length(batch: Batch) -> int | None:
+    """The longest sequence among the batch's token inputs (`is_sequence_input`), or None."""
+    lengths = [t.shape[1] for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)
+               and is_sequence_input(t)]  # fmt: skip
+    return max(lengths, default=None)
 
 
 class Stateless(nn.Module):
@@ -101,13 +113,25 @@ def longest_sequence(model: nn.Module) -> int | None:
 
 
 def trace(
-    model: nn.Module, batch: Batch, dynamic: bool = True, fmt: str = "torch.export", bounded: bool = False
+    model: nn.Module,
+    batch: Batch,
+    dynamic: bool = True,
+    fmt: str = "torch.export",
+    *,
+    max_batch: int = MAX_BATCH,
+    max_sequence: int | None = None,
 ) -> torch.export.ExportedProgram:
     """``torch.export.export`` of the model on ``batch`` (dynamic batch dimension when ``dynamic``).
 
-    With ``bounded``, a token sequence dimension gets the model's declared maximum
-    (`longest_sequence`) as its upper bound, so memory planned for the largest shape holds
-    any input (ExecuTorch); a model that does not trace so is traced with ``Dim.AUTO``.
+    Args:
+        model: the model to capture.
+        batch: positional sample inputs.
+        dynamic: whether the batch (and any token sequence) dimension stays dynamic.
+        fmt: the format, for messages and for the lowering table's refusals.
+        max_batch: the batch dimension's upper bound (1: the batch is fixed at 1).
+        max_sequence: a token sequence dimension's upper bound (None: ``Dim.AUTO``, unbounded
+            or static where the model needs it). Bounds matter where memory is planned for the
+            largest shape (ExecuTorch).
 
     Raises:
         UnsupportedModelError: when the model cannot be captured as a graph, or holds a layer
@@ -117,13 +141,8 @@ def trace(
     with contextlib.suppress(NotImplementedError):  # pt2e / torch.export modules refuse eval()
         model.eval()
     name = type(model).__name__
-    longest = longest_sequence(model) if bounded and dynamic else None
     model = without_cache(model)
-    if longest:
-        with contextlib.suppress(Exception), torch.no_grad():  # the model fixes its length: Dim.AUTO below
-            shapes = dynamic_shapes(model, batch, longest)
-            return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
-    shapes = dynamic_shapes(model, batch) if dynamic else None
+    shapes = dynamic_shapes(model, batch, max_sequence, max_batch) if dynamic else None
     try:
         with torch.no_grad():
             return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)
