@@ -5,11 +5,13 @@
 1. Measures a latency table here (`measure_table`: the generic grid, ``--quick``'s coarse one,
    or ``--digits-grid``: the digits CNN's own layer shapes, as ``slimkit bench example:digits-cnn
    --lut`` measures; ``--table`` reads one instead), onnxruntime, 1 thread, batch 1.
-2. For 14 models (the digits CNN as trained, pruned, Tucker-decomposed and int8-static; the
+2. For 20 models (the digits CNN as trained, pruned, Tucker-decomposed and int8-static; the
    test zoo's residual, inverted-residual (depthwise), grouped-conv and attention models; an
-   MLP; some int8) predicts the batch-1 latency with the table and really measures it on
-   onnxruntime here, the way the grid is timed (`latency_grid.time_interleaved`: every model
-   once per round, ``--rounds`` rounds, the 10th percentile of the fastest round kept).
+   MLP; some int8-static; the MLP and attention as int8-dynamic and 4-bit weight-only; a
+   2-layer transformers BERT, fp32 and int8-dynamic) predicts the batch-1 latency with the
+   table and really measures it on onnxruntime here, the way the grid is timed
+   (`latency_grid.time_interleaved`: every model once per round, ``--rounds`` rounds, the 10th
+   percentile of the fastest round kept).
 3. Prints real ms, predicted ms and the error per model, then the mean absolute % error and
    Spearman's rank correlation between prediction and reality (the search needs the order).
 """
@@ -53,6 +55,18 @@ def _seeded(factory: Callable[[], nn.Module]) -> nn.Module:
     return factory().eval()
 
 
+def _bert() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A 2-layer BERT encoder (width 128, 4 heads, 32 tokens) with seeded random weights."""
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512, vocab_size=1000
+    )
+    ids = torch.randint(0, 1000, (1, 32), generator=torch.Generator().manual_seed(0))
+    return transformers.BertModel(config).eval(), (ids,)
+
+
 def _mlp() -> nn.Module:
     return nn.Sequential(nn.Linear(256, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
 
@@ -68,6 +82,9 @@ def models() -> dict[str, Build]:
         "mlp 256-512-512-10": (_seeded(_mlp), torch.randn(1, 256, generator=torch.Generator().manual_seed(0))),
     }
     attention = _seeded(lambda: TinyAttention(dim=64, heads=4, ffn=256, seq=16))
+    tokens = torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(0))
+    mlp, features = zoo["mlp 256-512-512-10"]
+    bert, ids = _bert()
     return {
         "digits-cnn": lambda: (digits, (x,)),
         "digits-cnn int8": lambda: (_int8(digits, x), (x,)),
@@ -82,10 +99,13 @@ def models() -> dict[str, Build]:
             (zoo["inverted-residual c32 (depthwise)"][1],),
         ),
         "mlp int8": lambda: (_int8(*zoo["mlp 256-512-512-10"]), (zoo["mlp 256-512-512-10"][1],)),
-        "attention d64 seq16": lambda: (
-            attention,
-            (torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(0)),),
-        ),
+        "mlp int8-dynamic": lambda: (sk.quantize(mlp, "int8-dynamic"), (features,)),
+        "mlp weight-only 4-bit": lambda: (sk.quantize(mlp, "weight-only"), (features,)),
+        "attention d64 seq16": lambda: (attention, (tokens,)),
+        "attention int8-dynamic": lambda: (sk.quantize(attention, "int8-dynamic"), (tokens,)),
+        "attention weight-only 4-bit": lambda: (sk.quantize(attention, "weight-only", group_size=64), (tokens,)),
+        "bert 2x128 seq32": lambda: (bert, ids),
+        "bert 2x128 seq32 int8-dynamic": lambda: (sk.quantize(bert, "int8-dynamic"), ids),
     }
 
 

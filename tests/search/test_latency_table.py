@@ -15,7 +15,7 @@ from slimkit.core.errors import InvalidConfigError, UnsafeFileError
 from slimkit.pipeline.recipe import Target
 from slimkit.search import latency_grid
 from slimkit.search.latency_grid import GridPoint, GridRow, model_grid
-from slimkit.search.latency_ops import walk
+from slimkit.search.latency_ops import op_features, walk
 from slimkit.search.latency_table import LatencyTable, fit, predict_latency, table_for
 from slimkit.search.runner import Evaluator
 
@@ -145,6 +145,68 @@ def test_convolutions_off_the_channel_blocks_pay_an_extra_cost_per_mac():
     extra = {**COEFFICIENTS, "conv2d/fp32:unaligned_mmacs": 0.5}
     base, slower = (predict_latency(model, _table(c), (X,)).total_ms for c in (COEFFICIENTS, extra))
     assert slower - base == pytest.approx(0.5 * ops[1].macs / 1e6)
+
+
+class Products(nn.Module):
+    """A projection, attention's two activation products, then a product with a weight of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+        self.weight = nn.Parameter(torch.randn(8, 8))
+
+    def forward(self, x):
+        x = self.proj(x)
+        scores = x @ x.transpose(-1, -2)
+        context = torch.softmax(scores, dim=-1) @ x
+        return torch.matmul(context, self.weight)
+
+
+class Attention(nn.Module):
+    def forward(self, q):
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+
+def test_activation_products_are_matmuls_and_a_product_with_a_weight_is_linear():
+    x = torch.randn(1, 2, 4, 8)  # 2 heads, 4 tokens, width 8
+    ops = [op for op in walk(Products().eval(), (x,)) if op.is_layer]
+    assert [(op.name, op.kind) for op in ops] == [("proj", "linear"), ("fn:matmul", "matmul"),
+                                                  ("fn:matmul", "matmul"), ("fn:matmul", "linear")]  # fmt: skip
+    assert [op.macs for op in ops] == [2 * 4 * 8 * 8, 2 * 4 * 8 * 4, 2 * 4 * 4 * 8, 2 * 4 * 8 * 8]
+    assert [op.weights for op in ops] == [64, 0, 0, 64]  # a linear reads its 8x8 weights once for 8 rows
+    assert op_features(ops[0])["linear/fp32:mweights"] == pytest.approx(64 / 1e6)
+    (op,) = walk(Attention().eval(), (x,))
+    assert op.kind == "matmul" and op.macs == 2 * (2 * 4 * 8 * 4)
+
+
+@pytest.mark.parametrize("precision", ["int8-dynamic", "weight-only"])
+def test_grid_linears_are_built_in_each_measured_precision(precision):
+    model, x = latency_grid._prepared(GridPoint("linear", 128, 64, repeat=2, precision=precision))
+    ops = walk(model, (x,))
+    assert [(op.key, op.macs) for op in ops] == [(f"linear/{precision}", 128 * 64), (f"linear/{precision}", 64 * 64)]
+    tokens, x16 = latency_grid._prepared(GridPoint("linear", 128, 64, size=16, precision=precision))
+    assert x16.shape == (1, 16, 128)
+    assert [(op.macs, op.weights) for op in walk(tokens, (x16,))] == [(16 * 128 * 64, 128 * 64)]
+    with_class = {**COEFFICIENTS, f"linear/{precision}:layers": 0.002, f"linear/{precision}:mmacs": 0.05,
+                  f"linear/{precision}:present": 0.001}  # fmt: skip
+    prediction = predict_latency(model, _table(with_class), (x,))
+    assert prediction.approximated == []
+    by_hand = 0.02 + 0.001 + 2 * 0.002 + 0.05 * (128 * 64 + 64 * 64) / 1e6
+    assert prediction.total_ms == pytest.approx(by_hand)
+
+
+def test_grid_product_chains_alternate_scores_and_context():
+    point = GridPoint("matmul", 16, 32, size=4, repeat=3)
+    model, x = point.build()
+    assert x.shape == (1, 4, 32, 16)
+    ops = walk(model, (x,))
+    assert [(op.key, op.macs) for op in ops] == [("matmul/fp32", 3 * 4 * 32 * 16 * 32)]  # one unit: the chain
+    assert model(x).shape == (1, 4, 32, 32)  # scores, context, scores
+    assert point.name == "matmul/fp32 4 heads x 32 tokens x 16 x3"
+    assert {p.kind for p in latency_grid.QUICK_GRID} >= {"matmul", "linear"}
+    assert {p.precision for p in latency_grid.DEFAULT_GRID if p.kind == "linear"} == {
+        "fp32", "int8", "int8-dynamic", "weight-only"
+    }  # fmt: skip
 
 
 def test_the_model_seeds_the_grid_with_its_layers_at_full_and_half_width():

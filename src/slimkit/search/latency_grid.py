@@ -1,7 +1,9 @@
 """The grid a latency table is measured on: one small model per layer kind, size and precision.
 
-Each `GridPoint` builds a model of a single layer (a conv2d, a depthwise conv2d or a linear,
-in fp32 or as slimkit's ``int8-static`` QDQ layer) or a chain of elementwise adds; `time_grid`
+Each `GridPoint` builds a model of a single layer (a conv2d or a depthwise conv2d, in fp32 or
+as slimkit's ``int8-static`` QDQ layer; a linear in those and as slimkit's ``int8-dynamic`` and
+``weight-only`` layers), a chain of attention's activation products, or a chain of
+elementwise adds; `time_grid`
 exports each to the runtime, times them there in interleaved rounds (batch 1, fixed threads)
 and describes each with the same `latency_ops.features` a prediction sums, so the fit and the
 prediction read models the same way.
@@ -30,24 +32,33 @@ from slimkit.search.latency_ops import ELEMENTWISE, LAYER_KINDS, features, walk
 
 log = logging.getLogger(__name__)
 
-MEASURED_PRECISIONS = ("fp32", "int8")
-"""Precisions a table measures (the others are priced as the nearest, and say so)."""
+MEASURED_PRECISIONS = {
+    "conv2d": ("fp32", "int8"),
+    "depthwise": ("fp32", "int8"),
+    "linear": ("fp32", "int8", "int8-dynamic", "weight-only"),
+    "matmul": ("fp32",),
+}
+"""Precisions a table measures per layer kind (the others are priced as the nearest, and say so)."""
+QUANTIZE_METHODS = {"int8": "int8-static", "int8-dynamic": "int8-dynamic", "weight-only": "weight-only"}
+"""The slimkit method that builds each precision's layer (``weight-only``: its defaults, 4 bits)."""
 
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One grid model: a chain of ``repeat`` layers, or of ``repeat`` elementwise adds, on a
-    batch-1 input.
+    """One grid model: a chain of ``repeat`` layers, of ``repeat`` activation products, or of
+    ``repeat`` elementwise adds, on a batch-1 input.
 
     Attributes:
         kind: one of `LAYER_KINDS` or ``elementwise``.
         cin, cout: channels (features for linear) of the first layer, which has ``stride``;
-            the others map ``cout`` to ``cout`` at stride 1. Depthwise and elementwise use ``cin``.
+            the others map ``cout`` to ``cout`` at stride 1. Depthwise and elementwise use
+            ``cin``. A matmul chain's head width and tokens.
         kernel, stride: of a convolution.
-        size: input height and width of a convolution or an elementwise chain.
-        repeat: layers (or adds) in the chain: chains of several tell the cost of one more
-            layer inside a model from the cost of a model's edges.
-        precision: ``fp32`` or ``int8`` (``int8-static``) for a layer.
+        size: input height and width of a convolution or an elementwise chain; a linear's
+            rows (tokens); a matmul chain's heads.
+        repeat: layers (or products, or adds) in the chain: chains of several tell the cost of
+            one more layer inside a model from the cost of a model's edges.
+        precision: one of the kind's `MEASURED_PRECISIONS` (``int8``: ``int8-static``).
     """
 
     kind: str
@@ -65,7 +76,10 @@ class GridPoint:
         if self.kind == ELEMENTWISE:
             return f"elementwise {self.cin}@{self.size} x{self.repeat}"
         if self.kind == "linear":
-            return f"linear/{self.precision} {self.cin}->{self.cout} x{self.repeat}"
+            rows = f" @{self.size} rows" if self.size > 1 else ""
+            return f"linear/{self.precision} {self.cin}->{self.cout}{rows} x{self.repeat}"
+        if self.kind == "matmul":
+            return f"matmul/{self.precision} {self.size} heads x {self.cout} tokens x {self.cin} x{self.repeat}"
         return (
             f"{self.kind}/{self.precision} {self.cin}->{self.cout} k{self.kernel} s{self.stride} @{self.size} "
             f"x{self.repeat}"
@@ -81,8 +95,13 @@ class GridPoint:
         """The float model (a Sequential, so quantization can replace its layers) and a seeded
         batch-1 input."""
         generator = torch.Generator().manual_seed(0)
-        shape = (1, self.cin) if self.kind == "linear" else (1, self.cin, self.size, self.size)
-        if self.kind == ELEMENTWISE:
+        shape = (1, self.cin, self.size, self.size)
+        if self.kind == "linear":
+            shape = (1, self.cin) if self.size == 1 else (1, self.size, self.cin)
+        if self.kind == "matmul":
+            shape = (1, self.size, self.cout, self.cin)
+            layers = [AttentionProducts(self.repeat)]
+        elif self.kind == ELEMENTWISE:
             layers = [AddConstant(self.cin, i) for i in range(self.repeat)]
         else:
             layers = [self._layer(self.cin, self.stride), *(self._layer(self.cout, 1) for _ in range(self.repeat - 1))]
@@ -100,9 +119,29 @@ class AddConstant(nn.Module):
         return x + self.offset
 
 
+class AttentionProducts(nn.Module):
+    """``repeat`` products of activations as attention computes them on ``x`` (heads x tokens x
+    width): scores ``y @ xᵀ`` and context ``scores @ x``, alternately."""
+
+    def __init__(self, repeat: int) -> None:
+        super().__init__()
+        self.repeat = repeat
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x
+        for i in range(self.repeat):
+            y = y @ x.transpose(-1, -2) if i % 2 == 0 else y @ x
+        return y
+
+
 def _layers(kind: str, shapes: Iterable[tuple[int, ...]]) -> list[GridPoint]:
     """Points of one kind in every measured precision; a shape is (cin, cout, kernel, size, stride, repeat)."""
-    return [GridPoint(kind, *shape, precision=p) for shape in shapes for p in MEASURED_PRECISIONS]
+    return [GridPoint(kind, *shape, precision=p) for shape in shapes for p in MEASURED_PRECISIONS[kind]]
+
+
+def _products(shapes: Iterable[tuple[int, int, int, int]]) -> list[GridPoint]:
+    """Attention product chains; a shape is (heads, tokens, head width, repeat)."""
+    return [GridPoint("matmul", width, tokens, size=heads, repeat=n) for heads, tokens, width, n in shapes]
 
 
 def _elementwise(shapes: Iterable[tuple[int, int, int]]) -> list[GridPoint]:
@@ -125,20 +164,26 @@ DEFAULT_GRID: tuple[GridPoint, ...] = (
     *_layers("linear", [
         (64, 10, 1, 1, 1, 1), (128, 128, 1, 1, 1, 1), (128, 128, 1, 1, 1, 3), (256, 512, 1, 1, 1, 1),
         (512, 512, 1, 1, 1, 3), (1024, 1024, 1, 1, 1, 1),
+        (128, 512, 1, 32, 1, 1), (256, 256, 1, 64, 1, 3), (512, 128, 1, 128, 1, 1),  # token rows: products
     ]),
+    *_products([(2, 8, 16, 1), (4, 16, 16, 2), (4, 64, 32, 2), (8, 128, 64, 2), (12, 32, 32, 4)]),
     *_elementwise([(1, 16, 8), (8, 16, 8), (1, 64, 32), (8, 64, 32)]),
 )  # fmt: skip
 """The generic grid: 17 dense and 8 depthwise conv2d shapes (images of 4 to 32 pixels, 5 with
-channels off the blocks of 8) and 6 linear shapes, each in fp32 and int8, some alone and as
-chains of 3; and 4 add chains: 66 models, two to three minutes on onnxruntime."""
+channels off the blocks of 8), each in fp32 and int8; 9 linear shapes (6 on one row, 3 on 32
+to 128 token rows), each in fp32, int8, int8-dynamic and weight-only; some alone and as
+chains of 3; 5 chains of attention products (2 to 12 heads, 8 to 128 tokens); and 4 add
+chains: 95 models, about three minutes on onnxruntime."""
 
 QUICK_GRID: tuple[GridPoint, ...] = (
     *_layers("conv2d", [(8, 16, 3, 16, 1, 1), (32, 32, 3, 16, 1, 3)]),
     *_layers("depthwise", [(16, 16, 3, 16, 1, 1), (64, 64, 3, 16, 1, 3)]),
-    *_layers("linear", [(64, 64, 1, 1, 1, 1), (512, 512, 1, 1, 1, 3)]),
+    *_layers("linear", [(64, 64, 1, 1, 1, 1), (512, 512, 1, 1, 1, 3), (128, 128, 1, 32, 1, 1)]),
+    *_products([(2, 8, 16, 1), (4, 64, 32, 2)]),
     *_elementwise([(1, 16, 8), (4, 16, 8), (1, 64, 32)]),
 )  # fmt: skip
-"""Two points per layer class and 3 add chains: a coarse table in seconds."""
+"""Two points per layer class (and a linear on 32 rows), 2 product chains and 3 add chains: a
+coarse table in seconds."""
 
 
 def _halved(channels: int) -> int:
@@ -154,7 +199,8 @@ def model_grid(model: nn.Module, example_inputs: Any) -> list[GridPoint]:
 
     def hook(module: nn.Module, args: tuple[Tensor, ...], _out: Any) -> None:
         if isinstance(module, nn.Linear):
-            seen.append(GridPoint("linear", module.in_features, module.out_features))
+            rows = max(args[0].numel() // module.in_features, 1)
+            seen.append(GridPoint("linear", module.in_features, module.out_features, size=rows))
         else:
             kind = "depthwise" if module.groups > 1 else "conv2d"
             seen.append(GridPoint(kind, module.in_channels, module.out_channels, module.kernel_size[0],
@@ -172,7 +218,7 @@ def model_grid(model: nn.Module, example_inputs: Any) -> list[GridPoint]:
         replace(p, cin=_halved(p.cin), cout=p.cout if p.kind == "linear" else _halved(p.cout), repeat=2) for p in seen
     ]
     narrow = [replace(p, cout=p.cin) if p.kind == "depthwise" else p for p in narrow]
-    points = [replace(p, precision=q) for p in [*seen, *narrow] for q in MEASURED_PRECISIONS]
+    points = [replace(p, precision=q) for p in [*seen, *narrow] for q in MEASURED_PRECISIONS[p.kind]]
     covered = {p.kind for p in points}
     points += [p for p in QUICK_GRID if p.kind not in covered or p.kind == ELEMENTWISE]
     return list(dict.fromkeys(points))
@@ -254,12 +300,12 @@ def time_interleaved(
 def _prepared(point: GridPoint) -> tuple[nn.Module, Tensor]:
     """The point's model in its precision, and its input."""
     model, x = point.build()
-    if point.precision == "int8":
+    if point.precision != "fp32":
         from slimkit.quantization import quantize
 
         generator = torch.Generator().manual_seed(1)
         calibration = [torch.randn((4, *x.shape[1:]), generator=generator) for _ in range(2)]
-        model = quantize(model, "int8-static", data=calibration)
+        model = quantize(model, QUANTIZE_METHODS[point.precision], data=calibration)
     return model, x
 
 

@@ -9,6 +9,9 @@ for the functions called outside any unit (a residual ``a + b``, ``F.relu`` in a
   slimkit's ``int8-static`` `QDQLayer`; ``int8-dynamic``; ``weight-only``) with its MACs
   (`slimkit.measure.macs.count_macs` of that call). Other layers with MACs (Conv1d, LSTM,
   ...) are counted as the nearest kind and say so in `Op.note`;
+- a **matmul**: a product of two activations (attention's ``q @ kᵀ`` and ``scores @ v``),
+  priced by its MACs like a layer; a product with a parameter is a ``linear`` layer, and
+  ``scaled_dot_product_attention`` counts as its two products (its softmax is in the note);
 - **fused**: a BatchNorm or activation applied to a layer's output, which the runtime folds
   into the layer (onnxruntime's Conv+BatchNormalization and Conv/Gemm+activation fusions;
   `QDQLayer` carries its ReLU itself): no cost of its own;
@@ -37,8 +40,12 @@ from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyLinear
 from slimkit.quantization.qdq import QDQLayer
 
-LAYER_KINDS = ("conv2d", "depthwise", "linear")
-"""Layer kinds a table prices by MACs: dense conv2d, grouped/depthwise conv2d, linear."""
+LAYER_KINDS = ("conv2d", "depthwise", "linear", "matmul")
+"""Kinds a table prices per call and per MAC: dense conv2d, grouped/depthwise conv2d, linear,
+and matmul (a product of two activations)."""
+MATMUL_FUNCTIONS = frozenset({"matmul", "__matmul__", "__rmatmul__", "bmm", "baddbmm", "mm", "einsum"})
+"""Functions that multiply two tensors: a matmul, or a linear layer when one is a parameter."""
+ATTENTION_FUNCTIONS = frozenset({"scaled_dot_product_attention"})
 PRECISIONS = ("fp32", "int8", "int8-dynamic", "weight-only")
 """``int8`` is slimkit's ``int8-static`` (QDQ) layer."""
 CHANNEL_BLOCK = 8
@@ -73,6 +80,8 @@ class Op:
         aligned: for a convolution, whether its channel counts are multiples of `CHANNEL_BLOCK`
             (or at most 4, as an image's): runtimes block channels by 8 or 16, and a layer
             that does not fit the blocks runs a slower kernel.
+        weights: for a linear layer, its weight elements (MACs per output row): what one call
+            reads from memory however few rows it multiplies.
     """
 
     name: str
@@ -82,6 +91,7 @@ class Op:
     elements: int
     note: str | None = None
     aligned: bool = True
+    weights: int = 0
 
     @property
     def is_layer(self) -> bool:
@@ -122,17 +132,23 @@ def _layer_kind(
         return _conv_kind(groups), None
     if module is None and fn_name == "linear":
         return "linear", None
+    if module is None and fn_name in MATMUL_FUNCTIONS | ATTENTION_FUNCTIONS:
+        if any(isinstance(t, nn.Parameter) for t in _tensors((args, kwargs))):
+            return "linear", None if fn_name in MATMUL_FUNCTIONS else f"function {fn_name} counted as linear"
+        return "matmul", None if fn_name in MATMUL_FUNCTIONS else f"{fn_name} counted as its products (no softmax)"
     what = type(module).__name__ if module is not None else f"function {fn_name}"
     if isinstance(module, nn.modules.conv._ConvNd):
         kind = _conv_kind(module.groups)
         return kind, f"{what} counted as {kind}"
+    if module is not None and next(module.parameters(), None) is None:
+        return "matmul", None  # a module without weights computes its MACs as products of activations
     return "linear", None if isinstance(module, UNIT_TYPES) else f"{what} counted as linear (matrix products)"
 
 
 def _aligned(kind: str, module: nn.Module | None, args: tuple[Any, ...]) -> bool:
     """Whether a convolution's output channels (and a dense one's input channels per group) fit
-    `CHANNEL_BLOCK`; linear layers always do."""
-    if kind == "linear":
+    `CHANNEL_BLOCK`; linear layers and matmuls always do."""
+    if kind in ("linear", "matmul"):
         return True
     weight = args[1] if module is None else getattr(module, "weight_int8", None)
     weight = getattr(module, "weight", None) if weight is None else weight
@@ -207,7 +223,9 @@ class _Walk(TorchFunctionMode):
         if kind in (*LAYER_KINDS, FUSED):
             self.layer_outputs.extend(outputs)
         aligned = kind not in LAYER_KINDS or _aligned(kind, module, args)
-        self.ops.append(Op(name, kind, precision, macs, elements, note, aligned))
+        rows = outputs[0].numel() // max(outputs[0].shape[-1], 1) if outputs[0].dim() else 1
+        weights = macs // max(rows, 1) if kind == "linear" else 0
+        self.ops.append(Op(name, kind, precision, macs, elements, note, aligned, weights))
 
     def _fuses(self, module: nn.Module | None, fn_name: str, inputs: list[Tensor]) -> bool:
         fusable = isinstance(module, FUSABLE_MODULES) if module is not None else fn_name in FUSABLE_FUNCTIONS
@@ -277,7 +295,10 @@ OVERHEAD = "overhead"
 def op_features(op: Op) -> dict[str, float]:
     """What ``op`` adds to a table's features: for a layer ``KEY:layers`` (1) and ``KEY:mmacs``
     (millions of MACs), plus ``KEY:unaligned_mmacs`` when its channels are not `Op.aligned`
-    (the slower kernel's extra cost per MAC); for elementwise work ``elementwise:ops`` and
+    (the slower kernel's extra cost per MAC) and, for a linear, ``KEY:mweights`` (millions of
+    weight elements: a product of one row reads every weight for one MAC each, so a linear's
+    cost is part memory, part compute; grids with 1 row and with many tell the two apart);
+    for elementwise work ``elementwise:ops`` and
     ``elementwise:kelements`` (thousands of elements); nothing when fused.
 
     (A per-element cost of layers too was tried and dropped: it fitted the grid better and
@@ -285,6 +306,8 @@ def op_features(op: Op) -> dict[str, float]:
     cost; see docs/search.md.)"""
     if op.is_layer:
         extra = {} if op.aligned else {f"{op.key}:unaligned_mmacs": op.macs / 1e6}
+        if op.weights:
+            extra[f"{op.key}:mweights"] = op.weights / 1e6
         return {f"{op.key}:layers": 1.0, f"{op.key}:mmacs": op.macs / 1e6, **extra}
     if op.kind == ELEMENTWISE:
         return {f"{ELEMENTWISE}:ops": 1.0, f"{ELEMENTWISE}:kelements": op.elements / 1e3}

@@ -49,6 +49,7 @@ KIND_FALLBACK = {
     "conv2d": ("depthwise", "linear"),
     "depthwise": ("conv2d", "linear"),
     "linear": ("conv2d", "depthwise"),
+    "matmul": ("linear", "conv2d"),
 }
 PRECISION_FALLBACK = {
     "fp32": ("int8",), "int8": ("fp32",), "int8-dynamic": ("int8", "fp32"), "weight-only": ("int8", "fp32"),
