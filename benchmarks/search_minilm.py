@@ -90,7 +90,8 @@ def bench_mixed(model: nn.Module, data, max_mb: float) -> None:
     measured, estimated = ([r.drop for r in tables[k].rows] for k in ("measure", "fisher"))
     console.print(
         f"Fisher-estimated vs measured drops of {len(measured)} rows: Spearman {spearman(measured, estimated):.3f}, "
-        f"median relative error {median_relative_error(measured, estimated):.1%} (scale {tables['fisher'].scale:.3g})"
+        f"median relative error {median_relative_error(measured, estimated):.1%} "
+        f"(scale {tables['fisher'].scale['quantize']:.3g})"
     )
 
 

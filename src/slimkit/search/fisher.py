@@ -20,6 +20,7 @@ sum of the per-sample diagonals.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from slimkit.core.data import iter_batches, primary_output, run_model
-from slimkit.core.registry import apply
+from slimkit.core.record import get_record
+from slimkit.core.registry import apply, replay
 from slimkit.measure.metrics import eval_mode
 from slimkit.measure.size import tensor_bytes
 from slimkit.search.candidates import Setting
@@ -43,52 +45,55 @@ def _pseudo_loss(output: Tensor, classifier: bool, generator: torch.Generator) -
     return (output * noise).sum()
 
 
-def fisher_diagonals(
+def parameter_diagonals(
     model: nn.Module,
     data: Iterable[Any],
-    layers: Sequence[str],
+    names: Sequence[str] | None = None,
     *,
     classifier: bool,
     max_batches: int | None = None,
     draws: int = 2,
     seed: int = 0,
 ) -> dict[str, Tensor]:
-    """The Fisher diagonal of each layer's ``weight``, averaged per sample (float64).
+    """The Fisher diagonal of each named parameter, averaged per sample (float64).
 
     Args:
         model: the model (its parameters' ``requires_grad`` and train flags are restored).
         data: batches (``(inputs, targets)`` or inputs; targets are not used).
-        layers: module names whose ``weight`` is scored.
+        names: parameter names (``fc.weight``) to score (None: every floating-point one).
         classifier: the output is class logits (last dimension); otherwise any tensor.
         max_batches: use at most this many batches.
         draws: label / noise draws per batch (more: less variance, one backward each).
         seed: seeds the draws.
 
     Returns:
-        ``{layer: diagonal}`` shaped like the layer's weight, for the layers a gradient
-        reached (a layer that never ran on the data, or does not affect the output, is left
-        out: its cost cannot be estimated, only measured).
+        ``{name: diagonal}`` shaped like the parameter, for the parameters a gradient reached
+        (one that never ran on the data, or does not affect the output, is left out: its cost
+        cannot be estimated, only measured).
     """
-    weights = {name: model.get_submodule(name).weight for name in layers}
-    device = next(iter(weights.values())).device
+    if names is None:
+        params = {n: p for n, p in model.named_parameters() if p.is_floating_point()}
+    else:
+        params = {n: model.get_parameter(n) for n in names}
+    device = next(iter(params.values())).device
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    sums = {name: torch.zeros_like(w, dtype=torch.float64) for name, w in weights.items()}
+    sums = {name: torch.zeros_like(p, dtype=torch.float64) for name, p in params.items()}
     generator = torch.Generator(device).manual_seed(seed)
     samples = 0
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        for w in weights.values():
-            w.requires_grad_(True)
+        for p in params.values():
+            p.requires_grad_(True)
         with eval_mode(model), torch.enable_grad():
             for batch in iter_batches(data, device, max_batches):
                 output = primary_output(run_model(model, batch))
                 for draw in range(draws):
                     loss = _pseudo_loss(output, classifier, generator)
                     grads = torch.autograd.grad(
-                        loss, list(weights.values()), retain_graph=draw < draws - 1, allow_unused=True
+                        loss, list(params.values()), retain_graph=draw < draws - 1, allow_unused=True
                     )
-                    for (name, _), grad in zip(weights.items(), grads, strict=True):
+                    for name, grad in zip(params, grads, strict=True):
                         if grad is not None:
                             sums[name] += grad.double().square()
                 samples += output.shape[0]
@@ -96,6 +101,47 @@ def fisher_diagonals(
         for p, flag in flags:
             p.requires_grad_(flag)
     return {name: s / (draws * samples) for name, s in sums.items() if s.any()}
+
+
+def fisher_diagonals(
+    model: nn.Module, data: Iterable[Any], layers: Sequence[str], *, classifier: bool, **options: Any
+) -> dict[str, Tensor]:
+    """The Fisher diagonal of each layer's ``weight`` (`parameter_diagonals`), by layer name."""
+    weights = {f"{name}.weight": name for name in layers}
+    found = parameter_diagonals(model, data, list(weights), classifier=classifier, **options)
+    return {weights[name]: diagonal for name, diagonal in found.items()}
+
+
+def layer_diagonals(diagonals: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``{layer: diagonal of its weight}`` from `parameter_diagonals`' ``{"layer.weight": ...}``."""
+    return {name[: -len(".weight")]: d for name, d in diagonals.items() if name.endswith(".weight")}
+
+
+def removal_cost(model: nn.Module, removed: nn.Module, diagonals: dict[str, Tensor]) -> float:
+    """``½ Σ F_ii w_i²`` over the weights that carried what ``removed`` (``model`` after one
+    channel-pruning verb) cut: Optimal Brain Damage's cost of setting them to zero.
+
+    A removed channel's effect on the function is its consumers' input columns going to zero
+    (the producer's rows, and a BatchNorm between, only feed those columns), so the cost is
+    taken over the ``in`` side of the recorded cut. That cut is replayed on a copy of
+    ``model`` whose parameters hold ``F_ii w_i²`` (0 where no diagonal reached), so whatever
+    layer types the pruning slices, the cost is what the copy loses — no map from pruned to
+    original indices is needed. A structural verb that records no per-axis cut is priced by
+    everything it removes.
+    """
+    transform = get_record(removed).transforms[-1]
+    if "keeps" in transform.state:
+        inputs = {name: {"in": axes["in"]} for name, axes in transform.state["keeps"].items() if "in" in axes}
+        transform = dataclasses.replace(transform, state={**transform.state, "keeps": inputs, "attrs": {}})
+    weighted = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, p in weighted.named_parameters():
+            diagonal = diagonals.get(name)
+            p.copy_(diagonal.to(p.dtype) * p.square() if diagonal is not None else torch.zeros_like(p))
+        before = sum(float(p.double().sum()) for p in weighted.parameters())
+        replay(weighted, transform)
+        after = sum(float(p.double().sum()) for p in weighted.parameters())
+    return 0.5 * max(0.0, before - after)
 
 
 def alone(layer: nn.Module, setting: Setting) -> nn.Module:

@@ -6,16 +6,19 @@ on held-out data: the calibration split of a `DataSplits` (never its test split)
 most ``max_batches`` batches. Rows are cached by a fingerprint of (model weights, data,
 metric, setting), so a rerun measures nothing again.
 
-With ``estimate="fisher"`` the weight-only rows are not evaluated one by one: one gradient
-pass gives every layer's Fisher diagonal (`slimkit.search.fisher`), each setting's cost is
-``½ Σ F Δw²``, and a few settings spread over that range are measured to convert the proxy
-into the metric's units (a least-squares slope). Pruning rows are always measured.
+With ``estimate="fisher"`` the weight-only rows (and with ``fisher_verbs``, the
+channel-pruning rows too) are not evaluated one by one: one gradient pass gives every
+parameter's Fisher diagonal (`slimkit.search.fisher`), a weight-only setting's cost is
+``½ Σ F Δw²`` and a pruning setting's ``½ Σ F w²`` over the weights it removes, and per verb
+a few settings spread over that range are measured to convert the proxy into the metric's
+units (a least-squares slope each: pruning's larger, correlated changes are off the
+second-order regime, so its slope is its own). SVD rows are always measured.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -29,7 +32,14 @@ from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
 from slimkit.measure.size import tensor_bytes
 from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
 from slimkit.search.candidates import CandidateConfig, Setting, candidates
-from slimkit.search.fisher import anchors, estimate_rows, fisher_diagonals, fit_scale
+from slimkit.search.fisher import (
+    anchors,
+    estimate_rows,
+    fit_scale,
+    layer_diagonals,
+    parameter_diagonals,
+    removal_cost,
+)
 
 CACHE_VERSION = "sensitivity-v2"
 """Part of every cache key: bump it when what a row means changes."""
@@ -78,8 +88,9 @@ class SensitivityTable:
         model_bytes: the unchanged model's weight and buffer bytes.
         rows: one per setting, in candidate order.
         measured: rows measured in this call (the rest came from the cache or the proxy).
-        estimate: ``measure`` or ``fisher`` (how weight-only rows were obtained).
-        scale: metric units per unit of Fisher cost (``fisher`` only).
+        estimate: ``measure`` or ``fisher`` (how weight-only and pruning rows were obtained).
+        scale: metric units per unit of Fisher cost, by verb (``quantize``, ``prune``;
+            ``fisher`` only).
         model_macs: the unchanged model's multiply-accumulates on one sample input.
     """
 
@@ -89,7 +100,7 @@ class SensitivityTable:
     rows: list[Row] = field(default_factory=list)
     measured: int = 0
     estimate: str = "measure"
-    scale: float | None = None
+    scale: dict[str, float] | None = None
     model_macs: int = 0
 
     def slots(self) -> dict[str, list[Row]]:
@@ -174,6 +185,7 @@ def sensitivity(
     estimate: Literal["measure", "fisher"] = "measure",
     anchors_measured: int = 4,
     draws: int = 2,
+    fisher_verbs: Sequence[str] = ("quantize",),
 ) -> SensitivityTable:
     """Measure, per layer and candidate setting, the metric change and the bytes saved.
 
@@ -195,10 +207,15 @@ def sensitivity(
         cache: a `Cache`, or a folder to keep rows in across runs (default: this call only).
         example_inputs: inputs for tracing (default: one sample of ``data``).
         device: where the verbs run.
-        estimate: ``measure`` evaluates every setting; ``fisher`` estimates the weight-only
-            rows from one gradient pass and measures only ``anchors_measured`` of them (for
-            models where evaluating every layer at every width is too slow).
-        anchors_measured: ``fisher`` only: settings measured to fit the proxy's scale.
+        estimate: ``measure`` evaluates every setting; ``fisher`` estimates the rows of
+            ``fisher_verbs`` from one gradient pass and measures only ``anchors_measured`` of
+            each verb's (for models where evaluating every layer at every width is too slow).
+        anchors_measured: ``fisher`` only: settings measured per verb to fit the proxy's scale.
+        fisher_verbs: ``fisher`` only: the verbs whose rows are estimated, ``quantize``
+            (weight-only) and/or ``prune`` (channel pruning: coarser — on the digits CNN its
+            rows rank as the measured ones do with Spearman 0.69, against 0.998 for
+            weight-only on MiniLM — and each estimate still applies the cut, skipping only
+            the evaluation).
         draws: ``fisher`` only: label / noise draws per batch.
 
     Returns:
@@ -221,6 +238,8 @@ def sensitivity(
         raise InvalidConfigError(f"max_batches must be at least 1 (or None for all), got {max_batches}")
     if estimate not in ("measure", "fisher"):
         raise InvalidConfigError(f"estimate must be 'measure' or 'fisher', got {estimate!r}")
+    if unknown := set(fisher_verbs) - set(ESTIMATED_VERBS):
+        raise InvalidConfigError(f"fisher_verbs takes {' and/or '.join(ESTIMATED_VERBS)}, got {sorted(unknown)}")
     if anchors_measured < 1 or draws < 1:
         raise InvalidConfigError(f"anchors_measured and draws must be at least 1, got {anchors_measured}, {draws}")
     batches, data_metric = held_out(data)
@@ -245,10 +264,15 @@ def sensitivity(
 
     baseline = lookup("baseline", lambda: {"metric": scorer(model)})["metric"]
 
+    def change(setting: Setting) -> nn.Module:
+        return setting.apply(model, data=batches, example_inputs=inputs, device=device)
+
+    def savings(changed: nn.Module) -> dict[str, int]:
+        return {"bytes_saved": model_bytes - tensor_bytes(changed), "macs_saved": model_macs - _macs(changed, inputs)}
+
     def measure(setting: Setting) -> dict[str, Any]:
-        changed = setting.apply(model, data=batches, example_inputs=inputs, device=device)
-        saved = {"bytes_saved": model_bytes - tensor_bytes(changed), "macs_saved": model_macs - _macs(changed, inputs)}
-        return {"metric": scorer(changed), **saved}
+        changed = change(setting)
+        return {"metric": scorer(changed), **savings(changed)}
 
     def measured_row(setting: Setting) -> Row:
         found = lookup(setting.key, lambda: measure(setting))
@@ -258,16 +282,19 @@ def sensitivity(
     estimated: dict[str, Row] = {}
     scale = None
     if estimate == "fisher":
-        proxies = _proxies(model, settings, batches, scorer, max_batches, draws, store, prefix)
-        anchored = anchors({k: v["proxy"] for k, v in proxies.items()}, anchors_measured)
+        pricing = Pricing(scorer, max_batches, draws, change, savings)
+        proxies = _proxies(model, [s for s in settings if s.verb in fisher_verbs], batches, pricing, store, prefix)
         by_key = {s.key: s for s in settings}
-        scale = fit_scale([proxies[k]["proxy"] for k in anchored], [measured_row(by_key[k]).drop for k in anchored])
         sign = -1.0 if scorer.metric.higher_is_better else 1.0
-        for key, found in proxies.items():
-            if key not in anchored:
-                drop = scale * found["proxy"]
-                saved = int(found["bytes_saved"])  # weight-only: the same multiply-accumulates
-                estimated[key] = Row(by_key[key], baseline + sign * drop, drop, saved, True)
+        scale = {}
+        for verb in dict.fromkeys(by_key[k].verb for k in proxies):
+            own = {k: v["proxy"] for k, v in proxies.items() if by_key[k].verb == verb}
+            anchored = anchors(own, anchors_measured)
+            scale[verb] = fit_scale([own[k] for k in anchored], [measured_row(by_key[k]).drop for k in anchored])
+            for key in own.keys() - set(anchored):
+                drop, found = scale[verb] * own[key], proxies[key]
+                saved, macs = int(found["bytes_saved"]), int(found.get("macs_saved", 0))  # weight-only: same MACs
+                estimated[key] = Row(by_key[key], baseline + sign * drop, drop, saved, True, macs_saved=macs)
     rows = [estimated.get(s.key) or measured_row(s) for s in settings]
     return SensitivityTable(scorer.metric.key, baseline, model_bytes, rows, measured, estimate, scale, model_macs)
 
@@ -276,30 +303,50 @@ def _macs(model: nn.Module, inputs: Any) -> int:
     return count_macs(model, inputs).total
 
 
+@dataclass(frozen=True)
+class Pricing:
+    """What the Fisher proxy needs of `sensitivity`: the scorer and pass options, how a setting
+    is applied (pruning's rows replay its surgery) and what an applied setting saves."""
+
+    scorer: Scorer
+    max_batches: int | None
+    draws: int
+    change: Callable[[Setting], nn.Module]
+    savings: Callable[[nn.Module], dict[str, int]]
+
+
+ESTIMATED_VERBS = ("quantize", "prune")
+"""The verbs whose rows ``estimate="fisher"`` prices (weight-only widths, channel-pruning ratios)."""
+
+
 def _proxies(
     model: nn.Module,
     settings: Sequence[Setting],
     batches: Iterable[Any],
-    scorer: Scorer,
-    max_batches: int | None,
-    draws: int,
+    pricing: Pricing,
     store: Cache,
     prefix: tuple[Any, ...],
 ) -> dict[str, dict[str, float]]:
-    """``{key: {"proxy", "bytes_saved"}}`` of the weight-only settings the Fisher pass can price
-    (cached like measured rows; the gradient pass runs only when one is missing)."""
-    weight_settings = [s for s in settings if s.verb == "quantize"]
-    keys = {s.key: key_of(*prefix, "fisher", draws, s.key) for s in weight_settings}
-    found = {s.key: store.get(keys[s.key]) for s in weight_settings}
-    missing = [s for s in weight_settings if found[s.key] is None]
+    """``{key: {"proxy", "bytes_saved", ...}}`` of the weight-only and pruning settings the Fisher
+    pass can price (cached like measured rows; the gradient pass runs only when one is missing)."""
+    priced = [s for s in settings if s.verb in ESTIMATED_VERBS]
+    keys = {s.key: key_of(*prefix, "fisher", pricing.draws, s.key) for s in priced}
+    found = {s.key: store.get(keys[s.key]) for s in priced}
+    missing = [s for s in priced if found[s.key] is None]
     if missing:
-        classifier = scorer.metric.name == "accuracy"
-        layers = sorted({s.unit for s in missing})
-        diagonals = fisher_diagonals(
-            model, batches, layers, classifier=classifier, max_batches=max_batches, draws=draws
-        )
-        priced = [s for s in missing if s.unit in diagonals]  # the rest never ran: measured instead
-        for key, row in estimate_rows(model, priced, diagonals).items():
+        pruning = any(s.verb == "prune" for s in missing)
+        names = None if pruning else sorted({f"{s.unit}.weight" for s in missing})  # pruning: every parameter
+        diagonals = parameter_diagonals(
+            model, batches, names, classifier=pricing.scorer.metric.name == "accuracy",
+            max_batches=pricing.max_batches, draws=pricing.draws,
+        )  # fmt: skip
+        layers = layer_diagonals(diagonals)
+        weight_only = [s for s in missing if s.verb == "quantize" and s.unit in layers]  # the rest: measured
+        rows = estimate_rows(model, weight_only, layers)
+        for setting in (s for s in missing if s.verb == "prune"):
+            changed = pricing.change(setting)
+            rows[setting.key] = {"proxy": removal_cost(model, changed, diagonals), **pricing.savings(changed)}
+        for key, row in rows.items():
             store.put(keys[key], row)
             found[key] = row
     return {key: row for key, row in found.items() if row is not None}
