@@ -8,7 +8,7 @@
    tried: predicted and measured drop (calibration), saved size, fallback steps.
 3. `sk.search` on onnxruntime (1 thread) with ``max_metric_drop=0.01``: the Pareto front
    measured on the test split, printed beside int8-static alone (the hand-written baseline).
-4. The same trials here one after another and as Ray tasks on 2 local workers (``--ray``):
+4. The same trials (default 30) here one after another and as Ray tasks on 2 local workers (``--ray``):
    wall time ratio, and whether both found the same front.
 5. ``--dominate``: the bundled ``prune-distill-int8`` recipe run by `compress`, beside a search
    (``--trials``, default 30) whose top 4 candidates are fine-tuned as that recipe is (4 epochs
@@ -218,7 +218,7 @@ def main() -> None:
         bench_fisher_prune(model, data)
         return
     if args.ray:
-        bench_ray(model, data, args.trials or 12, budget=0.01)
+        bench_ray(model, data, args.trials or 30, budget=0.01)
         return
     if args.dominate:
         bench_dominate(model, data, args.trials or 30)

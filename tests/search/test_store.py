@@ -82,6 +82,12 @@ def test_trials_run_as_ray_tasks_into_one_study(small, tmp_path):
         assert all(t.selection is not None for t in result.trials) and result.front
         again = _search(small, tmp_path / "study.db", trials=4)  # the same study, read back here
         assert [t.stages for t in again.trials] == [t.stages for t in result.trials]
+        # the front was re-measured on the test split as Ray tasks too: the same figures as here
+        assert [p.recipe for p in again.front] == [p.recipe for p in result.front]
+        for here, there in zip(again.front, result.front, strict=True):
+            assert (here.test.metric, here.test.size_bytes) == (there.test.metric, there.test.size_bytes)
+            assert here.test.drop == pytest.approx(there.test.drop, abs=1e-12)
+        assert again.original.metric == result.original.metric
     finally:
         ray.shutdown()
 

@@ -89,10 +89,43 @@ class Evaluator:
             except SlimkitError as exc:
                 return None, first_line(exc)
 
+    def test(self, stages: list[dict[str, Any]], view: DataSplits) -> Measured:
+        """``stages`` applied to the model and measured on ``view``'s test split (``drop`` 0:
+        the caller sets it against the unchanged model measured the same way).
+
+        Raises:
+            SlimkitError: a stage refuses the model or the target refuses the result.
+        """
+        with tempfile.TemporaryDirectory(prefix="slimkit-test-") as folder:
+            return self.measure(self.apply(stages) if stages else self.model, view, Path(folder), None)
+
 
 def _on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]]) -> tuple[Measured | None, str | None]:
     torch.set_num_threads(1)  # one core per task: the tasks share the machine
     return evaluator(stages)
+
+
+def _measure_on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]], view: DataSplits) -> Measured:
+    torch.set_num_threads(1)
+    return evaluator.test(stages, view)
+
+
+def measure_all(
+    evaluator: Evaluator, recipes: list[list[dict[str, Any]]], view: DataSplits, *,
+    backend: Backend = "local", workers: int = 1, ray_address: str | None = None,
+) -> list[Measured]:  # fmt: skip
+    """Every recipe's model measured on ``view``'s test split (`Evaluator.test`), in order:
+    one after another here, or at once as Ray tasks (the search's front, re-measured on data
+    the selection never saw)."""
+    if backend == "local" or len(recipes) < 2:
+        return [evaluator.test(stages, view) for stages in recipes]
+    ray = _ray(workers, ray_address)
+    task = ray.remote(num_cpus=1)(_measure_on_ray_worker)
+    shared, shared_view = ray.put(evaluator), ray.put(view)
+    try:
+        return ray.get([task.remote(shared, stages, shared_view) for stages in recipes])
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None
 
 
 Told = Callable[[Any, list[dict[str, Any]], Measured | None, str | None], None]
@@ -119,15 +152,21 @@ def run_trials(
     _run_on_ray(study, count, propose, evaluator, tell, workers, ray_address)
 
 
-def _run_on_ray(
-    study: Any, count: int, propose: Propose, evaluator: Evaluator, tell: Told, workers: int, address: str | None
-) -> None:
+def _ray(workers: int, address: str | None) -> Any:
+    """The ray module, connected (to ``address``, else a local Ray with ``workers`` CPUs)."""
     ray = require("ray", "ray")
     if workers < 1:
         raise InvalidConfigError(f"workers must be at least 1, got {workers}")
     if not ray.is_initialized():
         options = {"address": address} if address else {"num_cpus": workers}
         ray.init(**options, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    return ray
+
+
+def _run_on_ray(
+    study: Any, count: int, propose: Propose, evaluator: Evaluator, tell: Told, workers: int, address: str | None
+) -> None:
+    ray = _ray(workers, address)
     task = ray.remote(num_cpus=1)(_on_ray_worker)
     shared = ray.put(evaluator)
     pending: dict[Any, tuple[Any, list[dict[str, Any]]]] = {}

@@ -29,11 +29,10 @@ from slimkit.core.formats import RUNTIMES, artifact_of
 from slimkit.core.specs import load_data
 from slimkit.pipeline.recipe import Target, load_recipe
 from slimkit.pipeline.target import target_metric
-from slimkit.search.candidates import apply_stages
 from slimkit.search.latency_table import LatencyTable, table_for
 from slimkit.search.mixed import MixedPrecision
 from slimkit.search.pareto import dominates, pareto_front
-from slimkit.search.runner import Backend, Evaluator, Measured, run_trials
+from slimkit.search.runner import Backend, Evaluator, Measured, measure_all, run_trials
 from slimkit.search.sensitivity import SensitivityTable
 from slimkit.search.space import SearchSpace, sample_stages, warm_starts
 from slimkit.search.store import STUDY_NAME, model_digest, open_study
@@ -276,16 +275,14 @@ def search(
             [None, *feasible], lambda r: [(r.selection if r else unchanged).value(o) for o in objectives]
         )
         chosen = [r for r in ranked if r is not None]
-        original = measure(model, splits, None, "original-test")
+        evaluator.train, evaluator.seed = splits.train, seed
+        original, *tested = measure_all(evaluator, [[], *(r.stages for r in chosen)], splits, backend=backend,
+                                     workers=workers, ray_address=ray_address)  # fmt: skip
         front = []
-        for record in chosen:
-            candidate = apply_stages(
-                model, record.stages, data=splits.calibration, example_inputs=example_inputs, train=splits.train,
-                seed=seed,
-            )  # fmt: skip
-            tested = measure(candidate, splits, original.metric, f"front-{record.number}")
+        for record, measured in zip(chosen, tested, strict=True):
+            measured.drop = original.metric - measured.metric if higher else measured.metric - original.metric
             recipe = front_recipe(record.stages, goal, budget, seed, model_spec or _source(model), data_spec)
-            front.append(FrontPoint(record.number, recipe, record.selection, tested))
+            front.append(FrontPoint(record.number, recipe, record.selection, measured))
     return SearchResult(tuple(objectives), original, front, records, key, latency, mixed.table if mixed else None)
 
 
