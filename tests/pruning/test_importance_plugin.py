@@ -49,7 +49,7 @@ def test_a_registered_name_works_like_a_built_in_one(monkeypatch):
 
 
 def test_register_importance_adds_to_the_table(monkeypatch):
-    monkeypatch.setattr(importance_module, "IMPORTANCES", dict(IMPORTANCES))
+    monkeypatch.setattr(importance_module, "IMPORTANCES", IMPORTANCES.copy())
     importance_module.register_importance("l1-first-layer", lambda seed: importance_module.Magnitude(1))
     assert "l1-first-layer" in importance_module.IMPORTANCES
     with pytest.raises(InvalidConfigError, match="cannot register"):

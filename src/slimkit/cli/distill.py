@@ -31,9 +31,9 @@ def with_layer_hints(name: str, student: nn.Module, options: dict[str, object]) 
     from slimkit.distillation.methods import CONFIGS, Combined
     from slimkit.distillation.students import layer_hints
 
-    config = CONFIGS[name]
+    config = CONFIGS.lookup(name)
     own = {key: options.pop(key) for key in list(options) if key in config.model_fields}
-    return Combined(**{name: config.build(**own), "hint": layer_hints(student)})
+    return Combined(**{CONFIGS.name_of(config): config.build(**own), "hint": layer_hints(student)})
 
 
 @command("distill", DISTILL)

@@ -1,4 +1,4 @@
-"""The method registry: verb + name -> config class + handler.
+"""The method registry: per verb, config class -> handler, its names being aliases.
 
 Technique packages register their methods on import::
 
@@ -33,6 +33,7 @@ from slimkit.core.hf import remember_config
 from slimkit.core.layers import linearize
 from slimkit.core.outcome import Outcome, changed_modules, fingerprint, normalize_skipped
 from slimkit.core.record import Transform, append_transform
+from slimkit.core.tables import Table
 from slimkit.core.walk import Selector, check_matches
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,9 @@ class Context:
     """Handlers put what `rebuild` needs here (kept indices, ranks, shapes); saved in the record."""
 
 
-_METHODS: dict[str, dict[str, Method]] = {}
+_METHODS: dict[str, Table[Method]] = {}
+"""Per verb, the methods by name; a config class registered under several names is one
+`Method` (named by its first registration) and the other names are aliases of it."""
 _PACKAGES: dict[str, str] = {
     "quantize": "slimkit.quantization",
     "prune": "slimkit.pruning",
@@ -95,10 +98,24 @@ def register_verb(verb: str, package: str) -> None:
 def register(
     verb: str, name: str, config: type[Config], rebuild: Rebuild | None = None
 ) -> Callable[[Handler], Handler]:
-    """Decorator registering ``handler`` as method ``name`` of ``verb``."""
+    """Decorator registering ``handler`` as method ``name`` of ``verb``.
+
+    A method is its config class: registering the same class and handler under another name
+    adds an alias (``fitnets`` for ``hint``); the same class with another handler is refused.
+    """
 
     def decorate(handler: Handler) -> Handler:
-        _METHODS.setdefault(verb, {})[name] = Method(verb, name, config, handler, rebuild)
+        table = _METHODS.setdefault(verb, Table(f"{verb} method"))
+        known = next((m for m in table.values() if m.config is config and m.name != name), None)
+        if known is None:
+            table.register(name, Method(verb, name, config, handler, rebuild))
+        elif (known.handler, known.rebuild) == (handler, rebuild):
+            table.register(name, known)
+        else:
+            raise InvalidConfigError(
+                f"{config.__name__} is already the config of {verb} method {known.name!r}: give {name!r} a config "
+                "class of its own (a subclass will do)"
+            )
         return handler
 
     return decorate
@@ -127,9 +144,7 @@ def get_method(verb: str, name: str) -> Method:
 def resolve(verb: str, method: str | Config, options: dict[str, Any]) -> tuple[Method, Config]:
     """Turn a method name + options, or a config object (+ overriding options), into both."""
     if isinstance(method, Config):
-        matches = [m for m in methods(verb).values() if m.config is type(method)]
-        # a config class registered under several names (hint/fitnets) resolves to its own name
-        found = next((m for m in matches if m.name == type(method).method), matches[0] if matches else None)
+        found = next((m for m in methods(verb).values() if m.config is type(method)), None)
         if found is None:
             raise InvalidConfigError(f"{type(method).__name__} is not a {verb} config")
         return found, method.with_options(**options) if options else method

@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.tables import Table
 
 
 class KD(Config):
@@ -78,14 +79,13 @@ class Combined(Config):
 
 
 DistillConfig = KD | Hints | Attention | Embedding | Combined
-CONFIGS: dict[str, type[Config]] = {
-    "kd": KD,
-    "hint": Hints,
-    "fitnets": Hints,
-    "attention": Attention,
-    "embedding": Embedding,
-    "combined": Combined,
-}
+CONFIGS: Table[type[Config]] = Table(
+    "distillation loss",
+    [("kd", KD), ("hint", Hints), ("fitnets", Hints), ("attention", Attention), ("embedding", Embedding),
+     ("combined", Combined)],
+    plural="distillation losses",
+)  # fmt: skip
+"""Distillation losses by name (``fitnets`` is an alias of ``hint``)."""
 
 
 def as_combined(config: Config) -> Combined:
@@ -94,8 +94,5 @@ def as_combined(config: Config) -> Combined:
         return config
     fields = {KD: "kd", Hints: "hint", Attention: "attention", Embedding: "embedding"}
     if type(config) not in fields:
-        valid = ", ".join(sorted(CONFIGS))
-        raise InvalidConfigError(
-            f"{config.method or type(config).__name__!r} is not a distillation loss; use one of {valid}"
-        )
+        raise InvalidConfigError(CONFIGS.refusal(config.method or type(config).__name__))
     return Combined(**{fields[type(config)]: config})

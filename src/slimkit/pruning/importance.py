@@ -16,6 +16,7 @@ from torch import nn
 
 from slimkit.core.data import iter_batches, primary_output, run_model
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.tables import Table
 from slimkit.pruning.groups import Group, Member
 from slimkit.pruning.layers import layer_pruner
 
@@ -141,13 +142,17 @@ class Taylor:
         return total.abs()
 
 
-IMPORTANCES: dict[str, Callable[[int], Importance]] = {
-    "l1": lambda seed: Magnitude(1),
-    "l2": lambda seed: Magnitude(2),
-    "random": RandomImportance,
-    "bn-scale": lambda seed: BNScale(),
-    "taylor": lambda seed: Taylor(),
-}
+IMPORTANCES: Table[Callable[[int], Importance]] = Table(
+    "importance",
+    [
+        ("l1", lambda seed: Magnitude(1)),
+        ("l2", lambda seed: Magnitude(2)),
+        ("random", RandomImportance),
+        ("bn-scale", lambda seed: BNScale()),
+        ("taylor", lambda seed: Taylor()),
+    ],
+    hint="or an Importance object, or a name added with slimkit.pruning.register_importance",
+)
 """Registered criteria: name -> factory taking the config's seed (`register_importance` adds)."""
 
 OBJECT_PREFIX = "object:"
@@ -163,18 +168,13 @@ def register_importance(name: str, factory: Callable[[int], Importance]) -> None
     """
     if not name or name.startswith(OBJECT_PREFIX):
         raise InvalidConfigError(f"cannot register an importance named {name!r}")
-    IMPORTANCES[name] = factory
+    IMPORTANCES.register(name, factory)
 
 
 def check_importance(value: Any) -> Any:
     """A registered name or an `Importance` object (a callable); anything else is refused."""
     if isinstance(value, str):
-        if value not in IMPORTANCES and not value.startswith(OBJECT_PREFIX):
-            raise ValueError(
-                f"unknown importance {value!r}; valid: {', '.join(IMPORTANCES)}, an Importance object, "
-                "or a name added with slimkit.pruning.register_importance"
-            )
-        return value
+        return value if value.startswith(OBJECT_PREFIX) else IMPORTANCES.check(value)
     if not callable(value):
         raise ValueError(f"importance must be a name or a callable (group, modules) -> scores, got {value!r}")
     return value
@@ -195,6 +195,4 @@ def make_importance(value: str | Importance, seed: int = 0) -> Importance:
             f"the importance {value.removeprefix(OBJECT_PREFIX)} was an object, which a record does not keep: "
             "pass the object again (importance=MyImportance()) or register it by name"
         )
-    if value not in IMPORTANCES:
-        raise InvalidConfigError(f"unknown importance {value!r}; valid: {', '.join(IMPORTANCES)}")
-    return IMPORTANCES[value](seed)
+    return IMPORTANCES.lookup(value)(seed)

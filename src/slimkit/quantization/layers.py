@@ -17,6 +17,7 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.tables import Table
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.quantization.qdq import QUANTIZABLE, QDQLayer
@@ -132,14 +133,17 @@ def cast_half(layer: nn.Module, config: Config, _info: dict[str, Any] | None = N
     return layer
 
 
-LAYER_METHODS: dict[str, LayerMethod] = {
-    "int8-dynamic": LayerMethod(
-        lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _dynamic, _dynamic_empty
-    ),
-    "int8-static": LayerMethod(lambda c: QUANTIZABLE, _static, _static_empty),
-    "weight-only": LayerMethod(
-        lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _weight_only, _weight_only_empty
-    ),
-    "fp16": LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half),
-    "bf16": LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half),
-}
+LAYER_METHODS: Table[LayerMethod] = Table(
+    "layer-wise quantization method",
+    [
+        ("int8-dynamic", LayerMethod(
+            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _dynamic, _dynamic_empty
+        )),
+        ("int8-static", LayerMethod(lambda c: QUANTIZABLE, _static, _static_empty)),
+        ("weight-only", LayerMethod(
+            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _weight_only, _weight_only_empty
+        )),
+        ("fp16", LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half)),
+        ("bf16", LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half)),
+    ],
+)  # fmt: skip

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.tables import Table
 from slimkit.quantization.primitives import QuantSpec
 
 ACTIVATION_SPEC = QuantSpec(bits=8, symmetric=False, signed=False)
@@ -270,9 +271,14 @@ def _kl_for_threshold(hist: Tensor, i: int, levels: int) -> float:
     return float((p[mask] * torch.log(p[mask] / q[mask])).sum())
 
 
-OBSERVERS: dict[str, type[Observer]] = {
-    cls.name: cls for cls in (MinMaxObserver, MovingAverageObserver, PercentileObserver, MSEObserver, EntropyObserver)
-}
+OBSERVERS: Table[type[Observer]] = Table(
+    "observer",
+    (
+        (cls.name, cls)
+        for cls in (MinMaxObserver, MovingAverageObserver, PercentileObserver, MSEObserver, EntropyObserver)
+    ),
+    hint="slimkit.quantization.register_observer adds one",
+)
 
 
 def register_observer(cls: type[Observer]) -> type[Observer]:
@@ -284,8 +290,7 @@ def register_observer(cls: type[Observer]) -> type[Observer]:
     """
     if not (isinstance(cls, type) and issubclass(cls, Observer) and cls.name):
         raise InvalidConfigError(f"register_observer needs an Observer subclass with a name, got {cls!r}")
-    OBSERVERS[cls.name] = cls
-    return cls
+    return OBSERVERS.register(cls.name, cls)
 
 
 def check_observer(name: str) -> str:
@@ -294,14 +299,9 @@ def check_observer(name: str) -> str:
     Raises:
         ValueError: naming the registered observers (pydantic reports it as a field error).
     """
-    if name not in OBSERVERS:
-        raise ValueError(f"unknown observer {name!r}; valid observers: {', '.join(OBSERVERS)}")
-    return name
+    return OBSERVERS.check(name)
 
 
 def make_observer(name: str, spec: QuantSpec = ACTIVATION_SPEC) -> Observer:
     """A fresh observer by registered name (see `OBSERVERS`)."""
-    try:
-        return OBSERVERS[check_observer(name)](spec)
-    except ValueError as exc:
-        raise InvalidConfigError(str(exc)) from None
+    return OBSERVERS.lookup(name)(spec)
