@@ -53,6 +53,18 @@ def test_compress_runs_every_stage_and_writes_the_folder(tmp_path, splits, model
     assert html.count("data:image/png;base64,") >= 4
 
 
+@pytest.mark.slow
+def test_export_options_shape_the_measured_and_published_artifact(tmp_path, splits, model):
+    recipe = {"stages": [{"accelerate": {"method": "fuse"}}], "export": [{"pte": {"max_batch": 1}}],
+              "target": {"runtime": "executorch"}}  # fmt: skip
+    result = compress(model, recipe, data=splits, out=tmp_path / "out")
+    runtime = sk.runtime.load(tmp_path / "out" / "model.pte")
+    assert runtime.max_batch == 1  # planned for one sample: what was measured is what ships
+    x = next(iter(splits.test))[0][:3]
+    with torch.no_grad():
+        torch.testing.assert_close(runtime.run(x), result.model(x), rtol=1e-4, atol=1e-4)
+
+
 def test_stage_over_budget_stops_and_keeps_previous_model(splits, model):
     recipe = {
         "stages": [{"accelerate": {"method": "fuse"}}, {"prune": {"method": "channels", "ratio": 0.9}}],

@@ -22,6 +22,14 @@ def test_stage_labels_and_options():
     assert recipe.export == ["onnx"] and recipe.target.runtime == "torch"
 
 
+def test_export_entries_carry_format_options():
+    recipe = parse_recipe({"export": ["onnx", {"pte": {"max_batch": 1, "max_sequence": 64}}]})
+    assert recipe.export == ["onnx", "pte"]
+    assert recipe.options_for("pte") == {"max_batch": 1, "max_sequence": 64} and recipe.options_for("onnx") == {}
+    again = parse_recipe(recipe.model_dump(mode="json"))  # the normalized form reads back the same
+    assert again.export == recipe.export and again.export_options == recipe.export_options
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -39,6 +47,10 @@ def test_stage_labels_and_options():
         ({"target": {"runtime": "tensorrt"}}, r"target.runtime: Input should be 'torch', 'onnxruntime'"),
         ({"target": {"max_metric_drop": -1}}, r"target.max_metric_drop: Input should be greater than or equal to 0"),
         ({"stagez": []}, r"stagez: Extra inputs are not permitted"),
+        (
+            {"export": [{"onnx": {"max_batch": 1}}]},
+            r"export_options.onnx: unknown \['max_batch'\]; valid: \['opset', 'accuracy_level'\]",
+        ),
     ],
 )
 def test_recipe_errors_name_the_field(raw, message):

@@ -54,3 +54,20 @@ def test_slimkit_int8_static_model_exports_to_pte_and_loads_in_a_fresh_process(t
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert abs(float(done.stdout.strip().splitlines()[-1]) - expected) <= 0.01
+
+
+@pytest.mark.slow
+def test_a_channels_last_model_exports_at_any_batch_bound_and_stays_channels_last(tmp_path):
+    import torch
+
+    import slimkit as sk
+
+    model = sk.accelerate(ZOO["residual"]().eval(), "fuse", channels_last=True)
+    assert not model.stem[0][0].weight.is_contiguous()  # XNNPACK's layout pass wanted NCHW weights
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    for bound in (1024, 2):  # a bound below the example batch exports the example cut to it
+        runtime = load(export(model, tmp_path / f"m{bound}.pte", example_inputs=(x,), max_batch=bound))
+        assert runtime.max_batch == bound if bound < len(x) else runtime.max_batch >= len(x)
+        with torch.no_grad():
+            assert sqnr_db(model(x), runtime.run(x)) >= 35.0
+    assert not model.stem[0][0].weight.is_contiguous()  # the model given is left as it was

@@ -20,6 +20,7 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.formats import artifact_of
 from slimkit.core.index import sha256_of
 from slimkit.core.io import load_folder, save
 from slimkit.core.specs import load_data, load_model
@@ -360,6 +361,9 @@ class _Run:
             reference=self.original,
             example_inputs=self.example_inputs,
             folder=folder,
+            export_options=self.recipe.options_for(artifact_of(self.recipe.target.runtime).name)
+            if self.recipe.target.runtime != "torch"
+            else None,
         )
         measured = {"file": f"{folder.name}/{path.name}", "sha256": sha256_of(path)} if path else None
         return on_target, eager, measured
@@ -498,7 +502,7 @@ def _finish(result: CompressResult, work: WorkDir, example_inputs: Any, splits: 
     for fmt in result.recipe.export if result.recipe else []:
         path = output / f"model.{fmt}"
         if not path.exists():
-            _export(result.model, path, example_inputs, splits)
+            _export(result.model, path, example_inputs, splits, result.recipe.options_for(fmt))
         names[fmt] = path.name
     for entry in output.iterdir():
         if entry.suffix and entry.suffix[1:] not in names and entry.name not in KEPT_FILES:
@@ -519,7 +523,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _export(model: nn.Module, path: Path, example_inputs: Any, splits: DataSplits) -> Path:
+def _export(model: nn.Module, path: Path, example_inputs: Any, splits: DataSplits, options: dict[str, Any]) -> Path:
     from slimkit.runtime import export
 
-    return Path(export(model, path, example_inputs=example_inputs, data=splits.test, overwrite=True))
+    return Path(export(model, path, example_inputs=example_inputs, data=splits.test, overwrite=True, **options))

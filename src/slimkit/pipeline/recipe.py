@@ -8,7 +8,7 @@ stages:
   - prune:    {method: channels, ratio: 0.5}
   - finetune: {epochs: 3, distill: {method: kd, temperature: 4}}
   - quantize: {method: int8-static, observer: percentile}
-export: [onnx]
+export: [onnx]                       # or with format options: [onnx, {pte: {max_batch: 1}}]
 target: {runtime: onnxruntime, max_metric_drop: 0.01}
 ```
 
@@ -141,14 +141,52 @@ class Recipe(_Strict):
     """Random seed of every stage (0 .. 2**32-1)."""
     stages: list[Stage] = Field(default_factory=list, max_length=MAX_STAGES)
     export: list[Literal[FORMAT_NAMES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    """Formats written beside the checkpoint; an entry may carry its format options,
+    ``{pte: {max_batch: 1, max_sequence: 256}}`` (moved into ``export_options``)."""
+    export_options: dict[Literal[FORMAT_NAMES], dict[str, Any]] = Field(default_factory=dict)  # type: ignore[valid-type]
+    """Format options by format (`slimkit.runtime.export.format_options`): used for the written
+    file and for the target's measured artifact of that format, so what ships is what was
+    measured."""
     target: Target = Field(default_factory=Target)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _export_entries(cls, raw: Any) -> Any:
+        """``export: [onnx, {pte: {...}}]`` -> ``export: [onnx, pte]`` and ``export_options: {pte: {...}}``."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("export"), list):
+            return raw
+        names, options = [], dict(raw.get("export_options") or {})
+        for entry in raw["export"]:
+            if isinstance(entry, dict) and len(entry) == 1:
+                name, given = next(iter(entry.items()))
+                if not isinstance(given, dict):
+                    raise ValueError(f"export entry {name}: options must be a mapping, got {given!r}")
+                names.append(name)
+                options[name] = {**options.get(name, {}), **given}
+            else:
+                names.append(entry)
+        return {**raw, "export": names, "export_options": options}
 
     @model_validator(mode="after")
     def _validate_methods(self) -> Recipe:
         for i, stage in enumerate(self.stages):
             _check_stage(i, stage)
         self._check_formats()
+        self._check_export_options()
         return self
+
+    def _check_export_options(self) -> None:
+        """Refuse, before any stage runs, an option a format's exporter does not take."""
+        from slimkit.runtime.export import format_options
+
+        for name, options in self.export_options.items():
+            known = format_options(by_name(name).suffix)
+            if unknown := sorted(set(options) - set(known)):
+                raise InvalidConfigError(f"export_options.{name}: unknown {unknown}; valid: {known or 'none'}")
+
+    def options_for(self, fmt: str) -> dict[str, Any]:
+        """The export options of format ``fmt`` (a name or suffix without the dot)."""
+        return dict(self.export_options.get(fmt, {}))
 
     def _check_formats(self) -> None:
         """Refuse, before any stage runs, a quantization the export formats or target cannot carry."""

@@ -35,13 +35,15 @@ def measure_on_target(
     reference: nn.Module,
     example_inputs: Any = None,
     folder: Path | None = None,
+    export_options: dict[str, Any] | None = None,
 ) -> tuple[Profile, Profile, Path | None]:
     """Profile ``model`` on the target and in eager PyTorch.
 
     On another target than torch the model is exported into ``folder`` (``model.onnx``,
     ``model.pte``, ...) and latency, size and the metric come from that artifact running in
     its runtime; params, MACs and memory from PyTorch. The artifact is kept: it is the
-    file a run publishes, so what is shipped is exactly what was measured.
+    file a run publishes, so what is shipped is exactly what was measured; ``export_options``
+    are its format options (the recipe's ``export_options`` for that format).
 
     Returns:
         (profile on the target, eager profile, the measured artifact or None for torch).
@@ -68,6 +70,7 @@ def measure_on_target(
             example_inputs=example_inputs,
             data=splits.test,
             overwrite=True,
+            **(export_options or {}),
         )
     )
     deployed = profile(path, **options)

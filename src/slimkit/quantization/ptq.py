@@ -44,7 +44,8 @@ def layer_config(name: str, base: QuantConfig) -> Config | None:
             if method == base.method:
                 return base.with_options(**options, overrides={})
             if method not in LAYER_METHODS:
-                raise InvalidConfigError(f"override {pattern!r}: {LAYER_METHODS.refusal(method)}")
+                valid = ", ".join(LAYER_METHODS)
+                raise InvalidConfigError(f"override {pattern!r} names method {method!r}; valid here: {valid}")
             return get_method("quantize", method).config.build(**options)
     return base
 

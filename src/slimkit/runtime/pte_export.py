@@ -19,6 +19,7 @@ from slimkit.runtime.tracing import (
     MAX_BATCH,
     calibration_batches,
     contiguous_views,
+    contiguous_weights,
     longest_sequence,
     sequence_length,
     trace,
@@ -130,8 +131,8 @@ def _bounded_trace(
     """The program with the batch bounded by ``max_batch`` and a token sequence by
     ``max_sequence`` (else the model's ``declared`` maximum: a model that does not trace so is
     traced with ``Dim.AUTO``)."""
-    if max_batch == 1:
-        batch = resize_batch(batch, 1)
+    if batch.size > max_batch:
+        batch = resize_batch(batch, max_batch)
     if max_sequence is None and declared is not None:
         try:
             return trace(source, batch, fmt="ExecuTorch", max_batch=max_batch, max_sequence=declared)
@@ -175,6 +176,7 @@ def export_pte(
     if quantize is not None and quantize not in PTE_QUANTIZE:
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .pte; valid: {', '.join(PTE_QUANTIZE)}")
     _check_bounds(batch, max_batch, max_sequence)
+    model = contiguous_weights(model)
     exir = require("executorch.exir", "executorch")
     load_quantized_kernels()
     partitioner = require("executorch.backends.xnnpack.partition.xnnpack_partitioner", "executorch")

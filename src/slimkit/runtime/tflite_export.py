@@ -17,7 +17,13 @@ from slimkit.core.data import Batch, resize_batch
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.core.lowering import refuse_unexpressible
 from slimkit.runtime.inputs import flat_outputs
-from slimkit.runtime.tracing import calibration_batches, trace, unsupported_op_error, without_cache
+from slimkit.runtime.tracing import (
+    calibration_batches,
+    contiguous_weights,
+    trace,
+    unsupported_op_error,
+    without_cache,
+)
 
 TFLITE_QUANTIZE = ("int8", "int8-dynamic")
 """``quantize=`` values for ``.tflite``: full-integer static (calibrated) or dynamic-range int8."""
@@ -64,6 +70,7 @@ def export_tflite(
         raise InvalidConfigError(f"unknown quantize={quantize!r} for .tflite; valid: {', '.join(TFLITE_QUANTIZE)}")
     litert = require("litert_torch", "tflite")
     refuse_unexpressible(model, "tflite", "TFLite")
+    model = contiguous_weights(model)
     sample = resize_batch(batch, batch_size)
     source, config = _quantized(model, sample, quantize, data) if quantize else (model.eval(), None)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import re
 from collections.abc import Iterable
@@ -152,6 +153,21 @@ def trace(
             f"cannot capture {name} as a graph for {fmt} with torch.export: {first} -- "
             "make the forward traceable (no data-dependent Python control flow) or export a traceable submodule"
         ) from exc
+
+
+def contiguous_weights(model: nn.Module) -> nn.Module:
+    """``model``, or a copy of it whose parameters and buffers are contiguous (NCHW) when some
+    are not (the input model is never changed). ``accelerate(..., "fuse")`` may leave a model's
+    convolutions channels_last: XNNPACK's layout pass refuses such weights (.pte) and the
+    LiteRT converter gets their numbers wrong (30 dB instead of exact, .tflite)."""
+    tensors = [*model.parameters(), *model.buffers()]
+    if all(t.is_contiguous() for t in tensors):
+        return model
+    copied = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in [*copied.parameters(), *copied.buffers()]:
+            t.data = t.data.contiguous()
+    return copied
 
 
 def calibration_batches(
