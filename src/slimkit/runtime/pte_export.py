@@ -108,12 +108,17 @@ def _backend_config(exir: Any) -> Any:
     return exir.ExecutorchBackendConfig(sym_shape_eval_pass=passes.ConstraintBasedSymShapeEvalPass())
 
 
+def _is_count(value: Any, low: int, high: int | None = None) -> bool:
+    return type(value) is int and value >= low and (high is None or value <= high)
+
+
 def _check_bounds(batch: Batch, max_batch: int, max_sequence: int | None) -> None:
-    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or not 1 <= max_batch <= MAX_BATCH:
+    """Refuse bounds that are not counts, or a ``max_sequence`` shorter than the example inputs."""
+    if not _is_count(max_batch, 1, MAX_BATCH):
         raise InvalidConfigError(f"max_batch must be an integer from 1 to {MAX_BATCH}, got {max_batch!r}")
     if max_sequence is None:
         return
-    if not isinstance(max_sequence, int) or isinstance(max_sequence, bool) or max_sequence < 2:
+    if not _is_count(max_sequence, 2):
         raise InvalidConfigError(f"max_sequence must be an integer >= 2, got {max_sequence!r}")
     length = sequence_length(batch)
     if length is None:

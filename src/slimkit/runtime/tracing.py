@@ -63,9 +63,8 @@ def is_sequence_input(t: torch.Tensor) -> bool:
 
 def sequence_length(batch: Batch) -> int | None:
     """The longest sequence among the batch's token inputs (`is_sequence_input`), or None."""
-    lengths = [t.shape[1] for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)
-               and is_sequence_input(t)]  # fmt: skip
-    return max(lengths, default=None)
+    tensors = [t for t in (*batch.args, *batch.kwargs.values()) if isinstance(t, torch.Tensor)]
+    return max((t.shape[1] for t in tensors if is_sequence_input(t)), default=None)
 
 
 class Stateless(nn.Module):
