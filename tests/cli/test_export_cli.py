@@ -36,6 +36,7 @@ def test_export_bad_format_and_unwritable_out(capsys, tmp_path):
     assert code == 2 and "cannot write" in err
 
 
+@pytest.mark.slow
 def test_export_options_go_to_the_formats_that_take_them(capsys, tmp_path):
     out_dir = tmp_path / "out"
     code, out, _ = run_cli(capsys, "export", MODEL, "--to", "onnx,pte", "-o", "opset=18", "-o", "max_batch=1",

@@ -169,6 +169,7 @@ def test_removal_cost_is_the_fisher_weighted_square_of_the_consumers_removed_inp
     assert removal_cost(model, pruned, diagonals) == pytest.approx(by_hand, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_pruning_rows_are_estimated_with_their_own_scale(small):
     model, data = small
     options = dict(metric="fidelity", ratios=(0.25, 0.5, 0.75), max_batches=1)

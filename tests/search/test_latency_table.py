@@ -276,6 +276,7 @@ def test_the_evaluator_reports_the_tables_prediction(small, tmp_path):
     assert (predicted.size_bytes, predicted.metric) == (measured.size_bytes, measured.metric)
 
 
+@pytest.mark.slow
 def test_cli_bench_lut_writes_a_table(tmp_path, monkeypatch):
     from slimkit.cli import main
 
