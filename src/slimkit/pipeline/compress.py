@@ -20,7 +20,6 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.formats import artifact_of
 from slimkit.core.index import sha256_of
 from slimkit.core.io import load_folder, save
 from slimkit.core.specs import load_data, load_model
@@ -361,9 +360,7 @@ class _Run:
             reference=self.original,
             example_inputs=self.example_inputs,
             folder=folder,
-            export_options=self.recipe.options_for(artifact_of(self.recipe.target.runtime).name)
-            if self.recipe.target.runtime != "torch"
-            else None,
+            export_options=self.recipe.export_options,
         )
         measured = {"file": f"{folder.name}/{path.name}", "sha256": sha256_of(path)} if path else None
         return on_target, eager, measured

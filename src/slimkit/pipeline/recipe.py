@@ -177,12 +177,10 @@ class Recipe(_Strict):
 
     def _check_export_options(self) -> None:
         """Refuse, before any stage runs, an option a format's exporter does not take."""
-        from slimkit.runtime.export import format_options
+        from slimkit.runtime.export import check_format_options
 
         for name, options in self.export_options.items():
-            known = format_options(by_name(name).suffix)
-            if unknown := sorted(set(options) - set(known)):
-                raise InvalidConfigError(f"export_options.{name}: unknown {unknown}; valid: {known or 'none'}")
+            check_format_options(by_name(name).suffix, options, f"export_options.{name}")
 
     def options_for(self, fmt: str) -> dict[str, Any]:
         """The export options of format ``fmt`` (a name or suffix without the dot)."""

@@ -35,15 +35,15 @@ def measure_on_target(
     reference: nn.Module,
     example_inputs: Any = None,
     folder: Path | None = None,
-    export_options: dict[str, Any] | None = None,
+    export_options: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Profile, Profile, Path | None]:
     """Profile ``model`` on the target and in eager PyTorch.
 
     On another target than torch the model is exported into ``folder`` (``model.onnx``,
     ``model.pte``, ...) and latency, size and the metric come from that artifact running in
     its runtime; params, MACs and memory from PyTorch. The artifact is kept: it is the
-    file a run publishes, so what is shipped is exactly what was measured; ``export_options``
-    are its format options (the recipe's ``export_options`` for that format).
+    file a run publishes, so what is shipped is exactly what was measured; it gets its
+    format's entry of ``export_options`` (a recipe's, by format name).
 
     Returns:
         (profile on the target, eager profile, the measured artifact or None for torch).
@@ -63,14 +63,15 @@ def measure_on_target(
         raise ValueError("measure_on_target needs a folder to export into for a non-torch target")
     from slimkit.runtime import export
 
+    fmt = artifact_of(target.runtime)
     path = Path(
         export(
             model,
-            folder / f"model{artifact_of(target.runtime).suffix}",
+            folder / f"model{fmt.suffix}",
             example_inputs=example_inputs,
             data=splits.test,
             overwrite=True,
-            **(export_options or {}),
+            **(export_options or {}).get(fmt.name, {}),
         )
     )
     deployed = profile(path, **options)

@@ -89,9 +89,8 @@ class ExecuTorchRuntime(Runtime):
     def _check_bounds(self, inputs: list[torch.Tensor]) -> None:
         """Refuse an input larger than planned past the batch dimension (which runs in slices)."""
         for index, (tensor, bound) in enumerate(zip(inputs, self.bounds, strict=True)):
-            over = [d for d in range(1, min(tensor.dim(), len(bound))) if tensor.shape[d] > bound[d]]
-            if over:
-                d = over[0]
+            d = next((d for d in range(1, min(tensor.dim(), len(bound))) if tensor.shape[d] > bound[d]), None)
+            if d is not None:
                 raise DataError(
                     f"input {index} of {self.path.name} is {tensor.shape[d]} long along dimension {d}, but the "
                     f"program was exported for at most {bound[d]}: cut the input, or export again with a larger "

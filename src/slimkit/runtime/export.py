@@ -48,6 +48,17 @@ def format_options(suffix: str) -> list[str]:
     return [n for n in inspect.signature(writer).parameters if n not in ("model", "batch", "path", "quantize", "data")]
 
 
+def check_format_options(suffix: str, options: Iterable[str], where: str) -> None:
+    """Refuse an option the ``suffix``'s exporter does not take.
+
+    Raises:
+        InvalidConfigError: ``"WHERE: unknown [...]; valid: [...]"``.
+    """
+    known = format_options(suffix)
+    if unknown := sorted(set(options) - set(known)):
+        raise InvalidConfigError(f"{where}: unknown {unknown}; valid: {known or 'none'}")
+
+
 def _check_target(path: Path, overwrite: bool) -> None:
     by_suffix(path.suffix)  # the format must be known
     if path.is_dir():
@@ -144,10 +155,7 @@ def export(
         )
     writer = _writer(path.suffix.lower())
 
-    known = format_options(path.suffix)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise InvalidConfigError(f"unknown export options {unknown} for {path.suffix}; valid: {known or 'none'}")
+    check_format_options(path.suffix, options, f"export options for {path.suffix}")
 
     def write(staged: Path) -> None:
         writer(model, sample, staged, quantize=quantize, data=data, **options)

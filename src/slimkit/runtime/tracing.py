@@ -34,13 +34,13 @@ def export_batch(model: nn.Module, batch: Batch, min_size: int = 2) -> Batch:
     return resize_batch(batch, min_size) if batch.size < min_size else Batch(batch.args, batch.kwargs)
 
 
-def dynamic_shapes(model: nn.Module, batch: Batch, sequence_max: int | None = None, batch_max: int = MAX_BATCH) -> Any:
-    """One shared dynamic batch dimension (up to ``batch_max``; static when that is 1) for every
+def dynamic_shapes(model: nn.Module, batch: Batch, max_batch: int = MAX_BATCH, max_sequence: int | None = None) -> Any:
+    """One shared dynamic batch dimension (up to ``max_batch``; static when that is 1) for every
     input that has one, and a shared sequence dimension for integer inputs of rank >= 2 (token
     ids, masks): ``Dim.AUTO`` (kept static where the model needs it), or bounded by
-    ``sequence_max`` when given. Keyword inputs get theirs by parameter name."""
-    batch_dim = torch.export.Dim("batch", min=1, max=batch_max) if batch_max > 1 else None
-    sequence = torch.export.Dim("sequence", min=2, max=sequence_max) if sequence_max else torch.export.Dim.AUTO
+    ``max_sequence`` when given. Keyword inputs get theirs by parameter name."""
+    batch_dim = torch.export.Dim("batch", min=1, max=max_batch) if max_batch > 1 else None
+    sequence = torch.export.Dim("sequence", min=2, max=max_sequence) if max_sequence else torch.export.Dim.AUTO
 
     def spec(t: torch.Tensor) -> dict[int, Any] | None:
         if not t.dim():
@@ -142,7 +142,7 @@ def trace(
         model.eval()
     name = type(model).__name__
     model = without_cache(model)
-    shapes = dynamic_shapes(model, batch, max_sequence, max_batch) if dynamic else None
+    shapes = dynamic_shapes(model, batch, max_batch, max_sequence) if dynamic else None
     try:
         with torch.no_grad():
             return torch.export.export(model, batch.args, kwargs=batch.kwargs or None, dynamic_shapes=shapes)

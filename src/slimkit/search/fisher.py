@@ -107,9 +107,8 @@ def fisher_diagonals(
     model: nn.Module, data: Iterable[Any], layers: Sequence[str], *, classifier: bool, **options: Any
 ) -> dict[str, Tensor]:
     """The Fisher diagonal of each layer's ``weight`` (`parameter_diagonals`), by layer name."""
-    weights = {f"{name}.weight": name for name in layers}
-    found = parameter_diagonals(model, data, list(weights), classifier=classifier, **options)
-    return {weights[name]: diagonal for name, diagonal in found.items()}
+    names = [f"{name}.weight" for name in layers]
+    return layer_diagonals(parameter_diagonals(model, data, names, classifier=classifier, **options))
 
 
 def layer_diagonals(diagonals: dict[str, Tensor]) -> dict[str, Tensor]:

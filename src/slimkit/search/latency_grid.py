@@ -94,18 +94,23 @@ class GridPoint:
     def build(self) -> tuple[nn.Module, Tensor]:
         """The float model (a Sequential, so quantization can replace its layers) and a seeded
         batch-1 input."""
-        generator = torch.Generator().manual_seed(0)
-        shape = (1, self.cin, self.size, self.size)
-        if self.kind == "linear":
-            shape = (1, self.cin) if self.size == 1 else (1, self.size, self.cin)
         if self.kind == "matmul":
-            shape = (1, self.size, self.cout, self.cin)
             layers = [AttentionProducts(self.repeat)]
         elif self.kind == ELEMENTWISE:
             layers = [AddConstant(self.cin, i) for i in range(self.repeat)]
         else:
             layers = [self._layer(self.cin, self.stride), *(self._layer(self.cout, 1) for _ in range(self.repeat - 1))]
-        return nn.Sequential(*layers).eval(), torch.randn(shape, generator=generator)
+        return nn.Sequential(*layers).eval(), torch.randn(self.input_shape, generator=torch.Generator().manual_seed(0))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Batch 1: features (on ``size`` rows when more than one) for a linear, heads x tokens x
+        width for a matmul chain, channels x size x size otherwise."""
+        if self.kind == "linear":
+            return (1, self.cin) if self.size == 1 else (1, self.size, self.cin)
+        if self.kind == "matmul":
+            return (1, self.size, self.cout, self.cin)
+        return (1, self.cin, self.size, self.size)
 
 
 class AddConstant(nn.Module):

@@ -64,11 +64,15 @@ class Evaluator:
             candidate, self.target, view, reference=self.model, example_inputs=self.example_inputs, folder=folder
         )
         metric = profile.metrics[self.key]
-        drop = 0.0 if baseline is None else (baseline - metric if self.higher_is_better else metric - baseline)
+        drop = 0.0 if baseline is None else self.drop(baseline, metric)
         latency = profile.latency[1].p50_ms
         if self.latency_table is not None:
             latency = self.latency_table.predict_ms(candidate, self.example_inputs, view)
         return Measured(latency, profile.size_bytes, metric, drop)
+
+    def drop(self, baseline: float, metric: float) -> float:
+        """How much worse ``metric`` is than ``baseline`` (negative: better)."""
+        return baseline - metric if self.higher_is_better else metric - baseline
 
     def apply(self, stages: list[dict[str, Any]], start: nn.Module | None = None) -> nn.Module:
         """``stages`` applied to ``start`` (default: the model)."""
@@ -100,14 +104,18 @@ class Evaluator:
             return self.measure(self.apply(stages) if stages else self.model, view, Path(folder), None)
 
 
-def _on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]]) -> tuple[Measured | None, str | None]:
-    torch.set_num_threads(1)  # one core per task: the tasks share the machine
-    return evaluator(stages)
-
-
-def _measure_on_ray_worker(evaluator: Evaluator, stages: list[dict[str, Any]], view: DataSplits) -> Measured:
+def _on_ray_worker(evaluator: Evaluator, method: str, *args: Any) -> Any:
+    """``evaluator.METHOD(*args)`` in a Ray task, on one core (the tasks share the machine)."""
     torch.set_num_threads(1)
-    return evaluator.test(stages, view)
+    return getattr(evaluator, method)(*args)
+
+
+def _results(ray: Any, refs: Any) -> Any:
+    """``ray.get(refs)``; a task's exception (a bug, not a refusal) is raised as itself."""
+    try:
+        return ray.get(refs)
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None
 
 
 def measure_all(
@@ -120,12 +128,9 @@ def measure_all(
     if backend == "local" or len(recipes) < 2:
         return [evaluator.test(stages, view) for stages in recipes]
     ray = _ray(workers, ray_address)
-    task = ray.remote(num_cpus=1)(_measure_on_ray_worker)
+    task = ray.remote(num_cpus=1)(_on_ray_worker)
     shared, shared_view = ray.put(evaluator), ray.put(view)
-    try:
-        return ray.get([task.remote(shared, stages, shared_view) for stages in recipes])
-    except ray.exceptions.RayTaskError as exc:
-        raise exc.as_instanceof_cause() from None
+    return _results(ray, [task.remote(shared, "test", stages, shared_view) for stages in recipes])
 
 
 Told = Callable[[Any, list[dict[str, Any]], Measured | None, str | None], None]
@@ -175,12 +180,8 @@ def _run_on_ray(
         while left and len(pending) < workers:
             trial = study.ask()
             stages = propose(trial)
-            pending[task.remote(shared, stages)] = (trial, stages)
+            pending[task.remote(shared, "__call__", stages)] = (trial, stages)
             left -= 1
         (done,), _ = ray.wait(list(pending), num_returns=1)
         trial, stages = pending.pop(done)
-        try:
-            measured, error = ray.get(done)
-        except ray.exceptions.RayTaskError as exc:  # a bug, not a refusal: raise it as itself
-            raise exc.as_instanceof_cause() from None
-        tell(trial, stages, measured, error)
+        tell(trial, stages, *_results(ray, done))

@@ -43,6 +43,8 @@ from slimkit.search.fisher import (
 
 CACHE_VERSION = "sensitivity-v2"
 """Part of every cache key: bump it when what a row means changes."""
+ESTIMATED_VERBS = ("quantize", "prune")
+"""The verbs whose rows ``estimate="fisher"`` prices (weight-only widths, channel-pruning ratios)."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,7 @@ def sensitivity(
     estimated: dict[str, Row] = {}
     scale = None
     if estimate == "fisher":
-        pricing = Pricing(scorer, max_batches, draws, change, savings)
+        pricing = Pricing(scorer.metric.name == "accuracy", max_batches, draws, change, savings)
         proxies = _proxies(model, [s for s in settings if s.verb in fisher_verbs], batches, pricing, store, prefix)
         by_key = {s.key: s for s in settings}
         sign = -1.0 if scorer.metric.higher_is_better else 1.0
@@ -305,18 +307,15 @@ def _macs(model: nn.Module, inputs: Any) -> int:
 
 @dataclass(frozen=True)
 class Pricing:
-    """What the Fisher proxy needs of `sensitivity`: the scorer and pass options, how a setting
-    is applied (pruning's rows replay its surgery) and what an applied setting saves."""
+    """What the Fisher proxy needs of `sensitivity`: the gradient pass's options (``classifier``:
+    the metric is accuracy), how a setting is applied (pruning's rows replay its surgery) and
+    what an applied setting saves."""
 
-    scorer: Scorer
+    classifier: bool
     max_batches: int | None
     draws: int
     change: Callable[[Setting], nn.Module]
     savings: Callable[[nn.Module], dict[str, int]]
-
-
-ESTIMATED_VERBS = ("quantize", "prune")
-"""The verbs whose rows ``estimate="fisher"`` prices (weight-only widths, channel-pruning ratios)."""
 
 
 def _proxies(
@@ -337,8 +336,8 @@ def _proxies(
         pruning = any(s.verb == "prune" for s in missing)
         names = None if pruning else sorted({f"{s.unit}.weight" for s in missing})  # pruning: every parameter
         diagonals = parameter_diagonals(
-            model, batches, names, classifier=pricing.scorer.metric.name == "accuracy",
-            max_batches=pricing.max_batches, draws=pricing.draws,
+            model, batches, names, classifier=pricing.classifier, max_batches=pricing.max_batches,
+            draws=pricing.draws,
         )  # fmt: skip
         layers = layer_diagonals(diagonals)
         weight_only = [s for s in missing if s.verb == "quantize" and s.unit in layers]  # the rest: measured

@@ -280,7 +280,7 @@ def search(
                                      workers=workers, ray_address=ray_address)  # fmt: skip
         front = []
         for record, measured in zip(chosen, tested, strict=True):
-            measured.drop = original.metric - measured.metric if higher else measured.metric - original.metric
+            measured.drop = evaluator.drop(original.metric, measured.metric)
             recipe = front_recipe(record.stages, goal, budget, seed, model_spec or _source(model), data_spec)
             front.append(FrontPoint(record.number, recipe, record.selection, measured))
     return SearchResult(tuple(objectives), original, front, records, key, latency, mixed.table if mixed else None)
