@@ -9,9 +9,11 @@
    torch.nn.utils.prune with the same epochs: accuracy and artifact size.
 3. MiniLM: 25% of heads + 50% of FFN neurons, before any fine-tuning: params, MACs,
    latency, fidelity; saved, loaded and run as a transformers model.
-4. ``--only minilm-distill``: the same pruning by slimkit and by Torch-Pruning (MetaPruner,
-   L1, head pruning), each distilled back from the original with the same trainer, data,
-   loss and epochs: cosine to the original on the held-out sentences and batch-1 latency.
+4. ``--only minilm-distill``: the same pruning by slimkit (ranked by ``activation``, each
+   channel's measured contribution on the transfer sentences, and by L1 magnitude) and by
+   Torch-Pruning (MetaPruner, L1, head pruning), each distilled back from the original with
+   the same trainer, data, loss and epochs: cosine to the original on the held-out sentences
+   and batch-1 latency.
 5. ``--only cnn-zoo``: ``channels`` 0.5 on torchvision's vision zoo (and a CNN with
    BatchNorm+activation layers), params and MACs next to Torch-Pruning's (`pruning_cnn_zoo`).
 6. ``--only resnet18-digits``: torchvision's resnet18 (1-channel 3x3 stem) trained briefly on
@@ -266,8 +268,14 @@ def minilm_distill_benchmark(epochs: int) -> None:
     original = sk.load("example:minilm")
     x = example_inputs()
     transfer = SentenceBatches(splits.train.sentences + docstring_sentences(), batch_size=64, group_by_length=True)
+    def slimkit_prune(importance: str):
+        data = {"data": transfer} if importance != "l1" else {}
+        heads = sk.prune(original, "heads", ratio=0.25, importance=importance, **data)
+        return sk.prune(heads, "neurons", ratio=0.5, importance=importance, **data)
+
     candidates = {
-        "slimkit heads 0.25 + neurons 0.5": lambda: sk.prune(sk.prune(original, "heads"), "neurons", ratio=0.5),
+        "slimkit heads 0.25 + neurons 0.5 (activation)": lambda: slimkit_prune("activation"),
+        "slimkit heads 0.25 + neurons 0.5 (L1)": lambda: slimkit_prune("l1"),
         "Torch-Pruning MetaPruner (L1, heads)": lambda: tp_prune_minilm(original, x),
     }
     with torch.no_grad(), fixed_threads(THREADS):

@@ -86,3 +86,5 @@ def test_gradual_and_taylor_need_data():
         sk.prune(_residual(), "gradual")
     with pytest.raises(InvalidConfigError, match="data"):
         sk.prune(_residual(), "channels", importance="taylor")
+    with pytest.raises(InvalidConfigError, match="data"):
+        sk.prune(_residual(), "channels", importance="activation")

@@ -142,7 +142,7 @@ def test_round_to_and_minimum_keep():
     assert all(k >= 3 for _, k in sk.explain(tiny).details["pruned"].values())
 
 
-@pytest.mark.parametrize("importance", ["l2", "random", "bn-scale", "taylor"])
+@pytest.mark.parametrize("importance", ["l2", "random", "bn-scale", "taylor", "activation"])
 def test_importances_prune_and_run(importance):
     model = _zoo("residual")
     x = model.example_inputs()

@@ -14,6 +14,7 @@ from slimkit.pruning.configs import NM, Channels, Depth, Gradual, Heads, Neurons
 from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, Member
 from slimkit.pruning.importance import (
+    Activation,
     BNScale,
     Importance,
     Magnitude,
@@ -48,6 +49,7 @@ __all__ = [
     "RandomImportance",
     "SparseStorage",
     "Taylor",
+    "Activation",
     "Unstructured",
     "cubic_sparsity",
     "make_importance",

@@ -142,6 +142,73 @@ class Taylor:
         return total.abs()
 
 
+class Activation:
+    """Expected output change of removing each channel, from ``data``: for every layer reading
+    the channel, ``E[x_j^2] * ||W[:, j]||^2`` (how much of the layer's output channel ``j``
+    carries, as in FLAP / Wanda for structured pruning), summed over the group's readers.
+
+    Call `prepare` once before scoring: it records each layer's mean squared input per channel
+    over up to ``batches`` batches (no gradients). A group no layer reads on that data is scored
+    by L2 weight magnitude.
+    """
+
+    def __init__(self, batches: int = 8):
+        self.batches = batches
+        self.energy: dict[str, torch.Tensor] = {}
+
+    def prepare(self, model: nn.Module, data: Iterable[Any] | None, device: torch.device) -> None:
+        """Record each transform layer's mean squared input channel over ``data``."""
+        if data is None:
+            raise InvalidConfigError("importance='activation' needs data=: it measures each layer's inputs")
+        sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+
+        def record(name: str, dim: int) -> Callable[..., None]:
+            def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+                x = args[0] if args else None
+                if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
+                    return
+                x = x.detach().float().movedim(dim, -1)
+                flat = x.reshape(-1, x.shape[-1])
+                sums[name] = flat.pow(2).sum(0) + sums.get(name, 0)
+                counts[name] = counts.get(name, 0) + flat.shape[0]
+
+            return hook
+
+        handles = [
+            module.register_forward_pre_hook(record(name, pruner.channel_dim))
+            for name, module in model.named_modules()
+            if (pruner := layer_pruner(module)) is not None and pruner.kind == "transform"
+        ]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for batch in iter_batches(data, device, limit=self.batches):
+                    run_model(model, batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+            model.train(was_training)
+        self.energy = {name: sums[name] / counts[name] for name in sums}
+
+    def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
+        total = None
+        for member in group.members:
+            module, energy = modules[member.module], self.energy.get(member.module)
+            pruner = layer_pruner(module) if isinstance(module, nn.Module) else None
+            if member.axis != "in" or energy is None or pruner is None:
+                continue
+            start, stop = member.span(group.size)
+            rows = pruner.rows(module, "in", module.weight.detach())
+            if rows.shape[0] != energy.numel():
+                continue
+            columns = rows[start:stop].float().pow(2).flatten(1).sum(1) * energy[start:stop].to(rows.device)
+            score = columns.reshape(group.size, member.repeat).sum(1)
+            total = score if total is None else total + score.to(total.device)
+        return Magnitude(2)(group, modules) if total is None else total
+
+
 IMPORTANCES: Table[Callable[[int], Importance]] = Table(
     "importance",
     [
@@ -150,6 +217,7 @@ IMPORTANCES: Table[Callable[[int], Importance]] = Table(
         ("random", RandomImportance),
         ("bn-scale", lambda seed: BNScale()),
         ("taylor", lambda seed: Taylor()),
+        ("activation", lambda seed: Activation()),
     ],
     hint="or an Importance object, or a name added with slimkit.pruning.register_importance",
 )
@@ -186,8 +254,8 @@ def importance_name(value: Any) -> str:
 
 
 def make_importance(value: str | Importance, seed: int = 0) -> Importance:
-    """The criterion ``value`` names (``l1``, ``l2``, ``random``, ``bn-scale``, ``taylor`` or a
-    registered name), or ``value`` itself when it is an `Importance` object."""
+    """The criterion ``value`` names (``l1``, ``l2``, ``random``, ``bn-scale``, ``taylor``,
+    ``activation`` or a registered name), or ``value`` itself when it is an `Importance` object."""
     if not isinstance(value, str):
         return value
     if value.startswith(OBJECT_PREFIX):
