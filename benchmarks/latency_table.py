@@ -103,7 +103,10 @@ def models() -> dict[str, Build]:
         "mlp weight-only 4-bit": lambda: (sk.quantize(mlp, "weight-only"), (features,)),
         "attention d64 seq16": lambda: (attention, (tokens,)),
         "attention int8-dynamic": lambda: (sk.quantize(attention, "int8-dynamic"), (tokens,)),
-        "attention weight-only 4-bit": lambda: (sk.quantize(attention, "weight-only", group_size=64), (tokens,)),
+        "attention weight-only 4-bit": lambda: (
+            sk.quantize(attention, "weight-only", granularity="group:64"),
+            (tokens,),
+        ),
         "bert 2x128 seq32": lambda: (bert, ids),
         "bert 2x128 seq32 int8-dynamic": lambda: (sk.quantize(bert, "int8-dynamic"), ids),
     }

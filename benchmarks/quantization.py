@@ -107,10 +107,12 @@ def minilm(quick: bool) -> None:
             "slimkit int8-dynamic (per-token activations, default)": lambda: sk.quantize(fp32, "int8-dynamic"),
             "slimkit int8-dynamic per_token=False": lambda: sk.quantize(fp32, "int8-dynamic", per_token=False),
             "slimkit smoothquant W8A8": lambda: sk.quantize(fp32, "smoothquant", data=calib, alpha=0.5),
-            "slimkit weight-only 4b g128 (RTN)": lambda: sk.quantize(fp32, "weight-only", bits=4, group_size=128),
-            "slimkit gptq 4b g128": lambda: sk.quantize(fp32, "gptq", data=calib, bits=4, group_size=128),
+            "slimkit weight-only 4b g128 (RTN)": lambda: sk.quantize(
+                fp32, "weight-only", bits=4, granularity="group:128"
+            ),
+            "slimkit gptq 4b g128": lambda: sk.quantize(fp32, "gptq", data=calib, bits=4, granularity="group:128"),
             "slimkit gptq 4b g128 act-order": lambda: sk.quantize(
-                fp32, "gptq", data=calib, bits=4, group_size=128, act_order=True
+                fp32, "gptq", data=calib, bits=4, granularity="group:128", act_order=True
             ),
         }
         for name, make in candidates.items():
@@ -293,7 +295,7 @@ def calib(vocab, n, seq):
     g = torch.Generator().manual_seed(0)
     return [{"input_ids": torch.randint(0, vocab, (4, seq), generator=g)} for _ in range(n)]
 method, layers = sys.argv[1], int(sys.argv[2])
-opts = dict(bits=4, group_size=128, inplace=True, device="cpu")
+opts = dict(bits=4, granularity="group:128", inplace=True, device="cpu")
 torch.set_num_threads(2)
 # Warm-up: the first model built and quantized pays one-off costs that do not grow with the
 # model (transformers' lazy imports of the BERT code, torch kernels paged in, thread pools).

@@ -63,7 +63,14 @@ def allocated(model: nn.Module, data, max_mb: float, estimate: str) -> tuple[obj
     """The sensitivity table (``estimate``), the allocation at the cap, and the seconds of each."""
     started = time.perf_counter()
     table = sensitivity(
-        model, data, ("quantize",), metric="fidelity", bits=(4, 8), group_size=128, max_batches=2, estimate=estimate
+        model,
+        data,
+        ("quantize",),
+        metric="fidelity",
+        bits=(4, 8),
+        granularity="group:128",
+        max_batches=2,
+        estimate=estimate,
     )
     scored = time.perf_counter()
     cap = max_mb * 1e6 / saved_bytes(model)
@@ -75,8 +82,12 @@ def bench_mixed(model: nn.Module, data, max_mb: float) -> None:
     rows = [
         row("fp32", model, model, data),
         row("int8-dynamic (all Linears)", sk.quantize(model, "int8-dynamic"), model, data),
-        row("weight-only 8b g128 (all)", sk.quantize(model, "weight-only", bits=8, group_size=128), model, data),
-        row("weight-only 4b g128 (all)", sk.quantize(model, "weight-only", bits=4, group_size=128), model, data),
+        row(
+            "weight-only 8b g128 (all)", sk.quantize(model, "weight-only", bits=8, granularity="group:128"), model, data
+        ),
+        row(
+            "weight-only 4b g128 (all)", sk.quantize(model, "weight-only", bits=4, granularity="group:128"), model, data
+        ),
     ]
     tables = {}
     for estimate in ("measure", "fisher"):

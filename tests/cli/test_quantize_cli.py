@@ -41,6 +41,18 @@ def test_quantize_factory_model_weight_only_table(capsys, tmp_path):
     assert torch.isfinite(model(x)).all()
 
 
+def test_granularity_from_the_generic_option_and_the_group_size_shorthand(capsys, tmp_path):
+    records = []
+    for flags in (["-o", "granularity=group:8"], ["--group-size", "8"], ["-o", "granularity=channel"]):
+        code, _, err = run_cli(
+            capsys, "quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
+            *flags, "--out", str(tmp_path / flags[-1].replace(":", "-")), "--quiet",
+        )  # fmt: skip
+        assert code in (0, None), err
+        records.append(sk.get_record(sk.load(tmp_path / flags[-1].replace(":", "-"))).transforms[-1].config)
+    assert [r["granularity"] for r in records] == ["group:8", "group:8", "channel"]
+
+
 def test_quantize_bad_bits_is_one_line_error(capsys, tmp_path):
     code, out, err = run_cli(
         capsys, "quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",

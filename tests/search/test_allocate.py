@@ -17,12 +17,17 @@ def test_fallback_raises_precision_until_the_measured_drop_fits(small, fc_table)
     assert [r.setting.label for r in plan(optimistic, max_metric_drop=budget)] == ["int2"]
     result = allocate(model, data, optimistic, max_metric_drop=budget, metric="fidelity", max_batches=1)
     assert [s.label for s in result.settings] == ["int4"]
-    assert result.fallback == ["quantize:weight-only(bits=2,group_size=32)@fc -> int4"]
+    assert result.fallback == ["quantize:weight-only(bits=2,granularity=group:32)@fc -> int4"]
     assert result.met and result.drop <= budget
     assert result.drop == pytest.approx(drops["int4"], abs=1e-9)  # the same batches as the table
     assert result.size_bytes < result.original_bytes
     recipe = load_recipe({"model": "example:digits-cnn", "stages": result.stages()})
-    assert recipe.stages[0].options == {"method": "weight-only", "bits": 4, "group_size": 32, "include": ["fc"]}
+    assert recipe.stages[0].options == {
+        "method": "weight-only",
+        "bits": 4,
+        "granularity": "group:32",
+        "include": ["fc"],
+    }
 
 
 def test_one_budget_is_required(small, fc_table):

@@ -18,7 +18,7 @@ def _options(bits: int | None, group_size: int | None, observer: str | None) -> 
     if bits is not None:
         options["bits"] = bits
     if group_size is not None:
-        options["group_size"] = group_size if group_size > 0 else None
+        options["granularity"] = f"group:{group_size}" if group_size > 0 else "channel"
     if observer is not None:
         options["observer"] = observer
     return options
@@ -31,7 +31,7 @@ def quantize_cmd(
     method: Annotated[str, typer.Option("--method", help=f"Quantization method: {METHODS}.")] = "int8-dynamic",
     bits: Annotated[int | None, typer.Option("--bits", help="Weight bits, 2..8 (weight-only).")] = None,
     group_size: Annotated[
-        int | None, typer.Option("--group-size", help="Columns per scale (weight-only); 0 = per channel.")
+        int | None, typer.Option("--group-size", help="Columns per scale (granularity group:N); 0 = per channel.")
     ] = None,
     observer: Annotated[
         str | None,

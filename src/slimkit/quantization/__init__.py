@@ -15,6 +15,7 @@ from slimkit.quantization import (  # noqa: F401, E402  (registers gptq, smoothq
 from slimkit.quantization import ptq as _ptq  # noqa: F401  (registers the PTQ methods)
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.dynamic import Int8DynamicLinear
+from slimkit.quantization.granularity import Granularity
 from slimkit.quantization.modules import PackedWeight, WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.quantization.observers import OBSERVERS, Observer, make_observer, register_observer
 from slimkit.quantization.primitives import QuantSpec, dequantize, fake_quantize, qparams, qrange
@@ -29,6 +30,7 @@ __all__ = [
     "OBSERVERS",
     "register_observer",
     "BFloat16",
+    "Granularity",
     "Half",
     "Int8Dynamic",
     "Int8DynamicLinear",

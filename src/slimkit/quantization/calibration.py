@@ -1,9 +1,11 @@
-"""Calibration passes: `run_batches` is the one loop every data-driven method runs its
-calibration data through (batches checked, errors naming the batch, the forward optionally
-cut short after a given module); `calibrate` feeds observers at chosen points of a model with
-it (int8-static's ranges). GPTQ, SmoothQuant, bias correction and QAT's initial ranges hook
-their own statistics into the same loop (`algorithms.capture.run_until`), each in its own pass:
-GPTQ must see every block's inputs as the blocks before it were already quantized."""
+"""Calibration: `run_batches` is the one loop every data-driven method runs its calibration
+data through (batches checked, errors naming the batch, the forward optionally cut short after
+a given module); `calibrate` runs it once with every statistic the methods declared attached at
+its point of the model (a layer's input or output), so one pass serves all of them. GPTQ
+declares its Hessians one block of layers at a time (``stop_at`` the block): each block must
+see its inputs as the blocks before it were already quantized, and only one block's Hessians
+are held at once.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from torch import nn
 
 from slimkit.core.data import iter_batches, run_model
 from slimkit.core.errors import DataError
-from slimkit.quantization.observers import Observer
+from slimkit.quantization.statistics import Statistic
 
 
 @dataclass(frozen=True)
@@ -90,27 +92,30 @@ def _stop(_module: nn.Module, _inputs: tuple[Any, ...], _output: Any) -> None:
 def calibrate(
     model: nn.Module,
     data: Iterable[Any],
-    observers: dict[Point, Observer],
+    statistics: dict[Point, Statistic],
     *,
     device: torch.device | str = "cpu",
     limit: int | None = None,
     on_batch: Callable[[int], None] | None = None,
     require_all: bool = True,
-) -> dict[Point, Observer]:
-    """Run ``model`` (eval mode) over ``data`` and feed every observer its point's tensor.
+    stop_at: nn.Module | None = None,
+) -> dict[Point, Statistic]:
+    """Run ``model`` (eval mode) over ``data`` once and feed every statistic its point's tensor.
 
     Args:
         model: run as is; hooks are removed afterwards and the train/eval mode restored.
         data: calibration batches (anything `slimkit.core.data.iter_batches` accepts).
-        observers: point -> observer (each observes the tensor at its point, every batch).
+        statistics: point -> statistic (an `Observer`, or any `Statistic`), each fed the tensor
+            at its point on every batch.
         device: where the batches go (the model must be there already).
         limit: stop after this many batches.
         on_batch: called with each batch index (progress).
         require_all: raise when a point never runs; otherwise the caller reads
-            ``observer.count == 0`` and decides.
+            ``statistic.count == 0`` and decides.
+        stop_at: cut each forward short once this module has run (later layers compute nothing).
 
     Returns:
-        ``observers``, filled.
+        ``statistics``, filled.
 
     Raises:
         DataError: when the data is empty, holds NaN/Inf (naming the batch), or (with
@@ -123,13 +128,16 @@ def calibrate(
         current["batch"] = index + 1
         if on_batch is not None:
             on_batch(index)
-    for point, observer in observers.items():
+
+    for point, statistic in statistics.items():
         module = model.get_submodule(point.module)
 
-        def hook(_m: nn.Module, args: Any, out: Any = None, *, p: Point = point, o: Observer = observer) -> None:
+        def hook(_m: nn.Module, args: Any, out: Any = None, *, p: Point = point, o: Statistic = statistic) -> None:
             tensor = (args[0] if args else None) if p.where == "input" else out
             if isinstance(tensor, torch.Tensor):
                 try:
+                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                        raise DataError("NaN/Inf")
                     o.observe(tensor)
                 except DataError:
                     raise DataError(
@@ -144,15 +152,15 @@ def calibrate(
     was_training = model.training
     model.eval()
     try:
-        run_batches(model, data, device, limit=limit, on_batch=count)
+        run_batches(model, data, device, limit=limit, on_batch=count, stop_at=stop_at)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    silent = list(dict.fromkeys(p.module for p, o in observers.items() if o.count == 0))
+    silent = list(dict.fromkeys(p.module for p, o in statistics.items() if o.count == 0))
     if silent and require_all:
         raise DataError(
             f"these layers never ran as modules during calibration: {silent[:5]}; a model that reads a "
             "layer's weight directly (F.linear(x, layer.weight)) bypasses it -- exclude those layers"
         )
-    return observers
+    return statistics

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from slimkit.core.config import Config
+from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
 from slimkit.quantization.observers import check_observer
 
 ObserverName = Annotated[str, AfterValidator(check_observer)]
@@ -82,15 +83,17 @@ class Int8Static(QuantConfig):
     target to keep the 8th bit."""
 
 
-class WeightOnly(QuantConfig):
+class WeightOnly(QuantConfig, GroupedWeights):
     """Packed low-bit weights (activations stay float), dequantized on the fly."""
 
     method = "weight-only"
+    renamed = {"group_size": "granularity"}
     bits: int = Field(4, ge=2, le=8)
     """2..8."""
-    group_size: int | None = Field(128, ge=1)
-    """input columns sharing one scale (``None``: one per output channel). A dimension that is
-    not a multiple is zero-padded in storage when ``pad``."""
+    granularity: WeightGranularity = Field("group:128", validate_default=True)
+    """``"group:N"``: N input columns share one scale (a dimension that is not a multiple is
+    zero-padded in storage when ``pad``); ``"channel"``: one scale per output channel
+    (``group_size`` before 0.2)."""
     symmetric: bool = False
     """symmetric codes (zero point fixed at the mid-code) instead of min-max."""
     embeddings: bool = True

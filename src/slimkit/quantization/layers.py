@@ -1,8 +1,10 @@
-"""Per-layer conversions of each PTQ method: float layer -> quantized layer (with data-derived
-``info``), and the data-free structural twin used by ``sk.load`` (``rebuild``).
+"""Per-layer conversions of each layer-wise quantization method: the statistics it needs
+from calibration data, float layer -> quantized layer (given those statistics), and the
+data-free structural twin used by ``sk.load`` (``rebuild``).
 
 `LAYER_METHODS` maps a method name to its `LayerMethod`; the driver in `slimkit.quantization.ptq`
-resolves a config per layer (overrides) and calls these.
+resolves a config per layer (overrides), fills every layer's declared statistics in one
+calibration pass, and calls these. A method never walks the model itself.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from slimkit.core.errors import InvalidConfigError
 from slimkit.core.tables import Table
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
+from slimkit.quantization.observers import make_observer
 from slimkit.quantization.qdq import QUANTIZABLE, QDQLayer
+from slimkit.quantization.statistics import Statistic
 
 HALF_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.LayerNorm, nn.GroupNorm)
 CANDIDATES = (
@@ -37,37 +41,56 @@ CANDIDATES = (
 """Layers that hold most weights; any of them a method cannot handle is reported as skipped."""
 
 
+def _no_statistics(_layer: nn.Module, _config: Config) -> dict[str, Statistic]:
+    return {}
+
+
 @dataclass(frozen=True)
 class LayerMethod:
     """How one method converts a layer.
 
     Attributes:
         types: layer types it handles, given the layer's config.
-        convert: ``(layer, config, info) -> new layer``; ``info`` holds data-derived values.
-        rebuild: ``(layer, config, info) -> empty new layer`` with the right buffers and shapes.
+        convert: ``(layer, config, stats) -> new layer``; ``stats`` holds the filled statistics
+            ``needs`` declared (``"input"``, ``"output"``) and the driver's notes on the layer.
+        rebuild: ``(layer, config, entry) -> empty new layer`` with the right buffers and shapes,
+            from the layer's recorded entry.
+        needs: ``(layer, config) -> {"input" | "output": Statistic}``: what calibration must
+            observe for this layer (empty: the method needs no data).
+        fuses_relu: the layer's ``"output"`` is observed after a ReLU that directly follows it
+            (the ReLU is then folded into the new layer).
+        unobserved: ``(layer, config) -> new layer`` for a layer the calibration data never
+            reached; ``None``: it stays float and is listed as skipped.
+        notes: ``(layer, stats) -> keys``: the outcome lists the layer's name under each key.
     """
 
     types: Callable[[Config], tuple[type[nn.Module], ...]]
     convert: Callable[[nn.Module, Config, dict[str, Any]], nn.Module]
     rebuild: Callable[[nn.Module, Config, dict[str, Any]], nn.Module]
+    needs: Callable[[nn.Module, Config], dict[str, Statistic]] = _no_statistics
+    fuses_relu: bool = False
+    unobserved: Callable[[nn.Module, Config], nn.Module] | None = None
+    notes: Callable[[nn.Module, dict[str, Any]], tuple[str, ...]] = lambda layer, stats: ()
 
 
 def _check_groups(layer: nn.Module, config: Config) -> None:
     cols = layer.weight.shape[1]
-    if config.group_size and cols % config.group_size and not config.pad:
+    if config.group_size and cols % config.group_size and not getattr(config, "pad", True):
         raise InvalidConfigError(
-            f"group_size={config.group_size} does not divide the input dimension {cols} of a "
+            f"granularity group:{config.group_size} does not divide the input dimension {cols} of a "
             f"{type(layer).__name__}; pick a divisor of {cols} or allow padding (pad=True)"
         )
 
 
-def _weight_only(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
+def weight_only(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
+    """Round ``layer`` (Linear or Embedding) to the packed grid of ``config``."""
     _check_groups(layer, config)
     cls = WeightOnlyEmbedding if isinstance(layer, nn.Embedding) else WeightOnlyLinear
     return cls.from_float(layer, config.bits, config.group_size, config.symmetric)
 
 
-def _weight_only_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
+def weight_only_shell(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
+    """The empty packed twin of ``layer`` (``sk.load`` fills its buffers)."""
     if isinstance(layer, nn.Embedding):
         return WeightOnlyEmbedding(
             layer.num_embeddings, layer.embedding_dim, config.bits, config.group_size, layer.padding_idx
@@ -91,10 +114,17 @@ def _dynamic_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) -> n
     )
 
 
-def _static(layer: nn.Module, config: Config, info: dict[str, Any]) -> nn.Module:
+def _static_needs(_layer: nn.Module, config: Config) -> dict[str, Statistic]:
+    observe = {"input": make_observer(config.observer)}
+    return {**observe, "output": make_observer(config.observer)} if config.quantize_output else observe
+
+
+def _static(layer: nn.Module, config: Config, stats: dict[str, Any]) -> nn.Module:
     reduce_range = getattr(config, "reduce_range", False)
     reduce_range = int8_saturates() if reduce_range is None else reduce_range
-    return QDQLayer.from_float(layer, info["input"], info.get("output"), info.get("relu", False), reduce_range)
+    out = stats.get("output")
+    output = out.qparams() if out is not None and out.count else None  # no count: read outside the module
+    return QDQLayer.from_float(layer, stats["input"].qparams(), output, stats.get("relu", False), reduce_range)
 
 
 def _static_empty(layer: nn.Module, config: Config, info: dict[str, Any]) -> nn.Module:
@@ -139,9 +169,11 @@ LAYER_METHODS: Table[LayerMethod] = Table(
         ("int8-dynamic", LayerMethod(
             lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _dynamic, _dynamic_empty
         )),
-        ("int8-static", LayerMethod(lambda c: QUANTIZABLE, _static, _static_empty)),
+        ("int8-static", LayerMethod(
+            lambda c: QUANTIZABLE, _static, _static_empty, needs=_static_needs, fuses_relu=True
+        )),
         ("weight-only", LayerMethod(
-            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _weight_only, _weight_only_empty
+            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), weight_only, weight_only_shell
         )),
         ("fp16", LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half)),
         ("bf16", LayerMethod(lambda c: HALF_TYPES, cast_half, cast_half)),

@@ -25,7 +25,6 @@ from slimkit.core.walk import Selector, replace_module, select_modules
 from slimkit.quantization.calibration import Point, calibrate
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.layers import CANDIDATES, HALF_TYPES, LAYER_METHODS, cast_half
-from slimkit.quantization.observers import make_observer
 
 Plan = dict[str, Config]
 
@@ -74,43 +73,43 @@ def plan_layers(model: nn.Module, base: QuantConfig, selector: Selector) -> tupl
     return plan, skipped
 
 
-def _static_prepare(model: nn.Module, plan: Plan, ctx: Context) -> dict[str, dict[str, Any]]:
-    """Fold BNs, fuse following ReLUs, calibrate activations: per-layer info for `QDQLayer`."""
+def _observe(model: nn.Module, plan: Plan, ctx: Context) -> dict[str, dict[str, Any]]:
+    """One calibration pass filling every planned layer's declared statistics.
+
+    Returns:
+        ``{name: stats}`` for the layers that declared any: the filled statistics by point
+        (``"input"``, ``"output"``), ``silent`` when the data never reached the layer, and for
+        methods that fold a following ReLU, ``relu`` / ``relu_module``.
+    """
     from slimkit.core.folding import find_chains
 
-    static = {n: c for n, c in plan.items() if c.method == "int8-static"}
-    if not static:
+    needs = {name: LAYER_METHODS[c.method].needs(model.get_submodule(name), c) for name, c in plan.items()}
+    needs = {name: stats for name, stats in needs.items() if stats}
+    if not needs:
         return {}
     if ctx.data is None:
-        raise DataError("int8-static needs calibration data: pass data=... (a few hundred samples)")
-    relus = dict(find_chains(model, tuple(LAYER_METHODS["int8-static"].types(None)), nn.ReLU, through=nn.Identity))
-    observers = {}
-    for name, config in static.items():
-        observers[Point(name, "input")] = make_observer(config.observer)
-        if config.quantize_output:
-            observers[Point(relus.get(name, name), "output")] = make_observer(config.observer)
-    limit = next(iter(static.values())).calibration_batches
-    calibrate(model, ctx.data, observers, device=ctx.device, limit=limit, require_all=False)
-    silent = {name for name in static if observers[Point(name, "input")].count == 0}
-    if silent == set(static):
+        methods = " and ".join(sorted({plan[name].method for name in needs}))
+        raise DataError(f"{methods} needs calibration data: pass data=... (a few hundred samples)")
+    fusing = {name for name in needs if LAYER_METHODS[plan[name].method].fuses_relu}
+    types = tuple({t for name in fusing for t in LAYER_METHODS[plan[name].method].types(plan[name])})
+    relus = dict(find_chains(model, types, nn.ReLU, through=nn.Identity)) if fusing else {}
+    points = {}
+    for name, stats in needs.items():
+        for where, statistic in stats.items():
+            module = relus.get(name, name) if where == "output" and name in fusing else name
+            points[Point(module, where)] = statistic
+    limits = [c.calibration_batches for c in plan.values() if getattr(c, "calibration_batches", None)]
+    calibrate(model, ctx.data, points, device=ctx.device, limit=min(limits, default=None), require_all=False)
+    info: dict[str, dict[str, Any]] = {}
+    for name, stats in needs.items():
+        info[name] = {**stats, "silent": any(s.count == 0 for where, s in stats.items() if where == "input")}
+        if name in fusing:
+            info[name].update(relu=name in relus, relu_module=relus.get(name))
+    if all(entry["silent"] for entry in info.values()):
         raise DataError(
-            f"no layer to quantize ran during calibration ({len(silent)} silent): check that the data "
+            f"no layer to quantize ran during calibration ({len(info)} silent): check that the data "
             "reaches the model (inputs, keyword names)"
         )
-    info: dict[str, dict[str, Any]] = {}
-    for name in static:
-        if name in silent:
-            info[name] = {"silent": True}
-            continue
-        out = observers.get(Point(relus.get(name, name), "output"))
-        if out is not None and out.count == 0:
-            out = None  # its output is consumed outside the module: keep that activation in float
-        info[name] = {
-            "input": observers[Point(name, "input")].qparams(),
-            "output": out.qparams() if out is not None else None,
-            "relu": name in relus,
-            "relu_module": relus.get(name),
-        }
     return info
 
 
@@ -134,22 +133,25 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
         ctx.state.update({"layers": {"": {"method": config.method, "config": config.model_dump(mode="json")}}})
         return model
     plan, skipped = plan_layers(model, config, ctx.selector)
+    notes: dict[str, list[str]] = {}
     with torch.no_grad():
-        info = _static_prepare(model, plan, ctx)
+        info = _observe(model, plan, ctx)
         layers: dict[str, Any] = {}
         for name, layer_cfg in plan.items():
-            extra = info.get(name, {})
-            if extra.get("silent"):
+            method, stats, layer = LAYER_METHODS[layer_cfg.method], info.get(name, {}), model.get_submodule(name)
+            if stats.get("silent") and method.unobserved is None:
                 skipped[name] = (
                     "never ran as a module during calibration: the model reads its weight directly "
                     "(e.g. F.linear(x, layer.weight)), so it stays float"
                 )
                 continue
-            new = LAYER_METHODS[layer_cfg.method].convert(model.get_submodule(name), layer_cfg, extra)
-            replace_module(model, name, new)
-            if extra.get("relu_module"):
-                replace_module(model, extra["relu_module"], nn.Identity())
-            recorded = {k: v for k, v in extra.items() if k in ("relu", "relu_module")}
+            for key in method.notes(layer, stats):
+                notes.setdefault(key, []).append(name)
+            convert = method.convert if not stats.get("silent") else lambda m, c, _s, f=method.unobserved: f(m, c)
+            replace_module(model, name, convert(layer, layer_cfg, stats))
+            if stats.get("relu_module"):
+                replace_module(model, stats["relu_module"], nn.Identity())
+            recorded = {k: v for k, v in stats.items() if k in ("relu", "relu_module")}
             layers[name] = {"method": layer_cfg.method, "config": layer_cfg.model_dump(mode="json"), **recorded}
     trim()  # the replaced float weights are free: hand their pages back
     if unexpected := {n: why for n, why in skipped.items() if why != KEPT_FLOAT}:
@@ -157,7 +159,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
         warnings.warn(f"{config.method}: {len(unexpected)} layer(s) left in float: {listed}", stacklevel=4)
     if not layers:
         warnings.warn(f"{config.method}: no layer was quantized (nothing matched)", stacklevel=4)
-    ctx.state.update({"layers": layers, "skipped": skipped, "folded": folded})
+    ctx.state.update({"layers": layers, "skipped": skipped, "folded": folded, **notes})
     return model
 
 

@@ -22,27 +22,35 @@ from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import replace_module, select_modules
-from slimkit.quantization.algorithms.capture import run_until
 from slimkit.quantization.algorithms.gptq import require_data
 from slimkit.quantization.algorithms.lowbit import LowBitLayer
 from slimkit.quantization.algorithms.lsq import QATWrapper
+from slimkit.quantization.calibration import Point, calibrate
+from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
+from slimkit.quantization.statistics import AbsMaxSign
 from slimkit.training.config import Finetune
 
 QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
-class QAT(Config):
+class QAT(Config, GroupedWeights):
     """Options of ``qat``."""
 
     method = "qat"
-    renamed = {"weight_bits": "bits", "epochs": "finetune.epochs", "lr": "finetune.lr", "distill": "finetune.distill"}
+    renamed = {
+        "weight_bits": "bits",
+        "group_size": "granularity",
+        "epochs": "finetune.epochs",
+        "lr": "finetune.lr",
+        "distill": "finetune.distill",
+    }
     bits: int = Field(4, ge=2, le=8)
     """weight bits, 2..8 (``weight_bits`` before 0.2)."""
     act_bits: int | None = Field(8, ge=2, le=8)
     """input activation bits, 2..8 (``None``: weights only)."""
-    group_size: int | None = Field(None, ge=1)
-    """per-group weight steps for Linears (must divide ``in_features``); ``None``: one step per
-    output channel."""
+    granularity: WeightGranularity = Field("channel", validate_default=True)
+    """``"channel"``: one weight step per output channel; ``"group:N"``: per group of N input
+    columns, for Linears (N must divide ``in_features``) (``group_size`` before 0.2)."""
     finetune: Finetune = Finetune(epochs=3, lr=1e-4, distill=True)
     """fine-tuning with the fake-quantized layers: ``epochs`` over ``data`` (0: no training,
     plain PTQ), peak ``lr``, ``distill`` from the float model (default) or not (the targets'
@@ -53,19 +61,11 @@ class QAT(Config):
     """training seed."""
 
 
-def _input_ranges(model: nn.Module, layers: dict[str, nn.Module], ctx: Context, batches: int) -> dict[str, Any]:
-    """Per layer: (max |input|, whether the input goes negative) over calibration batches."""
-    stats: dict[str, list[float]] = {name: [0.0, 0.0] for name in layers}
-
-    def hook(name: str):  # noqa: ANN202 - a forward hook factory
-        def record(_m: nn.Module, inputs: tuple[Any, ...], _o: Any) -> None:
-            x = inputs[0].detach()
-            stats[name][0] = max(stats[name][0], float(x.abs().max()))
-            stats[name][1] = min(stats[name][1], float(x.min()))
-
-        return record
-
-    run_until(model, ctx.data, model, {m: hook(n) for n, m in layers.items()}, ctx.device, batches)  # type: ignore[arg-type]
+def _input_ranges(model: nn.Module, layers: dict[str, nn.Module], ctx: Context, batches: int) -> dict[str, AbsMaxSign]:
+    """Per layer: max |input| and whether the input goes negative, over calibration batches."""
+    stats = {name: AbsMaxSign() for name in layers}
+    calibrate(model, ctx.data, {Point(n, "input"): s for n, s in stats.items()}, device=ctx.device, limit=batches,
+              require_all=False)  # fmt: skip
     return stats
 
 
@@ -76,8 +76,8 @@ def _wrap(model: nn.Module, config: QAT, ctx: Context) -> dict[str, QATWrapper]:
         bad = [n for n, m in layers.items() if isinstance(m, nn.Linear) and m.in_features % config.group_size]
         if bad:
             raise InvalidConfigError(
-                f"qat group_size={config.group_size} does not divide the input features of {bad[:3]}: "
-                "choose a divisor or group_size=None (per channel)"
+                f"qat granularity group:{config.group_size} does not divide the input features of {bad[:3]}: "
+                "choose a divisor or granularity='channel'"
             )
     if not layers:
         raise UnsupportedModelError(
@@ -87,9 +87,9 @@ def _wrap(model: nn.Module, config: QAT, ctx: Context) -> dict[str, QATWrapper]:
     wrappers = {}
     for name, layer in layers.items():
         group = config.group_size if isinstance(layer, nn.Linear) else None
-        wrapper = QATWrapper(layer, config.bits, config.act_bits, stats[name][1] < 0, group)
+        wrapper = QATWrapper(layer, config.bits, config.act_bits, stats[name].negative, group)
         if wrapper.act_quant is not None:
-            amax = torch.tensor(stats[name][0])
+            amax = torch.tensor(stats[name].peak)
             wrapper.act_quant.init_from(amax if wrapper.act_quant.signed else amax.clamp_min(0))
         replace_module(model, name, wrapper.to(ctx.device))
         wrappers[name] = wrapper

@@ -22,6 +22,7 @@ from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import apply
 from slimkit.core.walk import Selector, select_modules
+from slimkit.quantization.granularity import WeightGranularity
 from slimkit.training.config import Finetune
 
 TECHNIQUES = ("quantize", "prune", "decompose")
@@ -40,16 +41,17 @@ class CandidateConfig(Config):
     Attributes:
         techniques: ``quantize`` (weight-only per layer) and/or ``prune`` (channels per group).
         bits: weight-only bit widths tried per layer (2..8).
-        group_size: weight-only group size (None: one scale per output channel).
+        granularity: weight-only scales, ``"group:N"`` or ``"channel"`` (``group_size`` before 0.2).
         ratios: channel-pruning ratios tried per group, each in (0, 1).
         ranks: SVD rank fractions tried per Linear (``decompose``), each in (0, 1).
         include: globs over module names a unit must match to be scored (None: all).
         exclude: globs over module names to leave alone.
     """
 
+    renamed = {"group_size": "granularity"}
     techniques: tuple[str, ...] = TECHNIQUES
     bits: tuple[int, ...] = (2, 4, 8)
-    group_size: int | None = Field(32, ge=1)
+    granularity: WeightGranularity = Field("group:32", validate_default=True)
     ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     ranks: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field((0.25, 0.5), min_length=1)
     include: tuple[str, ...] | None = None
@@ -97,7 +99,7 @@ class Setting:
 
     @property
     def key(self) -> str:
-        """A readable unique name: ``quantize:weight-only(bits=4,group_size=32)@fc``."""
+        """A readable unique name: ``quantize:weight-only(bits=4,granularity=group:32)@fc``."""
         opts = ",".join(f"{k}={v}" for k, v in self.options)
         return f"{self.verb}:{self.method}({opts})@{self.unit}"
 
@@ -122,7 +124,7 @@ class Setting:
 
 def _quantize_units(model: nn.Module, config: CandidateConfig) -> list[Setting]:
     selector = Selector.of(config.include, config.exclude)
-    options = {"group_size": config.group_size}
+    options = {"granularity": str(config.granularity)}
     return [
         Setting(name, "quantize", "weight-only", tuple(sorted({**options, "bits": bits}.items())), (name,))
         for name, _ in select_modules(model, selector, QUANTIZED_TYPES)

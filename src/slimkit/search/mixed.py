@@ -20,8 +20,8 @@ from slimkit.search.allocate import plan
 from slimkit.search.candidates import plan_stages
 from slimkit.search.sensitivity import SensitivityTable, sensitivity
 
-GROUP_SIZE = 128
-"""Weight-only group size of the mixed stages (the ``weight-only`` choice's default)."""
+GRANULARITY = "group:128"
+"""Weight-only scales of the mixed stages (the ``weight-only`` choice's default)."""
 
 
 class MixedPrecision:
@@ -45,7 +45,7 @@ class MixedPrecision:
         the model's outputs: unlike accuracy on a small split it moves with every layer) and plan
         from it."""
         table = sensitivity(
-            model, data, ("quantize",), metric="fidelity", bits=bits, group_size=GROUP_SIZE, estimate="fisher",
+            model, data, ("quantize",), metric="fidelity", bits=bits, granularity=GRANULARITY, estimate="fisher",
             example_inputs=example_inputs,
         )  # fmt: skip
         return cls(table)

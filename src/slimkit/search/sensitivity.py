@@ -175,7 +175,7 @@ def sensitivity(
     *,
     metric: MetricLike | None = None,
     bits: Sequence[int] = (2, 4, 8),
-    group_size: int | None = 32,
+    granularity: str | int | None = "group:32",
     ratios: Sequence[float] = (0.25, 0.5, 0.75),
     ranks: Sequence[float] = (0.25, 0.5),
     include: str | Sequence[str] | None = None,
@@ -188,6 +188,7 @@ def sensitivity(
     anchors_measured: int = 4,
     draws: int = 2,
     fisher_verbs: Sequence[str] = ("quantize",),
+    **renamed: Any,
 ) -> SensitivityTable:
     """Measure, per layer and candidate setting, the metric change and the bytes saved.
 
@@ -200,7 +201,7 @@ def sensitivity(
             prunable group).
         metric: what judges the model (default: the data's own, else accuracy).
         bits: weight-only widths tried per layer (2..8).
-        group_size: weight-only group size (None: per output channel).
+        granularity: weight-only scales: ``"group:N"`` or ``"channel"``.
         ratios: channel-pruning ratios tried per group.
         ranks: SVD rank fractions tried per Linear (``decompose``).
         include: globs of module names to score (a group counts when all its layers match).
@@ -219,6 +220,7 @@ def sensitivity(
             weight-only on MiniLM — and each estimate still applies the cut, skipping only
             the evaluation).
         draws: ``fisher`` only: label / noise draws per batch.
+        **renamed: ``group_size=N`` (before 0.2; now ``granularity``), with a warning.
 
     Returns:
         A `SensitivityTable` with one row per setting.
@@ -230,7 +232,8 @@ def sensitivity(
     config = CandidateConfig.build(
         techniques=tuple(techniques),
         bits=tuple(bits),
-        group_size=group_size,
+        **({} if "group_size" in renamed else {"granularity": granularity}),
+        **renamed,
         ratios=tuple(ratios),
         ranks=tuple(ranks),
         include=_globs(include),

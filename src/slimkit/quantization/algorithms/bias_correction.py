@@ -4,7 +4,9 @@ Rounding a weight shifts the mean of each output channel by ``(W - Ŵ) E[x]``. T
 input ``E[x]`` of every selected Linear is measured on calibration data and the shift is
 added back to the bias (Nagel et al., 2019), so the quantized layer's outputs are unbiased
 on that data. The result is the same packed model as ``weight-only`` (a bias is added to
-layers that had none, and recorded).
+layers that had none, and listed as ``added_bias``). A layer-wise method of the PTQ driver:
+it declares each Linear's mean input (filled in the driver's one calibration pass); a Linear
+the data never reached is rounded uncorrected and listed as ``uncorrected``.
 """
 
 from __future__ import annotations
@@ -15,23 +17,25 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from slimkit.core.config import Config
-from slimkit.core.device import model_device
-from slimkit.core.registry import Context, register
-from slimkit.core.walk import replace_module
-from slimkit.quantization.algorithms.capture import flat_inputs, run_until
-from slimkit.quantization.algorithms.gptq import pack_layers, rebuild_packed, require_data, selected_layers
+from slimkit.core.registry import register
+from slimkit.quantization.configs import QuantConfig
+from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
+from slimkit.quantization.layers import LAYER_METHODS, LayerMethod, weight_only, weight_only_shell
 from slimkit.quantization.modules import WeightOnlyLinear
+from slimkit.quantization.ptq import quantize_model, rebuild_model
+from slimkit.quantization.statistics import ChannelMean, Statistic
 
 
-class BiasCorrection(Config):
+class BiasCorrection(QuantConfig, GroupedWeights):
     """Options of ``bias-correction``."""
 
     method = "bias-correction"
+    renamed = {"group_size": "granularity"}
     bits: int = Field(4, ge=2, le=8)
     """weight bits, 2..8."""
-    group_size: int | None = Field(128, ge=1)
-    """input columns per scale (``None``: per output channel)."""
+    granularity: WeightGranularity = Field("group:128", validate_default=True)
+    """``"group:N"``: N input columns per scale; ``"channel"``: one scale per output channel
+    (``group_size`` before 0.2)."""
     symmetric: bool = False
     """symmetric grid instead of min-max."""
     embeddings: bool = True
@@ -40,48 +44,58 @@ class BiasCorrection(Config):
     """use at most this many batches of ``data``."""
 
 
-def input_means(
-    model: nn.Module, layers: dict[str, nn.Linear], ctx: Context, limit: int | None
-) -> dict[str, torch.Tensor]:
-    """Mean input vector of each layer over the calibration data (float64 sums)."""
-    sums = {n: torch.zeros(m.in_features, dtype=torch.float64, device=ctx.device) for n, m in layers.items()}
-    rows = dict.fromkeys(layers, 0)
-
-    def hook(name: str):  # noqa: ANN202 - a forward hook factory
-        def record(_m: nn.Module, inputs: tuple[Any, ...], _o: Any) -> None:
-            x = flat_inputs(inputs, layers[name].in_features)
-            sums[name] += x.double().sum(0)
-            rows[name] += x.shape[0]
-
-        return record
-
-    run_until(model, ctx.data, model, {m: hook(n) for n, m in layers.items()}, ctx.device, limit)  # type: ignore[arg-type]
-    return {n: (sums[n] / rows[n]).float() for n in layers if rows[n]}
+def _types(config: BiasCorrection) -> tuple[type[nn.Module], ...]:
+    return (nn.Linear, nn.Embedding) if config.embeddings else (nn.Linear,)
 
 
-@register("quantize", "bias-correction", BiasCorrection, rebuild=rebuild_packed)
-def quantize_bias_corrected(model: nn.Module, config: BiasCorrection, ctx: Context) -> nn.Module:
-    """Round the selected layers to the packed grid and correct each Linear's output bias."""
-    require_data(ctx, "bias-correction")
-    linears, tables = selected_layers(model, ctx, config.embeddings)
-    home = model_device(model)
-    model.eval()
-    means = input_means(model, linears, ctx, config.calibration_batches)
-    added = []
-    for name, layer in linears.items():
-        new = WeightOnlyLinear.from_float(layer, config.bits, config.group_size, config.symmetric)
-        if name in means:
-            shift = (layer.weight.detach().float() - new.weight) @ means[name]
-            if new.bias is None:
-                new = WeightOnlyLinear.from_codes(
-                    new.packed.codes(), new.packed.scales, new.packed.zero_points, config.bits, config.group_size, shift
-                )
-                added.append(name)
-            else:
-                new.bias.data += shift
-        replace_module(model, name, new)
-    pack_layers(model, {}, tables, config.bits, config.group_size, config.symmetric)
-    ctx.state.update(
-        linear=list(linears), embedding=list(tables), added_bias=added, uncorrected=sorted(set(linears) - set(means))
-    )
-    return model.to(home)
+def _needs(layer: nn.Module, _config: BiasCorrection) -> dict[str, Statistic]:
+    return {"input": ChannelMean()} if isinstance(layer, nn.Linear) else {}
+
+
+def _corrected(layer: nn.Module, config: BiasCorrection, stats: dict[str, Any]) -> nn.Module:
+    """Round ``layer``; a Linear gets ``(W - Ŵ) E[x]`` added to its bias (which it always has after)."""
+    new = weight_only(layer, config, stats)
+    if not isinstance(layer, nn.Linear):
+        return new
+    mean = stats.get("input")
+    shift = torch.zeros(layer.out_features, device=layer.weight.device)
+    if mean is not None and mean.count:
+        shift = (layer.weight.detach().float() - new.weight) @ mean.value.to(shift.device)
+    if new.bias is None:
+        packed = new.packed
+        return WeightOnlyLinear.from_codes(
+            packed.codes(), packed.scales, packed.zero_points, config.bits, config.group_size, shift
+        )
+    new.bias.data += shift
+    return new
+
+
+def _shell(layer: nn.Module, config: BiasCorrection, entry: dict[str, Any]) -> nn.Module:
+    if not isinstance(layer, nn.Linear):
+        return weight_only_shell(layer, config, entry)
+    bias = layer.bias is not None or entry.get("bias", True)
+    return WeightOnlyLinear(layer.in_features, layer.out_features, config.bits, config.group_size, bias)
+
+
+def _notes(layer: nn.Module, stats: dict[str, Any]) -> tuple[str, ...]:
+    if not isinstance(layer, nn.Linear):
+        return ()
+    return ("added_bias",) * (layer.bias is None) + ("uncorrected",) * bool(stats.get("silent"))
+
+
+def rebuild_corrected(model: nn.Module, config: BiasCorrection, state: dict[str, Any]) -> nn.Module:
+    """Recreate the packed layers of ``state`` (also as slimkit 0.1 recorded them: ``linear`` and
+    ``embedding`` lists, biases added only to the ``added_bias`` ones)."""
+    if "layers" not in state:
+        entry = {"method": config.method, "config": config.model_dump(mode="json")}
+        added = set(state.get("added_bias", []))
+        layers = {name: {**entry, "bias": name in added} for name in state.get("linear", [])}
+        state = {"layers": {**layers, **dict.fromkeys(state.get("embedding", []), entry)}}
+    return rebuild_model(model, config, state)
+
+
+LAYER_METHODS.register(
+    "bias-correction",
+    LayerMethod(_types, _corrected, _shell, needs=_needs, unobserved=lambda m, c: _corrected(m, c, {}), notes=_notes),
+)
+register("quantize", "bias-correction", BiasCorrection, rebuild=rebuild_corrected)(quantize_model)

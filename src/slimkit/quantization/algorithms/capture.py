@@ -1,20 +1,12 @@
-"""Calibration capture shared by the data-driven algorithms (GPTQ, SmoothQuant, bias correction).
-
-Statistics are gathered with forward hooks. To keep peak memory low on large models the
-layers are visited one *unit* at a time (a transformer block, or a lone layer outside the
-blocks): the model runs on the calibration data only until that unit has produced its
-output, then the forward is cut short, so no activations of later layers are kept.
+"""GPTQ's units: to keep peak memory low on large models its layers are calibrated one *unit*
+at a time (a transformer block, or a lone layer outside the blocks): the model runs on the
+calibration data only until that unit has produced its output (`calibrate`'s ``stop_at``), so
+no activations of later layers are kept and only one unit's Hessians are held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import torch
 from torch import nn
-
-from slimkit.quantization.calibration import run_batches
 
 
 def block_units(model: nn.Module, names: list[str]) -> list[tuple[str, list[str]]]:
@@ -40,37 +32,3 @@ def block_units(model: nn.Module, names: list[str]) -> list[tuple[str, list[str]
         units.setdefault(unit, []).append(name)
     order = {n: i for i, (n, _) in enumerate(model.named_modules())}
     return sorted(units.items(), key=lambda item: order[item[0]])
-
-
-def run_until(
-    model: nn.Module,
-    data: Iterable[Any],
-    stop_at: nn.Module,
-    hooks: dict[nn.Module, Callable[[nn.Module, tuple[Any, ...], Any], None]],
-    device: torch.device,
-    limit: int | None = None,
-) -> int:
-    """Run ``model`` over ``data`` with forward ``hooks``, cutting each forward after ``stop_at``.
-
-    Args:
-        model: the model (already on ``device``).
-        data: calibration batches (any form `iter_batches` reads).
-        stop_at: the module after whose forward the rest of the model is skipped.
-        hooks: ``module -> hook(module, inputs, output)`` called on each forward.
-        device: where batches go.
-        limit: use at most this many batches.
-
-    Returns:
-        The number of batches run.
-    """
-    handles = [m.register_forward_hook(h) for m, h in hooks.items()]
-    try:
-        return run_batches(model, data, device, limit=limit, stop_at=stop_at)
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def flat_inputs(inputs: tuple[Any, ...], features: int) -> torch.Tensor:
-    """A layer's first input as a float32 ``(rows, features)`` matrix."""
-    return inputs[0].detach().reshape(-1, features).float()

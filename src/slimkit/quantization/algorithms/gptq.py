@@ -22,19 +22,24 @@ from slimkit.core.errors import DataError, UnsupportedModelError
 from slimkit.core.heap import trim
 from slimkit.core.registry import Context, register
 from slimkit.core.walk import replace_module, select_modules
-from slimkit.quantization.algorithms.capture import block_units, flat_inputs, run_until
-from slimkit.quantization.algorithms.gptq_core import HessianAccumulator, gptq_quantize
+from slimkit.quantization.algorithms.capture import block_units
+from slimkit.quantization.algorithms.gptq_core import gptq_quantize
+from slimkit.quantization.calibration import Point, calibrate
+from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, weight_spec
+from slimkit.quantization.statistics import InputHessian
 
 
-class GPTQ(Config):
+class GPTQ(Config, GroupedWeights):
     """Options of ``gptq``."""
 
     method = "gptq"
+    renamed = {"group_size": "granularity"}
     bits: int = Field(4, ge=2, le=8)
     """weight bits, 2..8."""
-    group_size: int | None = Field(128, ge=1)
-    """input columns per scale (``None``: one scale per output channel)."""
+    granularity: WeightGranularity = Field("group:128", validate_default=True)
+    """``"group:N"``: N input columns per scale; ``"channel"``: one scale per output channel
+    (``group_size`` before 0.2)."""
     symmetric: bool = False
     """symmetric grid (zero point at the mid-code) instead of min-max."""
     embeddings: bool = True
@@ -110,19 +115,16 @@ def quantize_gptq(model: nn.Module, config: GPTQ, ctx: Context) -> nn.Module:
     names_done = {"linear": list(linears), "embedding": list(tables)}
     del tables  # drop references to the float layers as they are replaced, so memory is freed
     fallback: list[str] = []
-    for unit, names in block_units(model, list(linears)):
-        accs = {n: HessianAccumulator(linears[n].in_features, ctx.device) for n in names}
-
-        def hook(acc: HessianAccumulator, features: int):  # noqa: ANN202 - a forward hook factory
-            return lambda _m, inputs, _o: acc.add(flat_inputs(inputs, features))
-
-        run_until(
+    for unit, names in block_units(model, list(linears)):  # the declared blockwise mode (module doc)
+        accs = {n: InputHessian(linears[n].in_features, ctx.device) for n in names}
+        calibrate(
             model,
             ctx.data,  # type: ignore[arg-type]
-            model.get_submodule(unit),
-            {linears[n]: hook(accs[n], linears[n].in_features) for n in names},
-            ctx.device,
-            config.calibration_batches,
+            {Point(n, "input"): accs[n] for n in names},
+            device=ctx.device,
+            limit=config.calibration_batches,
+            require_all=False,
+            stop_at=model.get_submodule(unit),
         )
         trim()  # the forward's work copies (dequantized weights of earlier blocks) are free
         for name in names:

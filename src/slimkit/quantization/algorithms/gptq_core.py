@@ -13,30 +13,10 @@ import torch
 from torch import Tensor
 
 from slimkit.quantization.primitives import QuantSpec
+from slimkit.quantization.statistics import InputHessian
 
-
-class HessianAccumulator:
-    """Running ``H = 2/N Σ xᵀx`` over the rows ``x`` of a layer's inputs (float32).
-
-    Args:
-        features: input features of the layer.
-        device: where ``H`` lives.
-    """
-
-    def __init__(self, features: int, device: torch.device | str = "cpu"):
-        self.hessian = torch.zeros(features, features, device=device)
-        self.rows = 0
-
-    def add(self, x: Tensor) -> None:
-        """Accumulate a ``(rows, features)`` batch of inputs."""
-        x = x.to(self.hessian.device, torch.float32)
-        n = x.shape[0]
-        if n == 0:
-            return
-        total = self.rows + n
-        self.hessian.mul_(self.rows / total)
-        self.hessian.addmm_(x.t(), x, alpha=2.0 / total)
-        self.rows = total
+HessianAccumulator = InputHessian
+"""The Hessian ``2/N Σ xᵀx`` of a layer's inputs (`slimkit.quantization.statistics.InputHessian`)."""
 
 
 def _inverse_cholesky(hessian: Tensor, damp: float) -> Tensor:

@@ -7,7 +7,9 @@ scale is an explicit element-wise op in front of the layer (`SmoothedLinear`), w
 always exact, also when the predecessor (a post-LN residual, an attention output) cannot
 absorb it. The smoothed weight is then quantized per channel to int8 and run with dynamic
 int8 activations on PyTorch's int8 kernel (`Int8DynamicLinear`); ``quantize=False`` keeps
-the smoothed float layer.
+the smoothed float layer. It is a layer-wise method of the PTQ driver: it declares each
+Linear's per-channel ``max |x|`` (filled in the driver's one calibration pass) and converts
+one layer at a time; ``overrides`` mix it with the other layer-wise methods.
 """
 
 from __future__ import annotations
@@ -18,16 +20,15 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from slimkit.core.config import Config
-from slimkit.core.device import model_device
-from slimkit.core.registry import Context, register
-from slimkit.core.walk import replace_module
-from slimkit.quantization.algorithms.capture import flat_inputs, run_until
-from slimkit.quantization.algorithms.gptq import require_data, selected_layers
+from slimkit.core.registry import register
+from slimkit.quantization.configs import QuantConfig
 from slimkit.quantization.dynamic import Int8DynamicLinear
+from slimkit.quantization.layers import LAYER_METHODS, LayerMethod
+from slimkit.quantization.ptq import quantize_model, rebuild_model
+from slimkit.quantization.statistics import ChannelAbsMax, Statistic
 
 
-class SmoothQuant(Config):
+class SmoothQuant(QuantConfig):
     """Options of ``smoothquant``."""
 
     method = "smoothquant"
@@ -42,6 +43,7 @@ class SmoothQuant(Config):
 def smoothing_factors(act_max: Tensor, weight: Tensor, alpha: float) -> Tensor:
     """``s_j = max|X_j|^α / max|W_:,j|^(1-α)``; 1 where a channel is all zero."""
     w_max = weight.detach().abs().amax(0).float()
+    act_max = act_max.to(w_max.device)
     s = act_max.float().clamp_min(1e-5).pow(alpha) / w_max.clamp_min(1e-5).pow(1 - alpha)
     return torch.where((act_max > 0) & (w_max > 0), s, torch.ones_like(s))
 
@@ -77,44 +79,36 @@ class SmoothedLinear(nn.Module):
         return self.inner(x * self.inv_scale.to(x.dtype))
 
 
-def activation_max(
-    model: nn.Module, layers: dict[str, nn.Linear], ctx: Context, limit: int | None
-) -> dict[str, Tensor]:
-    """Per input channel max |x| of each layer over the calibration data."""
-    maxima = {n: torch.zeros(m.in_features, device=ctx.device) for n, m in layers.items()}
+def _needs(_layer: nn.Module, _config: SmoothQuant) -> dict[str, Statistic]:
+    return {"input": ChannelAbsMax()}
 
-    def hook(name: str):  # noqa: ANN202 - a forward hook factory
-        def record(_m: nn.Module, inputs: tuple[Any, ...], _o: Any) -> None:
-            x = flat_inputs(inputs, layers[name].in_features)
-            torch.maximum(maxima[name], x.abs().amax(0), out=maxima[name])
 
-        return record
+def _smooth(layer: nn.Linear, config: SmoothQuant, stats: dict[str, Any]) -> nn.Module:
+    factors = smoothing_factors(stats["input"].value, layer.weight, config.alpha)
+    return SmoothedLinear.from_float(layer, factors, config.quantize)
 
-    run_until(model, ctx.data, model, {m: hook(n) for n, m in layers.items()}, ctx.device, limit)  # type: ignore[arg-type]
-    return maxima
+
+def _unobserved(layer: nn.Linear, config: SmoothQuant) -> nn.Module:
+    """A Linear the data never reached: nothing to migrate (factors of 1)."""
+    return SmoothedLinear.from_float(layer, torch.ones(layer.in_features), config.quantize)
+
+
+def _shell(layer: nn.Linear, config: SmoothQuant, _entry: dict[str, Any]) -> nn.Module:
+    has_bias = layer.bias is not None
+    inner = Int8DynamicLinear(layer.in_features, layer.out_features, has_bias) if config.quantize else layer
+    return SmoothedLinear(inner)
 
 
 def rebuild_smoothquant(model: nn.Module, config: SmoothQuant, state: dict[str, Any]) -> nn.Module:
-    """Recreate the `SmoothedLinear` shells listed in ``state``."""
-    for name in state["linear"]:
-        old = model.get_submodule(name)
-        has_bias = old.bias is not None
-        inner = Int8DynamicLinear(old.in_features, old.out_features, has_bias) if config.quantize else old
-        replace_module(model, name, SmoothedLinear(inner))
-    return model
+    """Recreate the `SmoothedLinear` shells of ``state`` (also as slimkit 0.1 recorded them:
+    a plain ``linear`` list)."""
+    if "layers" not in state:
+        entry = {"method": config.method, "config": config.model_dump(mode="json")}
+        state = {"layers": dict.fromkeys(state.get("linear", []), entry)}
+    return rebuild_model(model, config, state)
 
 
-@register("quantize", "smoothquant", SmoothQuant, rebuild=rebuild_smoothquant)
-def quantize_smoothquant(model: nn.Module, config: SmoothQuant, ctx: Context) -> nn.Module:
-    """Smooth every selected Linear with calibration activation ranges, then W8A8."""
-    require_data(ctx, "smoothquant")
-    linears, _ = selected_layers(model, ctx, embeddings=False)
-    home = model_device(model)
-    model.eval()
-    maxima = activation_max(model, linears, ctx, config.calibration_batches)
-    for name, layer in linears.items():
-        factors = smoothing_factors(maxima[name], layer.weight, config.alpha)
-        replace_module(model, name, SmoothedLinear.from_float(layer, factors, config.quantize))
-    ctx.state.update(linear=list(linears))
-    # Int8DynamicLinear runs on the CPU int8 kernel; its own forward handles other devices.
-    return model.to(home)
+LAYER_METHODS.register(
+    "smoothquant", LayerMethod(lambda c: (nn.Linear,), _smooth, _shell, needs=_needs, unobserved=_unobserved)
+)
+register("quantize", "smoothquant", SmoothQuant, rebuild=rebuild_smoothquant)(quantize_model)
