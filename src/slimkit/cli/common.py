@@ -23,7 +23,7 @@ ConfigOptions = Annotated[
         "--option",
         "-o",
         help="Any config field of the method as key=value (repeatable), e.g. -o round_to=8; "
-        "docs/recipes.md lists every method's fields.",
+        "`slimkit methods VERB METHOD` lists them.",
     ),
 ]
 

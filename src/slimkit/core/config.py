@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -93,3 +95,33 @@ def describe_validation_error(cls: type[BaseModel], exc: ValidationError) -> str
         else:
             problems.append(f"{field}: {err['msg']} (got {err.get('input')!r})")
     return f"invalid options for {name!r}: " + "; ".join(problems)
+
+
+@dataclass(frozen=True)
+class FieldDoc:
+    """One option of a config, as the recipe reference and ``slimkit methods`` show it.
+
+    Attributes:
+        name: the field.
+        type: its annotation, readable (``int | None``).
+        default: its default as JSON, or ``required``.
+        meaning: the docstring under the field, on one line.
+    """
+
+    name: str
+    type: str
+    default: str
+    meaning: str
+
+
+def field_docs(cls: type[BaseModel]) -> list[FieldDoc]:
+    """Every field of ``cls`` with its type, default and the docstring written under it."""
+    docs = []
+    for name, info in cls.model_fields.items():
+        annotation = info.annotation
+        kind = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+        default = (
+            "required" if info.is_required() else json.dumps(info.get_default(call_default_factory=True), default=str)
+        )
+        docs.append(FieldDoc(name, kind, default, " ".join((info.description or "").split())))
+    return docs

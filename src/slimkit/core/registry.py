@@ -121,6 +121,11 @@ def register(
     return decorate
 
 
+def verbs() -> tuple[str, ...]:
+    """The verbs methods register under (``quantize``, ``prune``, ...)."""
+    return tuple(dict.fromkeys((*_PACKAGES, *_METHODS)))
+
+
 def methods(verb: str) -> dict[str, Method]:
     """All methods registered for ``verb`` (importing the verb's package first)."""
     if verb in _PACKAGES:

@@ -9,26 +9,17 @@ import json
 
 from pydantic import BaseModel
 
+from slimkit.core.config import field_docs
 from slimkit.core.registry import methods
 from slimkit.pipeline.bundled import list_recipes, show_recipe
 from slimkit.pipeline.recipe import TECHNIQUE_VERBS, Finetune, Recipe, Target
 
 
-def _type_name(annotation: object) -> str:
-    text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
-    return text.replace("typing.", "").replace("|", "\\|")
-
-
 def _field_rows(cls: type[BaseModel]) -> list[str]:
-    rows = []
-    for name, info in cls.model_fields.items():
-        default = (
-            "required" if info.is_required() else json.dumps(info.get_default(call_default_factory=True), default=str)
-        )
-        kind = _type_name(info.annotation)
-        meaning = (info.description or "").strip().replace("|", "\\|")
-        rows.append(f"| `{name}` | {kind} | {default} | {' '.join(meaning.split())} |")
-    return rows
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    return [f"| `{f.name}` | {cell(f.type)} | {f.default} | {cell(f.meaning)} |" for f in field_docs(cls)]
 
 
 def _table(cls: type[BaseModel]) -> list[str]:

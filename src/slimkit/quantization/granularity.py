@@ -88,9 +88,7 @@ class GroupedWeights:
     """Mixin of the configs with a ``granularity`` field: ``group_size`` read from it (the old
     field's spelling, still accepted by those configs' ``renamed``)."""
 
-    granularity: Granularity
-
     @property
     def group_size(self) -> int | None:
         """Input columns per scale, ``None`` for one scale per output channel."""
-        return self.granularity.group_size
+        return self.granularity.group_size  # type: ignore[attr-defined]

@@ -34,7 +34,8 @@ QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
 class QAT(Config, GroupedWeights):
-    """Options of ``qat``."""
+    """Low-bit weights (and activations) learned by fine-tuning fake-quantized layers (LSQ),
+    distilled from the float model, then packed (needs training data)."""
 
     method = "qat"
     renamed = {

@@ -27,7 +27,8 @@ from slimkit.quantization.statistics import ChannelMean, Statistic
 
 
 class BiasCorrection(QuantConfig, GroupedWeights):
-    """Options of ``bias-correction``."""
+    """Packed low-bit weights with each Linear's rounding shift of its output mean added back to
+    its bias (needs calibration data)."""
 
     method = "bias-correction"
     renamed = {"group_size": "granularity"}

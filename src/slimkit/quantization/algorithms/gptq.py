@@ -31,7 +31,8 @@ from slimkit.quantization.statistics import InputHessian
 
 
 class GPTQ(Config, GroupedWeights):
-    """Options of ``gptq``."""
+    """Packed low-bit weights rounded by GPTQ: each column's rounding error is spread over the
+    columns not yet rounded, weighted by the inputs' Hessian (needs calibration data)."""
 
     method = "gptq"
     renamed = {"group_size": "granularity"}

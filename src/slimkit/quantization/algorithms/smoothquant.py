@@ -29,7 +29,8 @@ from slimkit.quantization.statistics import ChannelAbsMax, Statistic
 
 
 class SmoothQuant(QuantConfig):
-    """Options of ``smoothquant``."""
+    """W8A8 with activation outliers migrated into the weights, per input channel (needs
+    calibration data)."""
 
     method = "smoothquant"
     alpha: float = Field(0.5, ge=0, le=1)
