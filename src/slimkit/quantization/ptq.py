@@ -1,8 +1,10 @@
-"""Post-training quantization: ``int8-dynamic``, ``int8-static``, ``weight-only``, ``fp16``, ``bf16``.
+"""The driver of every layer-wise quantization method: ``int8-dynamic``, ``int8-static``,
+``weight-only``, ``fp16``, ``bf16``, and the ``smoothquant`` and ``bias-correction`` that
+register their `LayerMethod` from `slimkit.quantization.algorithms`.
 
-One driver serves every method: resolve a config per layer (the method's config, or the first
-matching ``overrides`` pattern), skip and report layers no method can take, calibrate when a
-layer needs activation ranges, then convert layer by layer. The record's state lists every
+Resolve a config per layer (the method's config, or the first matching ``overrides``
+pattern), skip and report layers no method can take, fill every layer's declared statistics
+in one calibration pass, then convert layer by layer. The record's state lists every
 converted layer with its method, config and data-free info, so `rebuild` can redo the
 structure without data.
 """
@@ -147,8 +149,10 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
                 continue
             for key in method.notes(layer, stats):
                 notes.setdefault(key, []).append(name)
-            convert = method.convert if not stats.get("silent") else lambda m, c, _s, f=method.unobserved: f(m, c)
-            replace_module(model, name, convert(layer, layer_cfg, stats))
+            if stats.get("silent"):
+                replace_module(model, name, method.unobserved(layer, layer_cfg))
+            else:
+                replace_module(model, name, method.convert(layer, layer_cfg, stats))
             if stats.get("relu_module"):
                 replace_module(model, stats["relu_module"], nn.Identity())
             recorded = {k: v for k, v in stats.items() if k in ("relu", "relu_module")}
