@@ -145,7 +145,10 @@ class DependencyGraph:
         self.literal_shapes = gm.meta.get("tracer", "fx") == "fx"
         """Whether an int in a view's target shape is written in the model's code (fx) rather than
         a size torch.export specialized."""
+        self.node: fx.Node | None = None
+        """The node being visited (where a block happens)."""
         for node in gm.graph.nodes:
+            self.node = node
             self.env[node] = self._visit(node)
 
     # --- spaces -------------------------------------------------------------------------
@@ -184,9 +187,23 @@ class DependencyGraph:
             self.blocks[root] = merged
 
     def _block(self, value: Any, reason: str) -> None:
+        reason += self._location()
         for flow in self._flows(value):
             for seg in flow.segs:
                 self.blocked.setdefault(self._find(seg.space), reason)
+
+    def _location(self) -> str:
+        """`` (size, in stage2.0: InvertedResidual)``: the op and the module whose code does what
+        blocks, for a function or method call inside a submodule ('' otherwise)."""
+        node = self.node
+        if node is None or node.op not in ("call_function", "call_method"):
+            return ""
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            return f" ({_name(node)})"
+        path, kind = list(stack.values())[-1]
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        return f" ({_name(node)}, in {path}: {kind.rpartition('.')[2]})"
 
     def _attach(self, flow: Flow, module: str, axis: str) -> None:
         offset = 0
