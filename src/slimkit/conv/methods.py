@@ -19,8 +19,8 @@ from slimkit.core import folding as fusion
 from slimkit.core.config import Config
 from slimkit.core.data import run_model
 from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.layerwise import rebuild_layers, replace_layers, select_layers
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import replace_module, select_modules
 from slimkit.training.config import Finetune
 
 # ----------------------------------------------------------------------------- fuse
@@ -168,24 +168,25 @@ def _auto_tiles(model: nn.Module, names: list[str], config: Winograd, ctx: Conte
 
 @torch.no_grad()
 def _winograd(model: nn.Module, config: Winograd, ctx: Context) -> nn.Module:
-    convs = dict(select_modules(model, ctx.selector, nn.Conv2d))
-    skipped = {name: why for name, conv in convs.items() if (why := winograd_ineligible(conv))}
+    convs, skipped = select_layers(model, ctx.selector, (nn.Conv2d,))
+    skipped.update({name: why for name, conv in convs.items() if (why := winograd_ineligible(conv))})
     eligible = [name for name in convs if name not in skipped]
     if config.tile == "auto":
         layers = _auto_tiles(model, eligible, config, ctx)
     else:
         layers = {name: {"tile": config.tile, "reason": "forced by config"} for name in eligible}
-    converted = {name: info["tile"] for name, info in layers.items() if info["tile"]}
-    for name, tile in converted.items():
-        replace_module(model, name, WinogradConv2d.from_conv(model.get_submodule(name), tile))
+    chosen = {name: convs[name] for name, info in layers.items() if info["tile"]}
+    converted, _ = replace_layers(
+        model, chosen, lambda name, conv: (WinogradConv2d.from_conv(conv, layers[name]["tile"]), layers[name]["tile"])
+    )
     ctx.state.update(converted=converted, layers=layers, skipped=skipped)
     return model
 
 
 def _rebuild_winograd(model: nn.Module, config: Winograd, state: dict[str, Any]) -> nn.Module:
-    for name, tile in state.get("converted", {}).items():
-        replace_module(model, name, WinogradConv2d.from_conv(model.get_submodule(name), int(tile)))
-    return model
+    return rebuild_layers(
+        model, state.get("converted", {}), lambda _n, conv, tile: WinogradConv2d.from_conv(conv, int(tile))
+    )
 
 
 register("accelerate", "winograd", Winograd, rebuild=_rebuild_winograd)(_winograd)
@@ -213,18 +214,19 @@ def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
         raise InvalidConfigError("separable with finetune.epochs > 0 needs data to fine-tune on: pass data=...")
     model.to(ctx.device)
     teacher = copy.deepcopy(model).eval() if config.finetune.epochs else None
-    convs = dict(select_modules(model, ctx.selector, nn.Conv2d))
-    skipped = {name: why for name, conv in convs.items() if (why := separable_ineligible(conv))}
-    converted, mac_ratio = {}, {}
-    for name, conv in convs.items():
-        if name in skipped:
-            continue
+    convs, skipped = select_layers(model, ctx.selector, (nn.Conv2d,))
+
+    def separate(_name: str, conv: nn.Module) -> tuple[nn.Module, float] | str:
+        if why := separable_ineligible(conv):
+            return why
         layer = SeparableConv2d.from_conv(conv, config.rank)
         if layer.mac_ratio >= 1:
-            skipped[name] = f"rank {config.rank} would not reduce MACs (ratio {layer.mac_ratio:.2f})"
-            continue
-        replace_module(model, name, layer)
-        converted[name], mac_ratio[name] = config.rank, layer.mac_ratio
+            return f"rank {config.rank} would not reduce MACs (ratio {layer.mac_ratio:.2f})"
+        return layer, layer.mac_ratio
+
+    mac_ratio, refused = replace_layers(model, convs, separate)
+    skipped.update(refused)
+    converted = dict.fromkeys(mac_ratio, config.rank)
     ctx.state.update(converted=converted, mac_ratio=mac_ratio, skipped=skipped)
     if converted:
         model = config.finetune.run(model, ctx.data, teacher, device=ctx.device)
@@ -232,9 +234,7 @@ def _separable(model: nn.Module, config: Separable, ctx: Context) -> nn.Module:
 
 
 def _rebuild_separable(model: nn.Module, config: Separable, state: dict[str, Any]) -> nn.Module:
-    for name, rank in state.get("converted", {}).items():
-        replace_module(model, name, SeparableConv2d(model.get_submodule(name), int(rank)))
-    return model
+    return rebuild_layers(model, state.get("converted", {}), lambda _n, conv, rank: SeparableConv2d(conv, int(rank)))
 
 
 register("accelerate", "separable", Separable, rebuild=_rebuild_separable)(_separable)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -11,9 +12,8 @@ from torch import nn
 
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.layers import overrides_forward
+from slimkit.core.layerwise import rebuild_layers, replace_layers, select_layers
 from slimkit.core.registry import Context, register
-from slimkit.core.walk import replace_module, select_modules
 from slimkit.decomposition.base import FactorizedLayer, Rank, relative_error
 from slimkit.decomposition.conv_layers import CPConv, SpatialSVDConv, TuckerConv
 from slimkit.decomposition.layers import LowRankEmbedding, LowRankLinear
@@ -147,16 +147,6 @@ def _saving(cls: type[FactorizedLayer], dense: nn.Module, rank: Rank, **extra: A
     )
 
 
-def _candidates(model: nn.Module, config: _Decomposition, ctx: Context) -> list[tuple[str, nn.Module]]:
-    """Selected modules of a type the method handles, outside already-factorized layers."""
-    factorized = [n + "." for n, m in model.named_modules() if isinstance(m, FactorizedLayer)]
-    return [
-        (name, module)
-        for name, module in select_modules(model, ctx.selector)
-        if _layer_class(config, module) is not None and not any(name.startswith(f) for f in factorized)
-    ]
-
-
 def decompose_layers(model: nn.Module, config: _Decomposition, ctx: Context) -> nn.Module:
     """Replace each selected layer by its factorized form at the rank ``config`` selects.
 
@@ -165,38 +155,37 @@ def decompose_layers(model: nn.Module, config: _Decomposition, ctx: Context) -> 
     """
     spec = parse_rank(config.rank)
     max_error = config.max_error or (LARGE_ERROR if spec.kind == "vbmf" else None)
-    layers: dict[str, Any] = {}
-    skipped: dict[str, str] = {}
-    for name, dense in _candidates(model, config, ctx):
+
+    def factorize(name: str, dense: nn.Module) -> tuple[nn.Module, dict[str, Any]] | str:
         cls = _layer_class(config, dense)
         extra = cls.plan(dense, config)
-        base = overrides_forward(dense, cls.dense_types)
-        reason = f"{type(dense).__name__} overrides the forward of {base.__name__}" if base else None
-        reason = reason or cls.unsupported(dense, **extra)
+        reason = cls.unsupported(dense, **extra)
         rank = None if reason else choose_rank(spec, cls, dense, name, ctx.device, max_error or 1.0, **extra)
         if reason is None and rank is None:
             reason = f"even rank 1 exceeds the {spec.kind} budget {spec.value}"
         if reason is None and not config.force:
             reason = _saving(cls, dense, rank, **extra)
         if reason is not None:
-            skipped[name] = reason
-            continue
+            return reason
         layer = cls.from_dense(dense, rank, ctx.device, **extra)
         error = relative_error(dense.weight, layer.to_dense().weight)
         if max_error is not None and error > max_error and not config.force:
-            skipped[name] = (
+            return (
                 f"rank {rank} leaves a relative weight error of {error:.2f} > max_error={max_error}; "
                 "raise the rank or max_error, or pass force=True"
             )
-            continue
         params, _ = cls.cost(dense, rank, **extra)
-        layers[name] = {
+        return layer, {
             "rank": list(rank) if isinstance(rank, tuple) else rank,
             "error": error,
             "params": [cls.dense_cost(dense, **extra)[0], params],
             "extra": layer.extra_state_for_rebuild(),
         }
-        replace_module(model, name, layer)
+
+    types = tuple(t for cls in config.layers for t in cls.dense_types)
+    candidates, skipped = select_layers(model, ctx.selector, types, inside=(FactorizedLayer,))
+    layers, refused = replace_layers(model, candidates, factorize)
+    skipped.update(refused)
     large = {n: info["error"] for n, info in layers.items() if info["error"] > LARGE_ERROR}
     if large:
         warnings.warn(
@@ -216,17 +205,21 @@ def decompose_layers(model: nn.Module, config: _Decomposition, ctx: Context) -> 
     return model
 
 
-def rebuild_layers(model: nn.Module, config: _Decomposition, state: dict[str, Any]) -> nn.Module:
-    """Recreate the factorized layers recorded in ``state`` (shapes only, no data)."""
-    for name, entry in state.get("layers", {}).items():
-        dense = model.get_submodule(name)
+def _shell(config: _Decomposition) -> Callable[[str, nn.Module, dict[str, Any]], nn.Module]:
+    def shell(name: str, dense: nn.Module, entry: dict[str, Any]) -> nn.Module:
         cls = _layer_class(config, dense)
         if cls is None:
             raise InvalidConfigError(f"cannot rebuild {config.method} at {name!r}: found a {type(dense).__name__}")
         rank = tuple(entry["rank"]) if isinstance(entry["rank"], list) else entry["rank"]
-        replace_module(model, name, cls.empty_like(dense, rank, **entry.get("extra", {})))
-    return model
+        return cls.empty_like(dense, rank, **entry.get("extra", {}))
+
+    return shell
+
+
+def rebuild_decomposed(model: nn.Module, config: _Decomposition, state: dict[str, Any]) -> nn.Module:
+    """Recreate the factorized layers recorded in ``state`` (shapes only, no data)."""
+    return rebuild_layers(model, state.get("layers", {}), _shell(config))
 
 
 for _config in (SVD, SpatialSVD, Tucker, CP, TT):
-    register("decompose", _config.method, _config, rebuild=rebuild_layers)(decompose_layers)
+    register("decompose", _config.method, _config, rebuild=rebuild_decomposed)(decompose_layers)
