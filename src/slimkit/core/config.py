@@ -5,11 +5,23 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from slimkit.core.errors import InvalidConfigError
+
+Bits = Annotated[int, Field(ge=2, le=8)]
+"""A bit width, 2..8 (config fields and tuples of choices)."""
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+"""A fraction in [0, 1) (0: the stage is skipped)."""
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]
+"""A fraction in (0, 1)."""
+
+
+def sorted_unique(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``values`` sorted, each once (a set of choices given as a tuple)."""
+    return tuple(sorted(set(values)))
 
 
 class Config(BaseModel):

@@ -83,21 +83,26 @@ class Int8Static(QuantConfig):
     target to keep the 8th bit."""
 
 
-class WeightOnly(QuantConfig, GroupedWeights):
-    """Packed low-bit weights (activations stay float), dequantized on the fly."""
+class PackedWeights(Config, GroupedWeights):
+    """The options every method storing packed low-bit weights shares (``weight-only``, ``gptq``,
+    ``bias-correction``)."""
 
-    method = "weight-only"
     renamed = {"group_size": "granularity"}
     bits: int = Field(4, ge=2, le=8)
-    """2..8."""
+    """weight bits, 2..8."""
     granularity: WeightGranularity = Field("group:128", validate_default=True)
-    """``"group:N"``: N input columns share one scale (a dimension that is not a multiple is
-    zero-padded in storage when ``pad``); ``"channel"``: one scale per output channel
-    (``group_size`` before 0.2)."""
+    """``"group:N"``: N input columns share one scale; ``"channel"``: one scale per output
+    channel (``group_size`` before 0.2)."""
     symmetric: bool = False
     """symmetric codes (zero point fixed at the mid-code) instead of min-max."""
     embeddings: bool = True
-    """quantize ``nn.Embedding`` tables too."""
+    """quantize ``nn.Embedding`` tables too (round-to-nearest, same grid)."""
+
+
+class WeightOnly(QuantConfig, PackedWeights):
+    """Packed low-bit weights (activations stay float), dequantized on the fly."""
+
+    method = "weight-only"
     pad: bool = True
     """allow padding; when False a group size that does not divide a layer's input dimension is
     an error."""

@@ -13,12 +13,12 @@ import copy
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 from torch import nn
 
-from slimkit.core.config import Config
+from slimkit.core.config import Bits, Config, OpenFraction, sorted_unique
 from slimkit.core.errors import InvalidConfigError
 from slimkit.core.registry import apply
 from slimkit.core.walk import Selector, select_modules
@@ -36,47 +36,23 @@ QUANTIZED_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Embedding)
 
 
 class CandidateConfig(Config):
-    """Which settings `sensitivity` tries on each layer.
-
-    Attributes:
-        techniques: ``quantize`` (weight-only per layer) and/or ``prune`` (channels per group).
-        bits: weight-only bit widths tried per layer (2..8).
-        granularity: weight-only scales, ``"group:N"`` or ``"channel"`` (``group_size`` before 0.2).
-        ratios: channel-pruning ratios tried per group, each in (0, 1).
-        ranks: SVD rank fractions tried per Linear (``decompose``), each in (0, 1).
-        include: globs over module names a unit must match to be scored (None: all).
-        exclude: globs over module names to leave alone.
-    """
+    """Which settings `sensitivity` tries on each layer."""
 
     renamed = {"group_size": "granularity"}
-    techniques: tuple[str, ...] = TECHNIQUES
-    bits: tuple[int, ...] = (2, 4, 8)
+    techniques: tuple[Literal[TECHNIQUES], ...] = Field(TECHNIQUES, min_length=1)
+    """``quantize`` (weight-only per layer), ``prune`` (channels per group) and/or ``decompose``."""
+    bits: Annotated[tuple[Bits, ...], AfterValidator(sorted_unique)] = Field((2, 4, 8), min_length=1)
+    """weight-only bit widths tried per layer (2..8)."""
     granularity: WeightGranularity = Field("group:32", validate_default=True)
-    ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
-    ranks: tuple[Annotated[float, Field(gt=0, lt=1)], ...] = Field((0.25, 0.5), min_length=1)
+    """weight-only scales, ``"group:N"`` or ``"channel"`` (``group_size`` before 0.2)."""
+    ratios: Annotated[tuple[OpenFraction, ...], AfterValidator(sorted_unique)] = Field((0.25, 0.5, 0.75), min_length=1)
+    """channel-pruning ratios tried per group, each in (0, 1)."""
+    ranks: tuple[OpenFraction, ...] = Field((0.25, 0.5), min_length=1)
+    """SVD rank fractions tried per Linear (``decompose``), each in (0, 1)."""
     include: tuple[str, ...] | None = None
+    """globs over module names a unit must match to be scored (None: all)."""
     exclude: tuple[str, ...] | None = None
-
-    @field_validator("techniques")
-    @classmethod
-    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or set(value) - set(TECHNIQUES):
-            raise ValueError(f"techniques must be a non-empty subset of {TECHNIQUES}, got {value}")
-        return value
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or not all(2 <= b <= 8 for b in value):
-            raise ValueError(f"bits must be widths in 2..8, got {value}")
-        return tuple(sorted(set(value)))
-
-    @field_validator("ratios")
-    @classmethod
-    def _ratios(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0 < r < 1 for r in value):
-            raise ValueError(f"ratios must be fractions in (0, 1), got {value}")
-        return tuple(sorted(set(value)))
+    """globs over module names to leave alone."""
 
 
 @dataclass(frozen=True)

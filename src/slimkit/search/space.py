@@ -10,11 +10,11 @@ layers the plan was made for.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from slimkit.core.config import Config
+from slimkit.core.config import Bits, Config, Fraction
 from slimkit.core.errors import InvalidConfigError
 
 QUANTIZE_CHOICES = ("none", "int8-dynamic", "int8-static", "weight-only", "mixed")
@@ -24,62 +24,24 @@ ORDERS = ("prune-first", "decompose-first")
 
 
 class SearchSpace(Config):
-    """What `search` may choose from.
+    """What `search` may choose from."""
 
-    Attributes:
-        prune_ratios: channel-pruning ratios (0: no pruning stage).
-        svd_fractions: SVD rank as a fraction of the full rank (0: no decomposition stage).
-        quantize: quantization methods (``none``: float; ``mixed``: weight-only bits per
-            layer from a sensitivity table, not in the default).
-        bits: weight-only bit widths (``mixed`` chooses among them per layer).
-        low_bit_shares: ``mixed`` only: how far each plan goes from every layer at the most
-            bits (0) to every layer at the fewest (1), in bytes saved.
-        round_to: pruned channel counts are rounded up to a multiple of one of these (int8
-            kernels vectorize over 8 or 16 channels, so 36 channels can run slower than 40);
-            with several, each trial chooses.
-    """
-
-    prune_ratios: tuple[float, ...] = (0.0, 0.25, 0.5)
-    svd_fractions: tuple[float, ...] = (0.0, 0.5)
-    quantize: tuple[str, ...] = DEFAULT_QUANTIZE
-    bits: tuple[int, ...] = (4, 8)
+    prune_ratios: tuple[Fraction, ...] = Field((0.0, 0.25, 0.5), min_length=1)
+    """channel-pruning ratios (0: no pruning stage)."""
+    svd_fractions: tuple[Fraction, ...] = Field((0.0, 0.5), min_length=1)
+    """SVD rank as a fraction of the full rank (0: no decomposition stage)."""
+    quantize: tuple[Literal[QUANTIZE_CHOICES], ...] = Field(DEFAULT_QUANTIZE, min_length=1)
+    """quantization methods (``none``: float; ``mixed``: weight-only bits per layer from a
+    sensitivity table, not in the default)."""
+    bits: tuple[Bits, ...] = Field((4, 8), min_length=1)
+    """weight-only bit widths (``mixed`` chooses among them per layer)."""
     low_bit_shares: tuple[Annotated[float, Field(ge=0, le=1)], ...] = Field((0.25, 0.5, 0.75), min_length=1)
-    round_to: tuple[int, ...] = (8,)
-
-    @field_validator("prune_ratios")
-    @classmethod
-    def _ratios(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0 <= r < 1 for r in value):
-            raise ValueError(f"prune_ratios must be fractions in [0, 1), got {value}")
-        return value
-
-    @field_validator("svd_fractions")
-    @classmethod
-    def _fractions(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or not all(0 <= f < 1 for f in value):
-            raise ValueError(f"svd_fractions must be fractions in [0, 1), got {value}")
-        return value
-
-    @field_validator("quantize")
-    @classmethod
-    def _methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or set(value) - set(QUANTIZE_CHOICES):
-            raise ValueError(f"quantize must be a non-empty subset of {QUANTIZE_CHOICES}, got {value}")
-        return value
-
-    @field_validator("round_to")
-    @classmethod
-    def _round_to(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or not all(r >= 1 for r in value):
-            raise ValueError(f"round_to must be channel counts >= 1, got {value}")
-        return value
-
-    @field_validator("bits")
-    @classmethod
-    def _bits(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        if not value or not all(2 <= b <= 8 for b in value):
-            raise ValueError(f"bits must be widths in 2..8, got {value}")
-        return value
+    """``mixed`` only: how far each plan goes from every layer at the most bits (0) to every
+    layer at the fewest (1), in bytes saved."""
+    round_to: tuple[Annotated[int, Field(ge=1)], ...] = Field((8,), min_length=1)
+    """pruned channel counts are rounded up to a multiple of one of these (int8 kernels
+    vectorize over 8 or 16 channels, so 36 channels can run slower than 40); with several, each
+    trial chooses."""
 
     @property
     def mixed(self) -> bool:

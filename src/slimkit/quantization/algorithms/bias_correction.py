@@ -18,29 +18,18 @@ from pydantic import Field
 from torch import nn
 
 from slimkit.core.registry import register
-from slimkit.quantization.configs import QuantConfig
-from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
+from slimkit.quantization.configs import PackedWeights, QuantConfig
 from slimkit.quantization.layers import LAYER_METHODS, LayerMethod, weight_only, weight_only_shell
 from slimkit.quantization.modules import WeightOnlyLinear
 from slimkit.quantization.ptq import quantize_model, rebuild_model
 from slimkit.quantization.statistics import ChannelMean, Statistic
 
 
-class BiasCorrection(QuantConfig, GroupedWeights):
+class BiasCorrection(QuantConfig, PackedWeights):
     """Packed low-bit weights with each Linear's rounding shift of its output mean added back to
-    its bias (needs calibration data)."""
+    its bias (needs calibration data; Embedding tables, which have no bias, are only rounded)."""
 
     method = "bias-correction"
-    renamed = {"group_size": "granularity"}
-    bits: int = Field(4, ge=2, le=8)
-    """weight bits, 2..8."""
-    granularity: WeightGranularity = Field("group:128", validate_default=True)
-    """``"group:N"``: N input columns per scale; ``"channel"``: one scale per output channel
-    (``group_size`` before 0.2)."""
-    symmetric: bool = False
-    """symmetric grid instead of min-max."""
-    embeddings: bool = True
-    """also quantize Embedding tables (no bias to correct there)."""
     calibration_batches: int | None = Field(None, ge=1)
     """use at most this many batches of ``data``."""
 

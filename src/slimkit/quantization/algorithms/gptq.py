@@ -25,26 +25,16 @@ from slimkit.core.walk import replace_module, select_modules
 from slimkit.quantization.algorithms.capture import block_units
 from slimkit.quantization.algorithms.gptq_core import gptq_quantize
 from slimkit.quantization.calibration import Point, calibrate
-from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
+from slimkit.quantization.configs import PackedWeights
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, weight_spec
 from slimkit.quantization.statistics import InputHessian
 
 
-class GPTQ(Config, GroupedWeights):
+class GPTQ(PackedWeights):
     """Packed low-bit weights rounded by GPTQ: each column's rounding error is spread over the
     columns not yet rounded, weighted by the inputs' Hessian (needs calibration data)."""
 
     method = "gptq"
-    renamed = {"group_size": "granularity"}
-    bits: int = Field(4, ge=2, le=8)
-    """weight bits, 2..8."""
-    granularity: WeightGranularity = Field("group:128", validate_default=True)
-    """``"group:N"``: N input columns per scale; ``"channel"``: one scale per output channel
-    (``group_size`` before 0.2)."""
-    symmetric: bool = False
-    """symmetric grid (zero point at the mid-code) instead of min-max."""
-    embeddings: bool = True
-    """also quantize Embedding tables (round-to-nearest, same grid)."""
     damp: float = Field(0.01, gt=0, le=1)
     """Hessian dampening as a fraction of its mean diagonal."""
     block_size: int = Field(128, ge=1)
