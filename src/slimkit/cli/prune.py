@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -11,17 +11,6 @@ from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "channels, neurons, heads, depth, unstructured, nm or gradual"
-
-
-def _options(ratio: float | None, round_to: int | None, importance: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if ratio is not None:
-        options["ratio"] = ratio
-    if round_to is not None:
-        options["round_to"] = round_to
-    if importance is not None:
-        options["importance"] = importance
-    return options
 
 
 @command("prune", ("finetune_epochs", *TECHNIQUE))
@@ -48,7 +37,7 @@ def prune_cmd(
 
         slimkit prune example:minilm --method heads --ratio 0.25 --out out/
     """
-    options = run.options(_options(ratio, round_to, importance))
+    options = run.options({"ratio": ratio, "round_to": round_to, "importance": importance})
     technique = Technique("prune", method, options, split="train", needs_data=method == "gradual")
     comparison, outcome = run_technique(technique, model, out_dir, run)
     pruned = outcome.details.get("pruned", {})

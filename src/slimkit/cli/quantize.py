@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -11,17 +11,6 @@ from slimkit.cli.shared import TECHNIQUE, Run, command
 from slimkit.cli.technique import Technique, run_technique, show_technique
 
 METHODS = "int8-dynamic, int8-static, weight-only, fp16, bf16 (and any other registered quantize method)"
-
-
-def _options(bits: int | None, group_size: int | None, observer: str | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    if bits is not None:
-        options["bits"] = bits
-    if group_size is not None:
-        options["granularity"] = f"group:{group_size}" if group_size > 0 else "channel"
-    if observer is not None:
-        options["observer"] = observer
-    return options
 
 
 @command("quantize", TECHNIQUE)
@@ -60,7 +49,8 @@ def quantize_cmd(
 
         slimkit quantize example:minilm --method int8-static --max-drop 0.01 --out out/
     """
-    options = run.options(_options(bits, group_size, observer))
+    granularity = None if group_size is None else f"group:{group_size}" if group_size > 0 else "channel"
+    options = run.options({"bits": bits, "granularity": granularity, "observer": observer})
     technique = Technique("quantize", method, options, split="calibration", max_drop=max_drop)
     comparison, outcome = run_technique(technique, model, out_dir, run)
     lines = [f"  {len(outcome.details.get('layers', {}))} layer(s) quantized"]

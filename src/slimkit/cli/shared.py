@@ -47,8 +47,10 @@ class Run:
         return cli.metric_option(self.metric, self.lower_is_better)
 
     def options(self, flags: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The dedicated flags' config options merged with ``-o key=value`` ones."""
-        return cli.merge_options(flags or {}, cli.parse_options(self.option))
+        """The dedicated flags' config options (those given: ``None`` is a flag left out) merged
+        with ``-o key=value`` ones."""
+        given = {key: value for key, value in (flags or {}).items() if value is not None}
+        return cli.merge_options(given, cli.parse_options(self.option))
 
 
 OPTIONS: dict[str, Any] = {

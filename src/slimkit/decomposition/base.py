@@ -35,14 +35,15 @@ class FactorizedLayer(nn.Module, ABC):
         return None
 
     @classmethod
-    @abstractmethod
     def full_ranks(cls, dense: nn.Module, **extra: Any) -> tuple[int, ...]:
-        """The largest meaningful rank of each mode."""
+        """The largest meaningful rank of each mode (default: a weight matrix, one mode)."""
+        return (min(dense.weight.shape),)
 
     @classmethod
-    @abstractmethod
     def unfoldings(cls, dense: nn.Module, **extra: Any) -> list[torch.Tensor]:
-        """One matrix per mode whose spectrum picks that mode's rank (energy, VBMF)."""
+        """One matrix per mode whose spectrum picks that mode's rank (energy, VBMF); default:
+        the weight matrix itself."""
+        return [dense.weight.detach()]
 
     @classmethod
     def combine(cls, per_mode: tuple[int, ...]) -> Rank:

@@ -48,14 +48,6 @@ class LowRankLinear(FactorizedLayer):
         return self.second.out_features
 
     @classmethod
-    def full_ranks(cls, dense: nn.Module, **extra: Any) -> tuple[int, ...]:
-        return (min(dense.weight.shape),)
-
-    @classmethod
-    def unfoldings(cls, dense: nn.Module, **extra: Any) -> list[torch.Tensor]:
-        return [dense.weight.detach()]
-
-    @classmethod
     def cost(cls, dense: nn.Module, rank: Rank, **extra: Any) -> tuple[int, int]:
         out_f, in_f = dense.weight.shape
         return rank * (in_f + out_f), rank * (in_f + out_f)
@@ -119,14 +111,6 @@ class LowRankEmbedding(FactorizedLayer):
         if dense.max_norm is not None or dense.sparse:
             return "max_norm/sparse embeddings change rows at lookup time; a factorized one cannot match"
         return None
-
-    @classmethod
-    def full_ranks(cls, dense: nn.Module, **extra: Any) -> tuple[int, ...]:
-        return (min(dense.weight.shape),)
-
-    @classmethod
-    def unfoldings(cls, dense: nn.Module, **extra: Any) -> list[torch.Tensor]:
-        return [dense.weight.detach()]
 
     @classmethod
     def cost(cls, dense: nn.Module, rank: Rank, **extra: Any) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from torch import nn
 from slimkit.core.data import DataSplits
 from slimkit.core.device import resolve_device
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.fields import fields_dict
 from slimkit.core.index import sha256_of
 from slimkit.core.io import load_folder, save
 from slimkit.core.specs import load_data, load_model
@@ -61,16 +62,8 @@ class StageResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "name": self.name,
-            "index": self.index,
-            "seconds": self.seconds,
-            "kept": self.kept,
-            "status": self.status,
-            "reason": self.reason,
-            "measured": {"file": self.measured, "sha256": self.sha256} if self.measured else None,
-            "profile": self.profile.to_dict(),
-        }
+        measured = {"file": self.measured, "sha256": self.sha256} if self.measured else None
+        return fields_dict(self, exclude=["sha256"], measured=measured, profile=self.profile.to_dict())
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> StageResult:

@@ -181,11 +181,9 @@ def fake_quantize(
     Gradients flow to ``x`` unchanged; ``scale`` is treated as a constant here (LSQ-style
     learnable scales belong to QAT, which builds on `quantize`/`dequantize`).
     """
-    g = _grouped(x, group_size)
-    s = _expand(scale.detach().to(x.dtype), g, axis, group_size)
-    z = _expand(zero_point.detach(), g, axis, group_size).to(x.dtype)
-    q = torch.clamp(torch.round(g.detach() / s) + z, qmin, qmax)
-    dq = _ungrouped((q - z) * s, group_size, x.shape[-1])
+    where = {"axis": axis, "group_size": group_size}
+    codes = quantize(x.detach(), scale.detach(), zero_point.detach(), qmin, qmax, **where)
+    dq = dequantize(codes, scale.detach(), zero_point.detach(), dtype=x.dtype, **where)
     return x + (dq - x).detach()
 
 

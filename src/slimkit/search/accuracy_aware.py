@@ -28,6 +28,7 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.fields import fields_dict
 from slimkit.core.outcome import explain
 from slimkit.measure.metrics import MetricLike
 from slimkit.search.cache import Cache, data_fingerprint, key_of, model_fingerprint
@@ -70,17 +71,12 @@ class Fallback:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the model)."""
-        return {
-            "float_layers": self.float_layers,
-            "quantized": self.quantized,
-            "baseline": self.baseline,
-            "metric": self.metric,
-            "drop": self.drop,
-            "full_drop": self.full_drop,
-            "met": self.met,
-            "ranking": [list(r) for r in self.ranking],
-            "probes": [[list(layers), drop] for layers, drop in self.probes],
-        }
+        return fields_dict(
+            self,
+            exclude=["model"],
+            ranking=[list(r) for r in self.ranking],
+            probes=[[list(layers), drop] for layers, drop in self.probes],
+        )
 
 
 def _literal(name: str) -> str:

@@ -26,6 +26,7 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.fields import fields_dict
 from slimkit.core.samples import example_batch
 from slimkit.measure.macs import count_macs
 from slimkit.measure.metrics import Metric, MetricLike, evaluate, resolve_metric
@@ -121,15 +122,7 @@ class SensitivityTable:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "metric": self.metric,
-            "baseline": self.baseline,
-            "model_bytes": self.model_bytes,
-            "model_macs": self.model_macs,
-            "estimate": self.estimate,
-            "scale": self.scale,
-            "rows": [r.to_dict() for r in self.rows],
-        }
+        return fields_dict(self, exclude=["measured"], rows=[r.to_dict() for r in self.rows])
 
 
 def held_out(data: Iterable[Any] | DataSplits) -> tuple[Iterable[Any], str | None]:

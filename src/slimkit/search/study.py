@@ -25,6 +25,7 @@ from torch import nn
 
 from slimkit.core.data import DataSplits
 from slimkit.core.errors import InvalidConfigError, SlimkitError, first_line, require
+from slimkit.core.fields import fields_dict
 from slimkit.core.formats import RUNTIMES, artifact_of
 from slimkit.core.specs import load_data
 from slimkit.pipeline.recipe import Target, load_recipe
@@ -56,13 +57,7 @@ class TrialRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {
-            "number": self.number,
-            "stages": self.stages,
-            "selection": None if self.selection is None else vars(self.selection),
-            "error": self.error,
-            "tuned_from": self.tuned_from,
-        }
+        return fields_dict(self, selection=None if self.selection is None else vars(self.selection))
 
 
 @dataclass
