@@ -105,7 +105,9 @@ def minilm(quick: bool) -> None:
         add("fp32 (torch)", lambda b: fp32(**b), base_size, base_ms, base_ms)
         candidates = {
             "slimkit int8-dynamic (per-token activations, default)": lambda: sk.quantize(fp32, "int8-dynamic"),
-            "slimkit int8-dynamic per_token=False": lambda: sk.quantize(fp32, "int8-dynamic", per_token=False),
+            "slimkit int8-dynamic per-tensor activations": lambda: sk.quantize(
+                fp32, "int8-dynamic", act_granularity="tensor"
+            ),
             "slimkit smoothquant W8A8": lambda: sk.quantize(fp32, "smoothquant", data=calib, alpha=0.5),
             "slimkit weight-only 4b g128 (RTN)": lambda: sk.quantize(
                 fp32, "weight-only", bits=4, granularity="group:128"

@@ -17,7 +17,7 @@ from slimkit.quantization import Granularity
 PACKING = ["weight-only", "gptq", "bias-correction", "qat"]
 
 
-@given(st.one_of(st.just(Granularity("tensor")), st.just(Granularity("channel")), st.builds(
+@given(st.one_of(st.sampled_from([Granularity("tensor"), Granularity("channel"), Granularity("token")]), st.builds(
     Granularity, st.just("group"), st.integers(1, 1 << 20))))  # fmt: skip
 def test_the_string_form_reads_back_as_the_same_value(granularity):
     assert Granularity.parse(str(granularity)) == granularity
@@ -36,7 +36,7 @@ def test_none_is_per_channel_as_group_size_none_was():
 
 
 @pytest.mark.parametrize("method", PACKING)
-@pytest.mark.parametrize("bad", ["tensor", "group:0", 0, "group", "rows", True, "group:x"])
+@pytest.mark.parametrize("bad", ["tensor", "token", "group:0", 0, "group", "rows", True, "group:x"])
 def test_bad_granularities_are_refused_by_every_packing_method(method, bad):
     config = sk.core.registry.get_method("quantize", method).config
     with pytest.raises(InvalidConfigError, match="granularity"):
@@ -81,3 +81,20 @@ def test_a_model_saved_with_group_size_loads(tmp_path):
     with pytest.warns(DeprecationWarning, match="group_size"):
         loaded = sk.load(folder)
     assert torch.equal(loaded(*x), quantized(*x))
+
+
+def test_activation_granularity_of_int8_dynamic_and_its_old_switch():
+    config = sk.core.registry.get_method("quantize", "int8-dynamic").config
+    assert config.build().act_granularity == Granularity("token") and config.build().per_token
+    for old, new in ((True, "token"), (False, "tensor")):
+        with pytest.warns(DeprecationWarning, match="'per_token' is now 'act_granularity'"):
+            assert config.build(per_token=old) == config.build(act_granularity=new)
+    for bad in ("channel", "group:8"):
+        with pytest.raises(InvalidConfigError, match="activations take 'token' or 'tensor'"):
+            config.build(act_granularity=bad)
+    model = ZOO["attention"]()
+    x = model.example_inputs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old = sk.quantize(model, "int8-dynamic", per_token=False)
+    assert torch.equal(sk.quantize(model, "int8-dynamic", act_granularity="tensor")(*x), old(*x))

@@ -24,7 +24,8 @@ def prune_cmd(
     ] = None,
     round_to: Annotated[int | None, typer.Option("--round-to", min=1, help="Keep multiples of this.")] = None,
     importance: Annotated[
-        str | None, typer.Option("--importance", help="l1, l2, random, bn-scale, taylor or a registered name.")
+        str | None,
+        typer.Option("--importance", help="l1, l2, random, bn-scale, taylor, activation or a registered name."),
     ] = None,
     *,
     run: Run,

@@ -11,7 +11,7 @@ from slimkit.pruning.importance import check_importance, importance_name
 from slimkit.training.config import Finetune
 
 ImportanceSpec = Annotated[Any, AfterValidator(check_importance), PlainSerializer(importance_name, return_type=str)]
-"""A registered importance name (l1, l2, random, bn-scale, taylor, or `register_importance`'s) or
+"""A registered importance name (l1, l2, random, bn-scale, taylor, activation, or `register_importance`'s) or
 an `Importance` object; recorded by name."""
 Scope = Literal["layer", "global"]
 
@@ -21,8 +21,9 @@ class _Structured(Config):
     """fraction of channels removed, in [0, 1)"""
     importance: ImportanceSpec = "l1"
     """how channels are ranked: l1/l2 weight norm, bn-scale (|gamma| of the next BatchNorm),
-    taylor (|w x grad|, needs data), random, a name added with register_importance, or an
-    Importance object (group, modules) -> scores"""
+    taylor (|w x grad|, needs data), activation (each channel's measured contribution to the
+    layers reading it, needs data; the best start on transformers), random, a name added with
+    register_importance, or an Importance object (group, modules) -> scores"""
     scope: Scope = "layer"
     """'layer': the ratio in every group; 'global': one threshold"""
     round_to: int = Field(1, ge=1)

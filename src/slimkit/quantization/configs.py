@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from slimkit.core.config import Config
-from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
+from slimkit.quantization.granularity import ActivationGranularity, GroupedWeights, WeightGranularity
 from slimkit.quantization.observers import check_observer
 
 ObserverName = Annotated[str, AfterValidator(check_observer)]
@@ -52,15 +52,22 @@ class Int8Dynamic(QuantConfig):
     """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels)."""
 
     method = "int8-dynamic"
+    renamed = {"per_token": "act_granularity"}
     reduce_range: bool | None = None
     """7-bit activations; None (default) decides on the machine that runs the model: 7 bits only
     on x86 CPUs without VNNI, where 8-bit activations saturate."""
-    per_token: bool = True
-    """one activation scale per token (row) instead of one per call; on MiniLM it lifts the mean
-    cosine to fp32 from 0.993 to 0.998 for a few percent of latency."""
+    act_granularity: ActivationGranularity = Field("token", validate_default=True)
+    """``"token"``: one activation scale per token (row), ``"tensor"``: one per call; per token
+    lifts MiniLM's mean cosine to fp32 from 0.993 to 0.998 for a few percent of latency
+    (``per_token=True/False`` before 0.2)."""
     embeddings: bool = True
     """store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most of a small
     transformer's bytes; lookups need no int8 kernel)."""
+
+    @property
+    def per_token(self) -> bool:
+        """Whether activations get one scale per token (what `Int8DynamicLinear` takes)."""
+        return self.act_granularity.kind == "token"
 
 
 class Int8Static(QuantConfig):

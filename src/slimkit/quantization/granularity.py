@@ -1,9 +1,10 @@
 """How many values share one quantization scale: one value object for every config.
 
-``Granularity`` is per tensor (one scale), per channel (one per output channel / row) or per
-group of ``n`` consecutive input columns. Configs spell it ``"tensor"``, ``"channel"`` or
-``"group:128"`` (also ``{"group": 128}``, or a bare group size; ``None`` means per channel,
-the meaning ``group_size=None`` had), and record it in that string form.
+``Granularity`` is per tensor (one scale), per channel (one per output channel / row), per
+group of ``n`` consecutive input columns, or, for activations, per token (one per row of the
+layer's input). Configs spell it ``"tensor"``, ``"channel"``, ``"group:128"`` (also
+``{"group": 128}``, or a bare group size; ``None`` means per channel, the meaning
+``group_size=None`` had) or ``"token"``, and record it in that string form.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
-Kind = Literal["tensor", "channel", "group"]
+Kind = Literal["tensor", "channel", "group", "token"]
 
 
 @dataclass(frozen=True)
 class Granularity:
-    """One scale per tensor, per output channel, or per group of ``size`` input columns.
+    """One scale per tensor, per output channel, per group of ``size`` input columns, or per token.
 
     Attributes:
-        kind: ``"tensor"``, ``"channel"`` or ``"group"``.
+        kind: ``"tensor"``, ``"channel"``, ``"group"`` or ``"token"``.
         size: the group's length (``"group"`` only).
     """
 
@@ -29,8 +30,8 @@ class Granularity:
     size: int | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("tensor", "channel", "group"):
-            raise ValueError(f"granularity must be 'tensor', 'channel' or 'group:N', got {self.kind!r}")
+        if self.kind not in ("tensor", "channel", "group", "token"):
+            raise ValueError(f"granularity must be 'tensor', 'channel', 'group:N' or 'token', got {self.kind!r}")
         if (self.kind == "group") != (self.size is not None):
             raise ValueError("a group granularity needs its size ('group:128'); tensor and channel take none")
         if self.size is not None and self.size < 1:
@@ -70,8 +71,8 @@ class Granularity:
 
 def _weight_granularity(value: Any) -> Granularity:
     granularity = Granularity.parse(value)
-    if granularity.kind == "tensor":
-        raise ValueError("packed weights take 'channel' or 'group:N' granularity, not 'tensor'")
+    if granularity.kind not in ("channel", "group"):
+        raise ValueError(f"packed weights take 'channel' or 'group:N' granularity, not {str(granularity)!r}")
     return granularity
 
 
@@ -82,6 +83,24 @@ WeightGranularity = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^(channel|group:\d+)$"}),
 ]
 """A config field holding a weight granularity: ``"channel"`` or ``"group:N"``."""
+
+
+def _activation_granularity(value: Any) -> Granularity:
+    if isinstance(value, bool):  # the old ``per_token`` switch
+        return Granularity("token" if value else "tensor")
+    granularity = Granularity.parse(value)
+    if granularity.kind not in ("tensor", "token"):
+        raise ValueError(f"activations take 'token' or 'tensor' granularity, not {str(granularity)!r}")
+    return granularity
+
+
+ActivationGranularity = Annotated[
+    Granularity,
+    BeforeValidator(_activation_granularity),
+    PlainSerializer(str, return_type=str),
+    WithJsonSchema({"type": "string", "enum": ["token", "tensor"]}),
+]
+"""A config field holding an activation granularity: ``"token"`` or ``"tensor"``."""
 
 
 class GroupedWeights:
