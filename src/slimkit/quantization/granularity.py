@@ -69,38 +69,33 @@ class Granularity:
         return f"group:{self.size}" if self.kind == "group" else self.kind
 
 
-def _weight_granularity(value: Any) -> Granularity:
-    granularity = Granularity.parse(value)
-    if granularity.kind not in ("channel", "group"):
-        raise ValueError(f"packed weights take 'channel' or 'group:N' granularity, not {str(granularity)!r}")
-    return granularity
+def granularity_field(kinds: tuple[Kind, ...], what: str, legacy: dict[bool, Kind] | None = None) -> Any:
+    """The annotated type of a config field holding a `Granularity` of one of ``kinds``
+    (``legacy`` reads an old boolean switch: ``{True: "token", False: "tensor"}``)."""
+
+    def check(value: Any) -> Granularity:
+        if legacy is not None and isinstance(value, bool):
+            return Granularity(legacy[value])
+        granularity = Granularity.parse(value)
+        if granularity.kind not in kinds:
+            spelled = " or ".join("'group:N'" if k == "group" else repr(k) for k in kinds)
+            raise ValueError(f"{what} take {spelled} granularity, not {str(granularity)!r}")
+        return granularity
+
+    spellings = ["group:\\d+" if k == "group" else k for k in kinds]
+    return Annotated[
+        Granularity,
+        BeforeValidator(check),
+        PlainSerializer(str, return_type=str),
+        WithJsonSchema({"type": "string", "pattern": f"^({'|'.join(spellings)})$"}),
+    ]
 
 
-WeightGranularity = Annotated[
-    Granularity,
-    BeforeValidator(_weight_granularity),
-    PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "pattern": r"^(channel|group:\d+)$"}),
-]
+WeightGranularity = granularity_field(("channel", "group"), "packed weights")
 """A config field holding a weight granularity: ``"channel"`` or ``"group:N"``."""
-
-
-def _activation_granularity(value: Any) -> Granularity:
-    if isinstance(value, bool):  # the old ``per_token`` switch
-        return Granularity("token" if value else "tensor")
-    granularity = Granularity.parse(value)
-    if granularity.kind not in ("tensor", "token"):
-        raise ValueError(f"activations take 'token' or 'tensor' granularity, not {str(granularity)!r}")
-    return granularity
-
-
-ActivationGranularity = Annotated[
-    Granularity,
-    BeforeValidator(_activation_granularity),
-    PlainSerializer(str, return_type=str),
-    WithJsonSchema({"type": "string", "enum": ["token", "tensor"]}),
-]
-"""A config field holding an activation granularity: ``"token"`` or ``"tensor"``."""
+ActivationGranularity = granularity_field(("token", "tensor"), "activations", {True: "token", False: "tensor"})
+"""A config field holding an activation granularity: ``"token"`` or ``"tensor"`` (a bool is
+the old ``per_token`` switch)."""
 
 
 class GroupedWeights:
