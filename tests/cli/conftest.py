@@ -79,3 +79,17 @@ def own_project(tmp_path: Path) -> Path:
     """``tmp_path`` holding the user's ``mypkg`` package (run commands with cwd=tmp_path)."""
     write_project(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli(*args) -> (exit code, stdout, stderr)`` of one ``slimkit`` command line."""
+    from slimkit.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        captured = capsys.readouterr()
+        return exc.value.code or 0, captured.out, captured.err
+
+    return run

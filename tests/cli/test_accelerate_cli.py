@@ -4,22 +4,12 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.cli import main
 from slimkit.conv import SeparableConv2d, WinogradConv2d
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
 @pytest.mark.slow
-def test_fuse_digits_prints_comparison_and_saves(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "accelerate", "example:digits-cnn", "--method", "fuse", "--out", str(tmp_path / "out"), "-q"
-    )
+def test_fuse_digits_prints_comparison_and_saves(run_cli, tmp_path):
+    code, out, _ = run_cli("accelerate", "example:digits-cnn", "--method", "fuse", "--out", str(tmp_path / "out"), "-q")
     assert code in (0, None)
     assert "latency bs=1" in out and "folded stages.0.0.bn1 into stages.0.0.conv1" in out
     assert "accuracy" in out and "+0.0000" in out
@@ -27,9 +17,8 @@ def test_fuse_digits_prints_comparison_and_saves(capsys, tmp_path):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in loaded.modules())
 
 
-def test_winograd_forced_tile_json(capsys, tmp_path):
+def test_winograd_forced_tile_json(run_cli, tmp_path):
     code, out, _ = run_cli(
-        capsys,
         "accelerate",
         "slimkit.models.testing:ResidualNet",
         "--method",
@@ -47,9 +36,8 @@ def test_winograd_forced_tile_json(capsys, tmp_path):
     assert isinstance(sk.load(tmp_path / "out").get_submodule("stem.0"), WinogradConv2d)
 
 
-def test_separable_table(capsys, tmp_path):
+def test_separable_table(run_cli, tmp_path):
     code, out, _ = run_cli(
-        capsys,
         "accelerate",
         "slimkit.models.testing:ResidualNet",
         "--method",
@@ -72,9 +60,7 @@ def test_separable_table(capsys, tmp_path):
         (["--method", "separable", "--finetune-epochs", "2"], "needs --data"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(capsys, tmp_path, args, message):
-    code, _, err = run_cli(
-        capsys, "accelerate", "slimkit.models.testing:ResidualNet", "--out", str(tmp_path / "out"), *args
-    )
+def test_user_errors_exit_2_with_one_line(run_cli, tmp_path, args, message):
+    code, _, err = run_cli("accelerate", "slimkit.models.testing:ResidualNet", "--out", str(tmp_path / "out"), *args)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1

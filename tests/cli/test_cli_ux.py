@@ -9,7 +9,7 @@ import logging
 import pytest
 from rich.console import Console
 
-from slimkit.cli import main, take_allow_modules
+from slimkit.cli import take_allow_modules
 from slimkit.cli.logs import NORMAL, QUIET, VERBOSE, configure_logging, verbosity_from_argv
 from slimkit.measure.latency import Latency
 from slimkit.measure.profile import Profile, compare
@@ -17,17 +17,10 @@ from slimkit.measure.profile import Profile, compare
 MODEL = "slimkit.models.testing:ResidualNet"
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.out, captured.err
-
-
-def test_version(capsys):
+def test_version(run_cli):
     import slimkit
 
-    code, out, _ = run_cli(capsys, "--version")
+    code, out, _ = run_cli("--version")
     assert code == 0 and out.strip() == f"slimkit {slimkit.__version__}"
 
 
@@ -99,49 +92,50 @@ def _columns(text: str) -> list[str]:
     return ["".join(cells) for cells in parts.values()]
 
 
-def test_single_verb_commands_refuse_an_existing_out_and_replace_it_whole(capsys, tmp_path):
+def test_single_verb_commands_refuse_an_existing_out_and_replace_it_whole(run_cli, tmp_path):
     out = tmp_path / "out"
     args = ["prune", MODEL, "--method", "channels", "--ratio", "0.5", "--out", str(out), "--json"]
-    code, stdout, _ = run_cli(capsys, *args)
+    code, stdout, _ = run_cli(*args)
     assert code == 0 and json.loads(stdout)["after"]["threads"] == 1
     (out / "stale.onnx").write_text("an old export that must not survive")
-    code, _, err = run_cli(capsys, *args)
+    code, _, err = run_cli(*args)
     assert code == 2 and "already exists" in err and "--overwrite" in err
-    code, _, _ = run_cli(capsys, *args, "--overwrite")
+    code, _, _ = run_cli(*args, "--overwrite")
     assert code == 0 and not (out / "stale.onnx").exists() and (out / "slimkit.json").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing staged or moved aside is left
-    code, _, err = run_cli(capsys, "quantize", MODEL, "--out", str(tmp_path / "q"), "--threads", "0")
+    code, _, err = run_cli("quantize", MODEL, "--out", str(tmp_path / "q"), "--threads", "0")
     assert code == 2
 
 
-def test_out_that_would_swallow_the_input_is_refused(capsys, tmp_path, monkeypatch):
+def test_out_that_would_swallow_the_input_is_refused(run_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = run_cli(capsys, "decompose", MODEL, "--out", ".", "--overwrite")
+    code, _, err = run_cli("decompose", MODEL, "--out", ".", "--overwrite")
     assert code == 2 and "current folder" in err
 
 
 @pytest.mark.slow
-def test_own_model_gets_inputs_from_data_in_export_bench_and_profile(capsys, own_project, monkeypatch):
+def test_own_model_gets_inputs_from_data_in_export_bench_and_profile(run_cli, own_project, monkeypatch):
     import onnxruntime  # noqa: F401 (required: make test installs every extra)
+
     monkeypatch.chdir(own_project)
     data = ["--data", "mypkg.data:splits"]
-    code, _, err = run_cli(capsys, "export", "mypkg.models:trained_net", "--to", "onnx", "--out", "deploy")
+    code, _, err = run_cli("export", "mypkg.models:trained_net", "--to", "onnx", "--out", "deploy")
     assert code == 2 and "--data" in err and "example_inputs" in err
-    code, _, err = run_cli(capsys, "export", "mypkg.models:trained_net", "--to", "onnx", *data, "--out", "deploy")
+    code, _, err = run_cli("export", "mypkg.models:trained_net", "--to", "onnx", *data, "--out", "deploy")
     assert code == 0, err
-    code, out, err = run_cli(capsys, "bench", "mypkg.models:trained_net", *data, "--batch-sizes", "1", "--json",
+    code, out, err = run_cli("bench", "mypkg.models:trained_net", *data, "--batch-sizes", "1", "--json",
                              "--metric", "mypkg.metrics:error_rate")  # fmt: skip
     rows = json.loads(out)
     assert {r["runtime"] for r in rows} == {"torch", "onnxruntime"} and all(r["threads"] == 1 for r in rows)
     errors = {r["runtime"]: r["metrics"]["error_rate"] for r in rows}
     assert errors["onnxruntime"] == pytest.approx(errors["torch"], abs=0.02)
-    code, out, err = run_cli(capsys, "profile", "deploy/model.onnx", *data, "--metric", "mypkg.metrics:error_rate",
+    code, out, err = run_cli("profile", "deploy/model.onnx", *data, "--metric", "mypkg.metrics:error_rate",
                              "--batch-sizes", "1", "--json")  # fmt: skip
     assert code == 0, err
     prof = json.loads(out)
     assert prof["runtime"] == "onnxruntime" and prof["lower_is_better"] == ["error_rate"]
     assert prof["metrics"]["error_rate"] == pytest.approx(errors["onnxruntime"], abs=1e-6)
-    code, _, err = run_cli(capsys, "profile", "deploy/model.onnx", "--metric", "accuracy", "--lower-is-better")
+    code, _, err = run_cli("profile", "deploy/model.onnx", "--metric", "accuracy", "--lower-is-better")
     assert code == 2 and "higher-is-better" in err
 
 

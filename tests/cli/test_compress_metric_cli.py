@@ -6,8 +6,6 @@ import json
 
 import pytest
 
-from slimkit.cli import main
-
 RECIPE = """
 model: mypkg.models:trained_net
 data: mypkg.data:splits
@@ -17,21 +15,14 @@ target: {runtime: torch, max_metric_drop: 0.0, batch_sizes: [1]}
 """
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code or 0, captured.out, captured.err
-
-
 @pytest.mark.slow
-def test_lower_is_better_metric_reverses_the_budget(capsys, own_project, monkeypatch):
+def test_lower_is_better_metric_reverses_the_budget(run_cli, own_project, monkeypatch):
     monkeypatch.chdir(own_project)
     (own_project / "recipe.yaml").write_text(RECIPE)
     runs = {}
     for name, extra in (("higher", []), ("lower", ["--lower-is-better"])):
         code, out, err = run_cli(
-            capsys, "compress", "recipe.yaml", "--out", name, "--metric", "mypkg.metrics:mean_output", *extra, "--json"
+            "compress", "recipe.yaml", "--out", name, "--metric", "mypkg.metrics:mean_output", *extra, "--json"
         )
         assert code in (0, 3), err
         runs[name] = (code, json.loads(out))

@@ -7,18 +7,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import slimkit as sk
-from slimkit.cli import main
 from slimkit.cli.common import merge_options, parse_options
 from slimkit.core.errors import InvalidConfigError
 
 MODEL = "slimkit.models.testing:ResidualNet"
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 def test_values_are_read_as_json_else_kept_as_text():
@@ -55,9 +47,8 @@ def test_a_flag_and_an_option_must_agree():
         merge_options({"ratio": 0.5}, {"ratio": 0.3})
 
 
-def test_prune_takes_a_field_without_a_dedicated_flag(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "prune", MODEL, "--ratio", "0.5", "-o", "scope=global", "-o", "round_to=2",
+def test_prune_takes_a_field_without_a_dedicated_flag(run_cli, tmp_path):
+    code, out, _ = run_cli("prune", MODEL, "--ratio", "0.5", "-o", "scope=global", "-o", "round_to=2",
         "--out", str(tmp_path / "o"), "--json",
     )  # fmt: skip
     assert code in (0, None)
@@ -67,7 +58,7 @@ def test_prune_takes_a_field_without_a_dedicated_flag(capsys, tmp_path):
     assert config["scope"] == "global" and config["round_to"] == 2
 
 
-def test_unknown_field_is_one_line_exit_2(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "prune", MODEL, "-o", "ratoi=0.5", "--out", str(tmp_path / "o"))
+def test_unknown_field_is_one_line_exit_2(run_cli, tmp_path):
+    code, _, err = run_cli("prune", MODEL, "-o", "ratoi=0.5", "--out", str(tmp_path / "o"))
     assert code == 2 and "ratoi" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()

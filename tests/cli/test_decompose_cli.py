@@ -4,20 +4,11 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.cli import main
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
-def test_decompose_tucker_saves_and_prints_table(capsys, tmp_path):
+def test_decompose_tucker_saves_and_prints_table(run_cli, tmp_path):
     out_dir = tmp_path / "out"
-    code, out, _ = run_cli(
-        capsys, "decompose", "slimkit.models.testing:ResidualNet", "--method", "tucker", "--rank", "0.5",
+    code, out, _ = run_cli("decompose", "slimkit.models.testing:ResidualNet", "--method", "tucker", "--rank", "0.5",
         "--out", str(out_dir), "-q",
     )  # fmt: skip
     assert code in (0, None)
@@ -30,9 +21,9 @@ def test_decompose_tucker_saves_and_prints_table(capsys, tmp_path):
         assert torch.equal(loaded(*x), sk.load(out_dir)(*x))
 
 
-def test_decompose_json(capsys, tmp_path):
+def test_decompose_json(run_cli, tmp_path):
     code, out, _ = run_cli(
-        capsys, "decompose", "slimkit.models.testing:TinyAttention", "--method", "svd", "--rank", "params:0.5",
+        "decompose", "slimkit.models.testing:TinyAttention", "--method", "svd", "--rank", "params:0.5",
         "--include", "ffn.*", "--out", str(tmp_path / "o"), "--json",
     )  # fmt: skip
     assert code in (0, None)
@@ -50,10 +41,8 @@ def test_decompose_json(capsys, tmp_path):
         (["--finetune-epochs", "1"], "needs --data"),
     ],
 )
-def test_user_errors_exit_2(capsys, tmp_path, args, message):
-    code, _, err = run_cli(
-        capsys, "decompose", "slimkit.models.testing:ResidualNet", "--out", str(tmp_path / "o"), *args
-    )
+def test_user_errors_exit_2(run_cli, tmp_path, args, message):
+    code, _, err = run_cli("decompose", "slimkit.models.testing:ResidualNet", "--out", str(tmp_path / "o"), *args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err

@@ -9,14 +9,6 @@ import numpy as np
 import pytest
 
 import slimkit as sk
-from slimkit.cli import main
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int | None, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -29,11 +21,10 @@ def npz(tmp_path: Path) -> str:
 
 
 def test_distill_cli_saves_student_and_prints_comparison(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
+    run_cli, capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
 ) -> None:
     out = tmp_path / "student"
     code, stdout, err = run_cli(
-        capsys,
         "distill",
         "--teacher",
         "slimkit.models.testing:ResidualNet",
@@ -58,10 +49,10 @@ def test_distill_cli_saves_student_and_prints_comparison(
     assert (transform.method, transform.config) == ("kd", {"temperature": 3.0, "alpha": 0.5})
 
 
-def test_distill_cli_needs_exactly_one_student(capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str) -> None:
-    code, _, err = run_cli(
-        capsys, "distill", "--teacher", "example:digits-cnn", "--data", npz, "--out", str(tmp_path / "out")
-    )
+def test_distill_cli_needs_exactly_one_student(
+    run_cli, capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str
+) -> None:
+    code, _, err = run_cli("distill", "--teacher", "example:digits-cnn", "--data", npz, "--out", str(tmp_path / "out"))
     assert code == 2 and "exactly one of --student" in err
 
 
@@ -75,20 +66,19 @@ def test_distill_cli_needs_exactly_one_student(capsys: pytest.CaptureFixture[str
     ],
 )
 def test_distill_cli_bad_shrink_is_refused(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str, shape: str, message: str
+    run_cli, capsys: pytest.CaptureFixture[str], tmp_path: Path, npz: str, shape: str, message: str
 ) -> None:
     out = tmp_path / "o"
     teacher = "slimkit.models.testing:ResidualNet"
-    code, _, err = run_cli(capsys, "distill", "--teacher", teacher, "--shrink", shape, "--data", npz, "--out", str(out))
+    code, _, err = run_cli("distill", "--teacher", teacher, "--shrink", shape, "--data", npz, "--out", str(out))
     assert code == 2 and message in err and "Traceback" not in err
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_distill_cli_depth_shrink_adds_layer_hints(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_distill_cli_depth_shrink_adds_layer_hints(run_cli, tmp_path: Path) -> None:
     out = tmp_path / "student"
     code, stdout, err = run_cli(
-        capsys,
         "distill",
         "--teacher",
         "example:minilm",

@@ -4,19 +4,11 @@ import json
 
 import pytest
 
-from slimkit.cli import main
 from slimkit.core.registry import get_method, methods
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
-def test_every_verb_and_method_is_listed(capsys):
-    code, out, _ = run_cli(capsys, "methods", "--json")
+def test_every_verb_and_method_is_listed(run_cli):
+    code, out, _ = run_cli("methods", "--json")
     assert code in (0, None)
     listed = json.loads(out)
     for verb in ("quantize", "prune", "decompose", "accelerate", "distill"):
@@ -24,8 +16,8 @@ def test_every_verb_and_method_is_listed(capsys):
     assert listed["quantize"]["gptq"].startswith("Packed low-bit weights rounded by GPTQ")
 
 
-def test_a_methods_options_are_its_config_fields_with_their_docstrings(capsys):
-    code, out, _ = run_cli(capsys, "methods", "quantize", "weight-only", "--json")
+def test_a_methods_options_are_its_config_fields_with_their_docstrings(run_cli):
+    code, out, _ = run_cli("methods", "quantize", "weight-only", "--json")
     assert code in (0, None)
     fields = {f["name"]: f for f in json.loads(out)}
     config = get_method("quantize", "weight-only").config
@@ -34,15 +26,15 @@ def test_a_methods_options_are_its_config_fields_with_their_docstrings(capsys):
     assert fields["bits"]["meaning"] == config.model_fields["bits"].description.strip()
 
 
-def test_the_table_shows_every_option(capsys):
-    code, out, _ = run_cli(capsys, "methods", "prune", "channels")
+def test_the_table_shows_every_option(run_cli):
+    code, out, _ = run_cli("methods", "prune", "channels")
     assert code in (0, None)
     for name in ("ratio", "importance", "round_to", "recalibrate_batches"):
         assert name in out
 
 
 @pytest.mark.parametrize("args", [("nope",), ("quantize", "nope")])
-def test_unknown_names_are_one_line_errors(capsys, args):
-    code, _, err = run_cli(capsys, "methods", *args)
+def test_unknown_names_are_one_line_errors(run_cli, args):
+    code, _, err = run_cli("methods", *args)
     assert code == 2
     assert "valid" in err and "Traceback" not in err

@@ -5,20 +5,12 @@ import sys
 
 import pytest
 
-from slimkit.cli import main
 from slimkit.models.testing import ResidualNet
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
 @pytest.mark.slow
-def test_profile_example_json(capsys):
-    code, out, _ = run_cli(capsys, "profile", "example:digits-cnn", "--json", "--batch-sizes", "1,32")
+def test_profile_example_json(run_cli):
+    code, out, _ = run_cli("profile", "example:digits-cnn", "--json", "--batch-sizes", "1,32")
     assert code in (0, None)
     result = json.loads(out)
     assert set(result["latency"]) == {"1", "32"}
@@ -27,12 +19,11 @@ def test_profile_example_json(capsys):
     assert result["macs"] > 0 and result["size_bytes"] > 4 * result["params"] * 0.99
 
 
-def test_profile_table_for_factory_model(capsys, tmp_path):
+def test_profile_table_for_factory_model(run_cli, tmp_path):
     from safetensors.torch import save_file
 
     save_file(ResidualNet().state_dict(), tmp_path / "w.safetensors")
     code, out, _ = run_cli(
-        capsys,
         "profile",
         "slimkit.models.testing:ResidualNet",
         "--weights",
@@ -55,18 +46,18 @@ def test_profile_table_for_factory_model(capsys, tmp_path):
         (["profile", "example:digits-cnn", "--data", "nope.npz"], "does not exist"),
     ],
 )
-def test_user_errors_exit_2_with_one_line(capsys, args, message):
-    code, out, err = run_cli(capsys, *args)
+def test_user_errors_exit_2_with_one_line(run_cli, args, message):
+    code, out, err = run_cli(*args)
     assert code == 2
     assert message in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2  # one message (may wrap once)
 
 
-def test_wrong_shape_data_is_a_user_error(capsys, tmp_path):
+def test_wrong_shape_data_is_a_user_error(run_cli, tmp_path):
     import numpy as np
 
     np.savez(tmp_path / "bad.npz", x=np.ones((4, 3, 7, 7), dtype=np.float32), y=np.zeros(4))
-    code, _, err = run_cli(capsys, "profile", "example:digits-cnn", "--data", str(tmp_path / "bad.npz"))
+    code, _, err = run_cli("profile", "example:digits-cnn", "--data", str(tmp_path / "bad.npz"))
     assert code == 2 and "forward failed" in err
 
 

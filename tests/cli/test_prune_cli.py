@@ -4,19 +4,10 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.cli import main
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
-def test_prune_channels_prints_table_and_saves(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "prune", "slimkit.models.testing:ResidualNet", "--method", "channels", "--ratio", "0.5",
+def test_prune_channels_prints_table_and_saves(run_cli, tmp_path):
+    code, out, _ = run_cli("prune", "slimkit.models.testing:ResidualNet", "--method", "channels", "--ratio", "0.5",
         "--out", str(tmp_path / "o"), "-q",
     )  # fmt: skip
     assert code in (0, None)
@@ -27,9 +18,8 @@ def test_prune_channels_prints_table_and_saves(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_prune_with_finetune_json(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "prune", "example:digits-cnn", "--ratio", "0.5", "--finetune-epochs", "1", "--json",
+def test_prune_with_finetune_json(run_cli, tmp_path):
+    code, out, _ = run_cli("prune", "example:digits-cnn", "--ratio", "0.5", "--finetune-epochs", "1", "--json",
         "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert code in (0, None)
@@ -47,7 +37,7 @@ def test_prune_with_finetune_json(capsys, tmp_path):
         (["--finetune-epochs", "2"], "--data"),
     ],
 )
-def test_user_errors_exit_2(capsys, tmp_path, args, message):
-    code, _, err = run_cli(capsys, "prune", "slimkit.models.testing:ResidualNet", *args, "--out", str(tmp_path / "o"))
+def test_user_errors_exit_2(run_cli, tmp_path, args, message):
+    code, _, err = run_cli("prune", "slimkit.models.testing:ResidualNet", *args, "--out", str(tmp_path / "o"))
     assert code == 2
     assert message in err

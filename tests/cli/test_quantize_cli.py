@@ -4,20 +4,11 @@ import pytest
 import torch
 
 import slimkit as sk
-from slimkit.cli import main
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
 
 
 @pytest.mark.slow
-def test_quantize_example_int8_static_json(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "quantize", "example:digits-cnn", "--method", "int8-static", "--observer", "minmax",
+def test_quantize_example_int8_static_json(run_cli, tmp_path):
+    code, out, _ = run_cli("quantize", "example:digits-cnn", "--method", "int8-static", "--observer", "minmax",
         "--out", str(tmp_path / "q"), "--json", "--quiet",
     )  # fmt: skip
     assert code in (0, None)
@@ -29,9 +20,8 @@ def test_quantize_example_int8_static_json(capsys, tmp_path):
     assert sum(isinstance(m, sk.quantization.QDQLayer) for m in loaded.modules()) == 13
 
 
-def test_quantize_factory_model_weight_only_table(capsys, tmp_path):
-    code, out, _ = run_cli(
-        capsys, "quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
+def test_quantize_factory_model_weight_only_table(run_cli, tmp_path):
+    code, out, _ = run_cli("quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
         "--bits", "4", "--group-size", "8", "--out", str(tmp_path / "q"), "--quiet",
     )  # fmt: skip
     assert code in (0, None)
@@ -41,11 +31,10 @@ def test_quantize_factory_model_weight_only_table(capsys, tmp_path):
     assert torch.isfinite(model(x)).all()
 
 
-def test_granularity_from_the_generic_option_and_the_group_size_shorthand(capsys, tmp_path):
+def test_granularity_from_the_generic_option_and_the_group_size_shorthand(run_cli, tmp_path):
     records = []
     for flags in (["-o", "granularity=group:8"], ["--group-size", "8"], ["-o", "granularity=channel"]):
-        code, _, err = run_cli(
-            capsys, "quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
+        code, _, err = run_cli("quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
             *flags, "--out", str(tmp_path / flags[-1].replace(":", "-")), "--quiet",
         )  # fmt: skip
         assert code in (0, None), err
@@ -53,9 +42,8 @@ def test_granularity_from_the_generic_option_and_the_group_size_shorthand(capsys
     assert [r["granularity"] for r in records] == ["group:8", "group:8", "channel"]
 
 
-def test_quantize_bad_bits_is_one_line_error(capsys, tmp_path):
-    code, out, err = run_cli(
-        capsys, "quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
+def test_quantize_bad_bits_is_one_line_error(run_cli, tmp_path):
+    code, out, err = run_cli("quantize", "slimkit.models.testing:EmbeddingMLP", "--method", "weight-only",
         "--bits", "12", "--out", str(tmp_path / "q"), "--quiet",
     )  # fmt: skip
     assert code == 2
@@ -63,10 +51,10 @@ def test_quantize_bad_bits_is_one_line_error(capsys, tmp_path):
     assert not (tmp_path / "q").exists()
 
 
-def test_max_drop_keeps_layers_float_and_lists_them(capsys, own_project, monkeypatch):
+def test_max_drop_keeps_layers_float_and_lists_them(run_cli, own_project, monkeypatch):
     monkeypatch.chdir(own_project)
     code, out, err = run_cli(
-        capsys, "quantize", "mypkg.models:trained_net", "--data", "mypkg.data:splits", "--method", "int8-static",
+        "quantize", "mypkg.models:trained_net", "--data", "mypkg.data:splits", "--method", "int8-static",
         "--metric", "fidelity", "--max-drop", "0", "--out", "q", "--json", "--quiet",
     )  # fmt: skip
     assert code in (0, None), err
@@ -77,9 +65,8 @@ def test_max_drop_keeps_layers_float_and_lists_them(capsys, own_project, monkeyp
     assert result["metric_deltas"]["cosine"] == pytest.approx(0, abs=1e-12)  # only BatchNorm folding moved it
 
 
-def test_max_drop_needs_a_quantize_budget_it_can_read(capsys, tmp_path):
-    code, _, err = run_cli(
-        capsys, "quantize", "example:digits-cnn", "--method", "int8-static", "--max-drop", "-1",
+def test_max_drop_needs_a_quantize_budget_it_can_read(run_cli, tmp_path):
+    code, _, err = run_cli("quantize", "example:digits-cnn", "--method", "int8-static", "--max-drop", "-1",
         "--out", str(tmp_path / "q"), "--quiet",
     )  # fmt: skip
     assert code == 2 and "max_metric_drop must be >= 0" in err and "Traceback" not in err

@@ -2,29 +2,20 @@
 
 import json
 
-import pytest
 import yaml
 
-from slimkit.cli import main
 from slimkit.pipeline import list_recipes, show_recipe
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    captured = capsys.readouterr()
-    return exc.value.code, captured.out, captured.err
-
-
-def test_list_json_names_every_bundled_recipe(capsys):
-    code, out, _ = run_cli(capsys, "recipes", "list", "--json")
+def test_list_json_names_every_bundled_recipe(run_cli):
+    code, out, _ = run_cli("recipes", "list", "--json")
     assert code in (0, None)
     listed = json.loads(out)
     assert [r["name"] for r in listed] == list_recipes() and all(r["description"] for r in listed)
 
 
-def test_show_json_is_the_parsed_recipe_of_the_yaml(capsys):
-    code, out, _ = run_cli(capsys, "recipes", "show", "prune-distill-int8", "--json")
+def test_show_json_is_the_parsed_recipe_of_the_yaml(run_cli):
+    code, out, _ = run_cli("recipes", "show", "prune-distill-int8", "--json")
     assert code in (0, None)
     parsed = json.loads(out)
     written = yaml.safe_load(show_recipe("prune-distill-int8"))
@@ -33,6 +24,6 @@ def test_show_json_is_the_parsed_recipe_of_the_yaml(capsys):
     ]
 
 
-def test_show_of_an_unknown_recipe_is_exit_2(capsys):
-    code, _, err = run_cli(capsys, "recipes", "show", "nope", "--json")
+def test_show_of_an_unknown_recipe_is_exit_2(run_cli):
+    code, _, err = run_cli("recipes", "show", "nope", "--json")
     assert code == 2 and "Traceback" not in err
