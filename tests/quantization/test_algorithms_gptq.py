@@ -7,8 +7,9 @@ from torch import nn
 import slimkit as sk
 from slimkit.core.data import TensorData
 from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.statistics import InputHessian
 from slimkit.measure import evaluate
-from slimkit.quantization.algorithms.gptq_core import HessianAccumulator, gptq_quantize
+from slimkit.quantization.algorithms.gptq_core import gptq_quantize
 from slimkit.quantization.modules import WeightOnlyLinear, weight_spec
 
 
@@ -19,7 +20,7 @@ def correlated_inputs(rows: int, features: int, seed: int = 0) -> torch.Tensor:
 
 
 def hessian(x: torch.Tensor) -> torch.Tensor:
-    acc = HessianAccumulator(x.shape[1])
+    acc = InputHessian(x.shape[1])
     for chunk in x.split(100):  # batched accumulation must equal the one-shot 2XᵀX/N
         acc.add(chunk)
     return acc.hessian

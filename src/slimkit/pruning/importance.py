@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimkit.core.calibration import Point, calibrate
 from slimkit.core.data import iter_batches, primary_output, run_model
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.statistics import ChannelMean
 from slimkit.core.tables import Table
 from slimkit.pruning.groups import Group, Member
 from slimkit.pruning.layers import layer_pruner
@@ -160,37 +162,13 @@ class Activation:
         """Record each transform layer's mean squared input channel over ``data``."""
         if data is None:
             raise InvalidConfigError("importance='activation' needs data=: it measures each layer's inputs")
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}
-
-        def record(name: str, dim: int) -> Callable[..., None]:
-            def hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
-                x = args[0] if args else None
-                if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.dim() < 2:
-                    return
-                x = x.detach().float().movedim(dim, -1)
-                flat = x.reshape(-1, x.shape[-1])
-                sums[name] = flat.pow(2).sum(0) + sums.get(name, 0)
-                counts[name] = counts.get(name, 0) + flat.shape[0]
-
-            return hook
-
-        handles = [
-            module.register_forward_pre_hook(record(name, pruner.channel_dim))
+        squares = {
+            Point(name, "input"): ChannelMean(pruner.channel_dim, power=2)
             for name, module in model.named_modules()
             if (pruner := layer_pruner(module)) is not None and pruner.kind == "transform"
-        ]
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch in iter_batches(data, device, limit=self.batches):
-                    run_model(model, batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-            model.train(was_training)
-        self.energy = {name: sums[name] / counts[name] for name in sums}
+        }
+        calibrate(model, data, squares, device=device, limit=self.batches, require_all=False)
+        self.energy = {point.module: square.value for point, square in squares.items() if square.count}
 
     def __call__(self, group: Group, modules: dict[str, nn.Module]) -> torch.Tensor:
         total = None

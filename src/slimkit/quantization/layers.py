@@ -19,12 +19,12 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError
+from slimkit.core.statistics import Statistic
 from slimkit.core.tables import Table
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
 from slimkit.quantization.observers import make_observer
 from slimkit.quantization.qdq import QUANTIZABLE, QDQLayer
-from slimkit.quantization.statistics import Statistic
 
 HALF_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.LayerNorm, nn.GroupNorm)
 CANDIDATES = (
@@ -59,8 +59,8 @@ class LayerMethod:
             observe for this layer (empty: the method needs no data).
         fuses_relu: the layer's ``"output"`` is observed after a ReLU that directly follows it
             (the ReLU is then folded into the new layer).
-        unobserved: ``(layer, config) -> new layer`` for a layer the calibration data never
-            reached; ``None``: it stays float and is listed as skipped.
+        observed_only: a layer the calibration data never reached stays float and is listed as
+            skipped; ``False``: ``convert`` takes it with its empty statistics.
         notes: ``(layer, stats) -> keys``: the outcome lists the layer's name under each key.
     """
 
@@ -69,7 +69,7 @@ class LayerMethod:
     rebuild: Callable[[nn.Module, Config, dict[str, Any]], nn.Module]
     needs: Callable[[nn.Module, Config], dict[str, Statistic]] = _no_statistics
     fuses_relu: bool = False
-    unobserved: Callable[[nn.Module, Config], nn.Module] | None = None
+    observed_only: bool = True
     notes: Callable[[nn.Module, dict[str, Any]], tuple[str, ...]] = lambda layer, stats: ()
 
 

@@ -14,12 +14,13 @@ Observers never change the tensors they see.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 
 import torch
 from torch import Tensor
 
 from slimkit.core.errors import DataError, InvalidConfigError
+from slimkit.core.statistics import Statistic
 from slimkit.core.tables import Table
 from slimkit.quantization.primitives import QuantSpec
 
@@ -27,8 +28,9 @@ ACTIVATION_SPEC = QuantSpec(bits=8, symmetric=False, signed=False)
 """Per-tensor unsigned asymmetric 8-bit: the default for activations."""
 
 
-class Observer(ABC):
-    """Base observer: subclasses implement `observe` and `clip_range`.
+class Observer(Statistic):
+    """Base observer: a `Statistic` (``observe(x)`` checks and counts, subclasses implement
+    ``_observe``) that also chooses a range, `clip_range`.
 
     Args:
         spec: how the observed tensor will be quantized (bits, symmetry, granularity).
@@ -37,22 +39,13 @@ class Observer(ABC):
     name = ""
 
     def __init__(self, spec: QuantSpec = ACTIVATION_SPEC) -> None:
+        super().__init__()
         self.spec = spec
-        self.count = 0
 
-    def observe(self, x: Tensor) -> None:
-        """Accumulate statistics of ``x``."""
-        x = x.detach()
-        if x.numel() == 0:
-            return
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise DataError(f"the {self.name} observer saw NaN or Inf values: clean the calibration data")
-        self._observe(x.float())
-        self.count += 1
-
-    @abstractmethod
-    def _observe(self, x: Tensor) -> None:
-        """Accumulate a finite float tensor."""
+    @property
+    def label(self) -> str:
+        """How errors name this observer."""
+        return f"the {self.name} observer"
 
     @abstractmethod
     def clip_range(self) -> tuple[Tensor, Tensor]:

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimkit.core.calibration import Point, calibrate
 from slimkit.core.config import Config
 from slimkit.core.errors import DataError, InvalidConfigError
 from slimkit.core.heap import trim
 from slimkit.core.layers import overrides_forward
 from slimkit.core.registry import Context, get_method, register
 from slimkit.core.walk import Selector, replace_module, select_modules
-from slimkit.quantization.calibration import Point, calibrate
 from slimkit.quantization.configs import BFloat16, Half, Int8Dynamic, Int8Static, QuantConfig, WeightOnly
 from slimkit.quantization.layers import CANDIDATES, HALF_TYPES, LAYER_METHODS, cast_half
 
@@ -141,7 +141,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
         layers: dict[str, Any] = {}
         for name, layer_cfg in plan.items():
             method, stats, layer = LAYER_METHODS[layer_cfg.method], info.get(name, {}), model.get_submodule(name)
-            if stats.get("silent") and method.unobserved is None:
+            if stats.get("silent") and method.observed_only:
                 skipped[name] = (
                     "never ran as a module during calibration: the model reads its weight directly "
                     "(e.g. F.linear(x, layer.weight)), so it stays float"
@@ -149,10 +149,7 @@ def quantize_model(model: nn.Module, config: QuantConfig, ctx: Context) -> nn.Mo
                 continue
             for key in method.notes(layer, stats):
                 notes.setdefault(key, []).append(name)
-            if stats.get("silent"):
-                replace_module(model, name, method.unobserved(layer, layer_cfg))
-            else:
-                replace_module(model, name, method.convert(layer, layer_cfg, stats))
+            replace_module(model, name, method.convert(layer, layer_cfg, stats))
             if stats.get("relu_module"):
                 replace_module(model, stats["relu_module"], nn.Identity())
             recorded = {k: v for k, v in stats.items() if k in ("relu", "relu_module")}

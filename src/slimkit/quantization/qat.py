@@ -18,16 +18,16 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from slimkit.core.calibration import Point, calibrate
 from slimkit.core.config import Config
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.registry import Context, register
+from slimkit.core.statistics import AbsMaxSign
 from slimkit.core.walk import replace_module, select_modules
 from slimkit.quantization.algorithms.gptq import require_data
 from slimkit.quantization.algorithms.lowbit import LowBitLayer
 from slimkit.quantization.algorithms.lsq import QATWrapper
-from slimkit.quantization.calibration import Point, calibrate
 from slimkit.quantization.granularity import GroupedWeights, WeightGranularity
-from slimkit.quantization.statistics import AbsMaxSign
 from slimkit.training.config import Finetune
 
 QAT_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d)

@@ -18,11 +18,11 @@ from pydantic import Field
 from torch import nn
 
 from slimkit.core.registry import register
+from slimkit.core.statistics import ChannelMean, Statistic
 from slimkit.quantization.configs import PackedWeights, QuantConfig
 from slimkit.quantization.layers import LAYER_METHODS, LayerMethod, weight_only, weight_only_shell
 from slimkit.quantization.modules import WeightOnlyLinear
 from slimkit.quantization.ptq import quantize_model, rebuild_model
-from slimkit.quantization.statistics import ChannelMean, Statistic
 
 
 class BiasCorrection(QuantConfig, PackedWeights):
@@ -47,7 +47,7 @@ def _corrected(layer: nn.Module, config: BiasCorrection, stats: dict[str, Any]) 
     new = weight_only(layer, config, stats)
     if not isinstance(layer, nn.Linear):
         return new
-    mean = stats.get("input")
+    mean = stats.get("input")  # empty when the data never reached the layer: nothing to correct
     shift = torch.zeros(layer.out_features, device=layer.weight.device)
     if mean is not None and mean.count:
         shift = (layer.weight.detach().float() - new.weight) @ mean.value.to(shift.device)
@@ -86,6 +86,6 @@ def rebuild_corrected(model: nn.Module, config: BiasCorrection, state: dict[str,
 
 LAYER_METHODS.register(
     "bias-correction",
-    LayerMethod(_types, _corrected, _shell, needs=_needs, unobserved=lambda m, c: _corrected(m, c, {}), notes=_notes),
+    LayerMethod(_types, _corrected, _shell, needs=_needs, observed_only=False, notes=_notes),
 )
 register("quantize", "bias-correction", BiasCorrection, rebuild=rebuild_corrected)(quantize_model)

@@ -16,18 +16,18 @@ from typing import Any
 from pydantic import Field
 from torch import nn
 
+from slimkit.core.calibration import Point, calibrate
 from slimkit.core.config import Config
 from slimkit.core.device import model_device
 from slimkit.core.errors import DataError, UnsupportedModelError
 from slimkit.core.heap import trim
 from slimkit.core.registry import Context, register
+from slimkit.core.statistics import InputHessian
 from slimkit.core.walk import replace_module, select_modules
 from slimkit.quantization.algorithms.capture import block_units
 from slimkit.quantization.algorithms.gptq_core import gptq_quantize
-from slimkit.quantization.calibration import Point, calibrate
 from slimkit.quantization.configs import PackedWeights
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear, weight_spec
-from slimkit.quantization.statistics import InputHessian
 
 
 class GPTQ(PackedWeights):

@@ -13,10 +13,6 @@ import torch
 from torch import Tensor
 
 from slimkit.quantization.primitives import QuantSpec
-from slimkit.quantization.statistics import InputHessian
-
-HessianAccumulator = InputHessian
-"""The Hessian ``2/N Σ xᵀx`` of a layer's inputs (`slimkit.quantization.statistics.InputHessian`)."""
 
 
 def _inverse_cholesky(hessian: Tensor, damp: float) -> Tensor:

@@ -21,11 +21,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from slimkit.core.registry import register
+from slimkit.core.statistics import ChannelAbsMax, Statistic
 from slimkit.quantization.configs import QuantConfig
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.layers import LAYER_METHODS, LayerMethod
 from slimkit.quantization.ptq import quantize_model, rebuild_model
-from slimkit.quantization.statistics import ChannelAbsMax, Statistic
 
 
 class SmoothQuant(QuantConfig):
@@ -85,13 +85,13 @@ def _needs(_layer: nn.Module, _config: SmoothQuant) -> dict[str, Statistic]:
 
 
 def _smooth(layer: nn.Linear, config: SmoothQuant, stats: dict[str, Any]) -> nn.Module:
-    factors = smoothing_factors(stats["input"].value, layer.weight, config.alpha)
+    """Smooth ``layer`` by its inputs' maxima (factors of 1 where the data never reached it)."""
+    act_max = stats["input"].value
+    if act_max is None:
+        factors = torch.ones(layer.in_features)
+    else:
+        factors = smoothing_factors(act_max, layer.weight, config.alpha)
     return SmoothedLinear.from_float(layer, factors, config.quantize)
-
-
-def _unobserved(layer: nn.Linear, config: SmoothQuant) -> nn.Module:
-    """A Linear the data never reached: nothing to migrate (factors of 1)."""
-    return SmoothedLinear.from_float(layer, torch.ones(layer.in_features), config.quantize)
 
 
 def _shell(layer: nn.Linear, config: SmoothQuant, _entry: dict[str, Any]) -> nn.Module:
@@ -110,6 +110,6 @@ def rebuild_smoothquant(model: nn.Module, config: SmoothQuant, state: dict[str, 
 
 
 LAYER_METHODS.register(
-    "smoothquant", LayerMethod(lambda c: (nn.Linear,), _smooth, _shell, needs=_needs, unobserved=_unobserved)
+    "smoothquant", LayerMethod(lambda c: (nn.Linear,), _smooth, _shell, needs=_needs, observed_only=False)
 )
 register("quantize", "smoothquant", SmoothQuant, rebuild=rebuild_smoothquant)(quantize_model)

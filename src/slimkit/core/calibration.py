@@ -18,7 +18,7 @@ from torch import nn
 
 from slimkit.core.data import iter_batches, run_model
 from slimkit.core.errors import DataError
-from slimkit.quantization.statistics import Statistic
+from slimkit.core.statistics import Statistic
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ def calibrate(
     Args:
         model: run as is; hooks are removed afterwards and the train/eval mode restored.
         data: calibration batches (anything `slimkit.core.data.iter_batches` accepts).
-        statistics: point -> statistic (an `Observer`, or any `Statistic`), each fed the tensor
-            at its point on every batch.
+        statistics: point -> `Statistic` (an activation observer, a channel mean, ...), each
+            fed the tensor at its point on every batch.
         device: where the batches go (the model must be there already).
         limit: stop after this many batches.
         on_batch: called with each batch index (progress).
@@ -136,8 +136,6 @@ def calibrate(
             tensor = (args[0] if args else None) if p.where == "input" else out
             if isinstance(tensor, torch.Tensor):
                 try:
-                    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-                        raise DataError("NaN/Inf")
                     o.observe(tensor)
                 except DataError:
                     raise DataError(
