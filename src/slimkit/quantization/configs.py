@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator
 
-from slimkit.core.config import Config
+from slimkit.core.config import Bits, Config
 from slimkit.quantization.granularity import ActivationGranularity, GroupedWeights, WeightGranularity
 from slimkit.quantization.observers import check_observer
 
@@ -95,7 +95,7 @@ class PackedWeights(Config, GroupedWeights):
     ``bias-correction``)."""
 
     renamed = {"group_size": "granularity"}
-    bits: int = Field(4, ge=2, le=8)
+    bits: Bits = 4
     """weight bits, 2..8."""
     granularity: WeightGranularity = Field("group:128", validate_default=True)
     """``"group:N"``: N input columns share one scale; ``"channel"``: one scale per output

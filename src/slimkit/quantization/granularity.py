@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 Kind = Literal["tensor", "channel", "group", "token"]
+SPELLINGS = "'tensor', 'channel', 'group:N' (e.g. 'group:128') or 'token'"
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Granularity:
 
     def __post_init__(self) -> None:
         if self.kind not in ("tensor", "channel", "group", "token"):
-            raise ValueError(f"granularity must be 'tensor', 'channel', 'group:N' or 'token', got {self.kind!r}")
+            raise ValueError(f"granularity must be {SPELLINGS}, got {self.kind!r}")
         if (self.kind == "group") != (self.size is not None):
             raise ValueError("a group granularity needs its size ('group:128'); tensor and channel take none")
         if self.size is not None and self.size < 1:
@@ -39,14 +40,13 @@ class Granularity:
 
     @classmethod
     def parse(cls, value: Any) -> Granularity:
-        """Read ``"tensor"``, ``"channel"``, ``"group:N"``, ``{"group": N}``, ``N`` or ``None``."""
+        """Read ``"tensor"``, ``"channel"``, ``"group:N"``, ``{"group": N}``, ``N``, ``"token"`` or
+        ``None`` (per channel)."""
         if isinstance(value, Granularity):
             return value
         if value is None:
             return cls("channel")
-        if isinstance(value, bool):
-            raise ValueError(f"granularity must be 'tensor', 'channel' or 'group:N', got {value!r}")
-        if isinstance(value, int):
+        if isinstance(value, int) and not isinstance(value, bool):
             if value < 1:
                 raise ValueError(f"a group size (group_size, 'group:N') is at least 1, got {value}")
             return cls("group", value)
@@ -58,7 +58,7 @@ class Granularity:
                 return cls("group", int(size))
             if not size:
                 return cls(kind)  # type: ignore[arg-type]
-        raise ValueError(f"granularity must be 'tensor', 'channel' or 'group:N' (e.g. 'group:128'), got {value!r}")
+        raise ValueError(f"granularity must be {SPELLINGS}, got {value!r}")
 
     @property
     def group_size(self) -> int | None:

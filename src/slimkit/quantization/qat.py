@@ -19,7 +19,7 @@ from pydantic import Field
 from torch import nn
 
 from slimkit.core.calibration import Point, calibrate
-from slimkit.core.config import Config
+from slimkit.core.config import Bits, Config
 from slimkit.core.errors import InvalidConfigError, UnsupportedModelError
 from slimkit.core.registry import Context, register
 from slimkit.core.statistics import AbsMaxSign
@@ -45,7 +45,7 @@ class QAT(Config, GroupedWeights):
         "lr": "finetune.lr",
         "distill": "finetune.distill",
     }
-    bits: int = Field(4, ge=2, le=8)
+    bits: Bits = 4
     """weight bits, 2..8 (``weight_bits`` before 0.2)."""
     act_bits: int | None = Field(8, ge=2, le=8)
     """input activation bits, 2..8 (``None``: weights only)."""
