@@ -112,7 +112,7 @@ def _tensorly_error(kind, weight, rank):
         ("svd", LowRankLinear, nn.Linear(40, 30), 7, {}),
         ("spatial", SpatialSVDConv, nn.Conv2d(8, 12, 3), 6, {}),
         ("tucker", TuckerConv, nn.Conv2d(8, 12, 3), (5, 4), {}),
-        ("cp", CPConv, nn.Conv2d(8, 12, 3), 6, {}),
+        pytest.param("cp", CPConv, nn.Conv2d(8, 12, 3), 6, {}, marks=pytest.mark.slow),  # ALS, ~6 s
         ("tt", TTLinear, nn.Linear(64, 48), (5, 4), {"in_factors": (4, 4, 4), "out_factors": (4, 4, 3)}),
     ],
 )
@@ -142,7 +142,7 @@ def _hand_macs(layer, dense, x):
         (LowRankLinear, nn.Linear(40, 30), 7, {}),
         (SpatialSVDConv, nn.Conv2d(8, 12, 3, stride=2, padding=1), 6, {}),
         (TuckerConv, nn.Conv2d(8, 12, 3, stride=2, padding=1), (5, 4), {}),
-        (CPConv, nn.Conv2d(8, 12, 3, stride=2, padding=1), 6, {}),
+        pytest.param(CPConv, nn.Conv2d(8, 12, 3, stride=2, padding=1), 6, {}, marks=pytest.mark.slow),
         (TTLinear, nn.Linear(512, 256), (8, 8), {"in_factors": (8, 8, 8), "out_factors": (8, 8, 4)}),
     ],
 )

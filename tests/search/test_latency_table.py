@@ -265,6 +265,7 @@ def test_a_table_for_another_runtime_is_refused(small, saved):
         sk.search(model, data, target="onnxruntime", trials=1, latency_table=_table(COEFFICIENTS, runtime="torch"))
 
 
+@pytest.mark.slow
 def test_the_evaluator_reports_the_tables_prediction(small, tmp_path):
     model, data = small
     table = _table(COEFFICIENTS, runtime="torch")
