@@ -33,6 +33,7 @@ from slimkit.pruning.flows import (
 )
 from slimkit.pruning.groups import Group, Member
 from slimkit.pruning.layers import LayerPruner, custom_pruner
+from slimkit.pruning.routing import Router
 from slimkit.pruning.tensor_ops import TensorOps
 
 
@@ -47,6 +48,9 @@ class DependencyGraph(TensorOps):
         self.blocks: dict[int, int] = {}
         """Equal blocks a space's channels must keep the same count in (grouped layers)."""
         self.label: dict[int, str] = {}
+        self.routed: set[int] = set()
+        """Spaces blocked because the model moves their channels by the tensor's size (a split along
+        the channel axis, a channel shuffle): `slimkit.pruning.routing` may still prune them."""
         self.opaque: dict[str, str] = {}
         """Layers with weights the analysis cannot prune, with why."""
         self.env: dict[fx.Node, Flow | Items | ShapeOf | None] = {}
@@ -95,11 +99,13 @@ class DependencyGraph(TensorOps):
         elif merged > 1:
             self.blocks[root] = merged
 
-    def _block(self, value: Any, reason: str) -> None:
+    def _block(self, value: Any, reason: str, routed: bool = False) -> None:
         reason += self._location()
         for flow in self._flows(value):
             for seg in flow.segs:
                 self.blocked.setdefault(self._find(seg.space), reason)
+                if routed:
+                    self.routed.add(seg.space)
 
     def _location(self) -> str:
         """`` (size, in stage2.0: InvertedResidual)``: the op and the module whose code does what
@@ -275,5 +281,18 @@ class DependencyGraph(TensorOps):
                 continue
             group = Group(self.size[root], members, self.label[root], self.blocked.get(root))
             group.blocks = self.blocks.get(root, 1)
+            group.space = root
             result.append(group)
         return result
+
+    def router(self, gm: fx.GraphModule, groups: list[Group]) -> Router | None:
+        """A `Router` for the groups blocked only by channel routing (marked with it), if any."""
+        routed = {self._find(s) for s in self.routed}
+        candidates = [g for g in groups if g.space in routed and g.blocks == 1 and self.literal_shapes]
+        if not candidates:
+            return None
+        roots = {self._find(s) for s in range(len(self.parent))}
+        router = Router(gm, self.env, self._find, {r: self.size[r] for r in roots})
+        for group in candidates:
+            group.router = router
+        return router

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,6 +65,9 @@ class Group:
         heads: attention modules whose head count follows this group (``name -> attribute``).
         blocks: the channels form this many equal consecutive blocks (the groups of a grouped
             convolution or a GroupNorm) that must each keep the same number of channels.
+        space: the dependency graph's id of the group's channel space.
+        router: for a group blocked only because the model moves its channels by the tensor's
+            size (split, shuffle), the `slimkit.pruning.routing.Router` that may prune it exactly.
     """
 
     size: int
@@ -72,6 +76,8 @@ class Group:
     blocked: str | None = None
     heads: dict[str, list[str]] = field(default_factory=dict)
     blocks: int = 1
+    space: int = -1
+    router: Any = None
 
     @property
     def producers(self) -> list[str]:

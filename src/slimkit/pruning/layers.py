@@ -42,8 +42,9 @@ class LayerPruner:
 
     Attributes:
         length: ``(layer, axis) -> int``: channels along ``"out"`` or ``"in"``.
-        shrink: ``(layer, axis, keep) -> None``: keep only the channels ``keep`` (a sorted
-            ``LongTensor``) along ``axis``, in place, updating the layer's size attributes.
+        shrink: ``(layer, axis, keep) -> None``: keep only the channels ``keep`` (a ``LongTensor``,
+            in the order the pruned layer holds them: ascending, except where channel routing
+            reorders them) along ``axis``, in place, updating the layer's size attributes.
         rows: ``(layer, axis, weight) -> Tensor``: the weight as one row per channel of
             ``axis`` (importance scores read it); by default dim 0 for ``out``, dim 1 for ``in``.
         blocks: ``layer -> int``: equal blocks its channels come in (a grouped conv's groups).

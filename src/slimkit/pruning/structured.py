@@ -27,7 +27,7 @@ from slimkit.pruning.dependency import DependencyGraph
 from slimkit.pruning.groups import Group, layer_table, parse_groups
 from slimkit.pruning.importance import make_importance
 from slimkit.pruning.layers import custom_layer_types, layer_pruner
-from slimkit.pruning.surgery import apply_keeps, plan_keeps
+from slimkit.pruning.surgery import Keeps, apply_keeps, plan_keeps
 
 GROUPS_HINT = (
     "prune transformers' BERT-style models with method='heads' or 'neurons', or give the coupled layers "
@@ -56,8 +56,10 @@ def graph_groups(model: nn.Module, ctx: Context) -> list[Group]:
     inputs = example_inputs_for(model, ctx)
     if isinstance(inputs, dict) and "use_cache" in inspect.signature(model.forward).parameters:
         inputs = {**inputs, "use_cache": False}  # a decoder's key/value cache is no part of its channels
-    graph = DependencyGraph(capture(model, inputs, hint=GROUPS_HINT, leaf_types=custom_layer_types()))
+    gm = capture(model, inputs, hint=GROUPS_HINT, leaf_types=custom_layer_types())
+    graph = DependencyGraph(gm)
     groups = graph.groups()
+    graph.router(gm, groups)
     ctx.state.setdefault("skipped", {}).update(graph.opaque)
     ctx.state["skipped"].update(_unknown_layers(model, groups))
     return groups
@@ -87,51 +89,73 @@ def _top(score: torch.Tensor, count: int, blocks: int) -> torch.Tensor:
     return (rows.topk(per, dim=1).indices + offsets).flatten().sort().values.cpu()
 
 
-def _choose(scores: list[torch.Tensor], groups: list[Group], config: _Structured) -> list[torch.Tensor]:
-    """Kept channel indices (sorted) of each group."""
+def _counts(scores: list[torch.Tensor], groups: list[Group], config: _Structured) -> list[int]:
+    """Channels each group keeps: ``ratio`` of each (``scope="layer"``) or the best of all (``"global"``)."""
     if config.scope == "global" and scores:
         normed = [s.float() / s.float().mean().clamp_min(1e-12) for s in scores]
         flat = torch.cat(normed)
         drop = math.floor(len(flat) * config.ratio + 1e-9)
         threshold = flat.sort().values[drop - 1] if drop else flat.min() - 1
         counts = [int((s > threshold).sum()) for s in normed]
-        counts = [keep_count(g.size, 1 - c / g.size, config.round_to) for g, c in zip(groups, counts, strict=True)]
-    else:
-        counts = [keep_count(g.size, config.ratio, config.round_to) for g in groups]
-    return [_top(s, c, g.blocks) for s, c, g in zip(scores, counts, groups, strict=True)]
+        return [keep_count(g.size, 1 - c / g.size, config.round_to) for g, c in zip(groups, counts, strict=True)]
+    return [keep_count(g.size, config.ratio, config.round_to) for g in groups]
+
+
+def _routed(
+    groups: list[Group], scores: list[torch.Tensor], counts: list[int], taken: set[tuple[str, str]], step: int
+) -> tuple[Keeps, dict[str, list[int]], dict[str, str]]:
+    """Prune the groups blocked only by size-dependent channel routing (`Router`): the ordered kept
+    indices per layer, ``{label: [size, kept]}`` of those pruned, and why the others stay."""
+    if not groups:
+        return {}, {}, {}
+    router = groups[0].router
+    targets = {g.space: c for g, c in zip(groups, counts, strict=True)}
+    by_space = {g.space: s for g, s in zip(groups, scores, strict=True)}
+    keeps, widths, failed = router.solve(targets, by_space, taken, step)
+    pruned = {g.label: [g.size, widths[g.space]] for g in groups if g.space in widths}
+    kept_whole = {g.label: f"{g.blocked}; {failed[g.space]}" for g in groups if g.space in failed}
+    return keeps, pruned, kept_whole
 
 
 def prune_groups(model: nn.Module, groups: list[Group], config: _Structured, ctx: Context) -> nn.Module:
     """Score, choose and cut ``groups``; fills ``ctx.state`` with what `rebuild` needs."""
     skipped: dict[str, str] = dict(ctx.state.get("skipped", {}))
-    prunable = []
+    prunable, routed = [], []
     for group in groups:
-        if group.blocked:
+        if group.blocked and group.router is None:
             skipped[group.label] = group.blocked
         elif not all(ctx.selector(p) for p in group.producers):
             skipped[group.label] = "excluded by include/exclude"
         else:
-            prunable.append(group)
-    if not prunable:
-        warnings.warn(f"nothing to prune with {config.method!r}: {skipped or 'no prunable layers'}", stacklevel=3)
+            (routed if group.blocked else prunable).append(group)
     modules = layer_table(model)
     importance = make_importance(config.importance, config.seed)
     if hasattr(importance, "prepare"):
         importance.prepare(model, ctx.data, ctx.device)
-    scores = [importance(g, modules) for g in prunable]
-    kept = _choose(scores, prunable, config)
+    scores = [importance(g, modules) for g in prunable + routed]
+    counts = _counts(scores, prunable + routed, config)
+    kept = [_top(s, c, g.blocks) for s, c, g in zip(scores, counts, prunable, strict=False)]
     model.zero_grad(set_to_none=True)
     attrs: dict[str, dict[str, int]] = {}
     for group, keep in zip(prunable, kept, strict=True):
         attrs.update(head_attrs(model, group, len(keep)))
     keeps = plan_keeps(prunable, kept, modules)
+    taken = {(m.module, m.axis) for g in prunable for m in g.members}
+    n = len(prunable)
+    routed_keeps, routed_pruned, kept_whole = _routed(routed, scores[n:], counts[n:], taken, config.round_to)
+    skipped.update(kept_whole)
+    for name, axes in routed_keeps.items():
+        keeps.setdefault(name, {}).update(axes)
     apply_keeps(model, keeps, attrs)
+    pruned = {g.label: [g.size, len(k)] for g, k in zip(prunable, kept, strict=True)} | routed_pruned
+    if not pruned:
+        warnings.warn(f"nothing to prune with {config.method!r}: {skipped or 'no prunable layers'}", stacklevel=3)
     ctx.state.update(
         keeps=keeps,
         attrs=attrs,
         skipped=skipped,
-        pruned={g.label: [g.size, len(k)] for g, k in zip(prunable, kept, strict=True)},
-        recalibrated=_recalibrate(model, config, ctx) if prunable else 0,
+        pruned=pruned,
+        recalibrated=_recalibrate(model, config, ctx) if pruned else 0,
     )
     return model
 

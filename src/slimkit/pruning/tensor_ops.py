@@ -77,7 +77,7 @@ class TensorOps:
             return None
         if name == "size" and isinstance(index, int):
             if index % ndim == flow.dim:
-                self._block(flow, "its channel count is read by the model's code (e.g. to reshape)")
+                self._block(flow, "its channel count is read by the model's code (e.g. to reshape)", routed=True)
             return None
         return ShapeOf(flow, ndim)
 
@@ -90,7 +90,7 @@ class TensorOps:
         if isinstance(value, ShapeOf) and isinstance(index, (int, slice)):
             read = range(value.ndim)[index]
             if value.flow.dim in (read if isinstance(read, range) else (read,)):
-                self._block(value.flow, "its channel count is read by the model's code (e.g. to reshape)")
+                self._block(value.flow, "its channel count is read by the model's code (e.g. to reshape)", routed=True)
             return None
         if flow is not None and isinstance(index, (tuple, int, slice)) and not isinstance(index, bool):
             return self._index_items(node, first, flow, index if isinstance(index, tuple) else (index,))
@@ -133,7 +133,7 @@ class TensorOps:
     def _index(self, node: fx.Node, name: str, flow: Flow, axes: dict[int, bool]) -> Flow | None:
         """Pick along ``axes`` (``True``: the axis is dropped, as by ``select``; ``False``: sliced)."""
         if flow.dim in axes:
-            self._block(flow, f"it is indexed along the channel axis ({name})")
+            self._block(flow, f"it is indexed along the channel axis ({name})", routed=True)
             return None
         return Flow(flow.segs, flow.dim - sum(1 for a, dropped in axes.items() if dropped and a < flow.dim))
 
@@ -239,7 +239,7 @@ class TensorOps:
         elif len(after) >= head and tuple(after[:head]) == tuple(before[:head]) and len(before) > head:
             moved = Flow(flow.segs, flow.dim)
         else:
-            self._block(flow, f"a {name} changes its channel axis (e.g. splits it into heads)")
+            self._block(flow, f"a {name} changes its channel axis (e.g. splits it into heads)", routed=True)
             return None
         if name in ("view", "reshape") and self._written_size(node, moved.dim):
             self._block(flow, f"a {name} writes its channel count in the model's code")
@@ -309,6 +309,6 @@ class TensorOps:
         else:
             sizes = [arg] * -(-shape[dim] // arg) if isinstance(arg, int) else list(arg)
         if dim == flow.dim:  # the split sizes are written in the model's code
-            self._block(flow, f"a {name} along the channel axis has fixed sizes")
+            self._block(flow, f"a {name} cuts the channel axis by position", routed=True)
             return None
         return Items(tuple(flow for _ in sizes))
