@@ -15,6 +15,7 @@ cannot be matched (nor at a width a few channels away) stays blocked, with the r
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -27,8 +28,9 @@ from slimkit.pruning.labels import Key, Replay, Run, produces
 from slimkit.pruning.surgery import Keeps
 
 NO_WIDTH = "its channels are routed by size (split/shuffle) and no width keeps their routes"
-SHIFTS = (1, -1, 2, -2, 3, -3, 4, -4)
-"""Widths tried (in steps of ``round_to``) around the target when routes do not match at it."""
+REACH = 0.4
+"""How far from its target (a fraction of it, at least 4 steps of ``round_to``) a width is looked
+for when routes do not match at the target: nearest first, the narrower on a tie."""
 
 
 class Router:
@@ -80,7 +82,8 @@ class Router:
         comps = self._components(set(targets), taken, failed)
         widths = {r: targets[r] for comp in comps for r in comp}
         open_comps, done = list(comps), []
-        for shift in (0, *SHIFTS):
+        reach = max(4, math.ceil(REACH * max(targets.values(), default=0) / step))
+        for shift in (0, *(d * sign for d in range(1, reach + 1) for sign in (-1, 1))):
             if not open_comps:
                 break
             trial = {r: widths[r] for c in done for r in c}
