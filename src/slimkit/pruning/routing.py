@@ -97,7 +97,7 @@ class Router:
                     done.append(comp)
         for comp in open_comps:
             failed.update(dict.fromkeys(comp, NO_WIDTH))
-        while done:  # the chosen widths together (components are independent, so this holds)
+        while done:  # the chosen widths together: one component's width must not move another's channels
             final = {r: widths[r] for c in done for r in c}
             run = self.replay(final)
             bad = [c for c in done if self._why_not(c, run, {r: final[r] for r in c}) is not None]
