@@ -8,7 +8,13 @@ eager, and the fastest runtime. int8 on torch and ONNX is slimkit's own int8 mod
 exported as DynamicQuantizeLinear + MatMulInteger); every artifact runtime also runs its own
 int8 quantizer on the float model (labelled "own int8": static for digits, dynamic for MiniLM;
 for onnxruntime that is its ``quantize_static`` / ``quantize_dynamic``), so slimkit's int8 graph
-is timed next to the runtime's own in one process.
+is timed next to the runtime's own in one process. MiniLM's slimkit int8 is the recipe in
+`INT8_OPTIONS`: per-tensor 8-bit activations over pair-bounded weights (onnxruntime's fused
+``DynamicQuantizeMatMul``), the feed-forward layers' inputs smoothed on the calibration data.
+After the table, each int8-dynamic model is compared with onnxruntime's ``quantize_dynamic``
+side by side: mean / min cosine to the fp32 model over the test samples, each at batch 1, and
+the batch-1 p50 at 1 thread, the two runs interleaved (order alternating) over `SIDE_ROUNDS`
+rounds, their ratio per round, median reported.
 
     PYTHONPATH=src .venv/bin/python benchmarks/deployment.py [--quick] [--models digits,minilm]
     PYTHONPATH=src .venv/bin/python benchmarks/deployment.py --int8-vs-ort
@@ -41,13 +47,27 @@ MODELS = {
     "minilm": ("example:minilm", "example:sentences", "int8-dynamic", "int8-dynamic"),
 }
 """name -> (model, data, slimkit int8 method, the other runtimes' own int8 mode)."""
+FFN_SMOOTHING = 0.8
+"""SmoothQuant α of MiniLM's feed-forward inputs (calibration-set choice, see docs/quantization.md)."""
+INT8_OPTIONS = {
+    "minilm": {
+        "act_granularity": "tensor",
+        "pair_bounded": True,
+        "overrides": {
+            "*.intermediate.dense": {"smoothing": FFN_SMOOTHING},
+            "*.layer.?.output.dense": {"smoothing": FFN_SMOOTHING},
+        },
+    },
+}
+"""slimkit's int8 options per model (a recipe, by module-name pattern)."""
+SIDE_ROUNDS = 15
 
 
 def _rows(name: str, runtimes: list[str], sizes: tuple[int, ...], threads: int, tmp: Path) -> list[dict]:
     spec, data_spec, method, own = MODELS[name]
     model, data = sk.load(spec), sk.load_data(data_spec)
     batch = resize_batch(example_batch(model, None, data.test), 1)
-    int8 = sk.quantize(model, method, data=data.calibration)
+    int8 = sk.quantize(model, method, data=data.calibration, **INT8_OPTIONS.get(name, {}))
     rows = []
     own_options = {"quantize": own, "data": data.calibration}
     for precision in ("fp32", "int8"):
@@ -169,6 +189,73 @@ def int8_vs_ort(tmp: Path, rounds: int = 7) -> Table:
     return table
 
 
+def _single_samples(data):
+    """``data`` one sample a batch (sentences re-tokenized alone, so without padding)."""
+    from slimkit.core.data import iter_batches
+    from slimkit.models.minilm import SentenceBatches
+
+    if isinstance(data, SentenceBatches):
+        yield from iter_batches(SentenceBatches(data.sentences, batch_size=1, max_length=data.max_length))
+        return
+    from slimkit.core.data import Batch
+
+    def row(t, i):
+        return t[i : i + 1] if t.dim() else t
+
+    for batch in iter_batches(data):
+        for i in range(batch.size):
+            yield Batch(tuple(row(a, i) for a in batch.args), {k: row(v, i) for k, v in batch.kwargs.items()})
+
+
+def _cosines(runtime, model, samples) -> tuple[float, float]:
+    """Mean and min cosine between ``runtime``'s and ``model``'s flattened outputs, per sample."""
+    import torch
+
+    from slimkit.core.data import run_model
+    from slimkit.runtime.inputs import flat_outputs
+
+    values = []
+    with torch.no_grad():
+        for batch in samples:
+            ref = torch.cat([t.float().flatten() for t in flat_outputs(run_model(model, batch))])
+            out = torch.cat([torch.as_tensor(t).float().flatten() for t in flat_outputs(runtime.run_batch(batch))])
+            values.append(float(torch.nn.functional.cosine_similarity(ref, out, dim=0)))
+    return sum(values) / len(values), min(values)
+
+
+def dynamic_vs_own(name: str, tmp: Path, rounds: int = SIDE_ROUNDS) -> Table:
+    """slimkit int8-dynamic vs onnxruntime quantize_dynamic on ONNX: cosine and interleaved bs1 latency."""
+    import statistics
+
+    spec, data_spec, method, _ = MODELS[name]
+    model, data = sk.load(spec), sk.load_data(data_spec)
+    batch = resize_batch(example_batch(model, None, data.test), 1)
+    int8 = sk.quantize(model, method, data=data.calibration, **INT8_OPTIONS.get(name, {}))
+    inputs = batch.kwargs or batch.args
+    paths = {
+        f"slimkit {method}": sk.export(int8, tmp / f"{name}-side-slimkit.onnx", example_inputs=inputs),
+        "onnxruntime quantize_dynamic": sk.export(
+            model, tmp / f"{name}-side-own.onnx", example_inputs=inputs, quantize="int8-dynamic"
+        ),
+    }
+    runtimes = {label: load(path) for label, path in paths.items()}
+    samples = list(_single_samples(data.test))
+    cosines = {label: _cosines(rt, model, samples) for label, rt in runtimes.items()}
+    times = {label: [] for label in runtimes}
+    for r in range(rounds):
+        for label in list(runtimes)[:: 1 if r % 2 == 0 else -1]:
+            times[label].append(runtimes[label].bench(batch, (1,), threads=1, budget_s=0.5)[1].p50_ms)
+    own = times["onnxruntime quantize_dynamic"]
+    table = Table(title=f"{name} int8-dynamic on onnxruntime, bs1, 1 thread ({rounds} interleaved rounds)")
+    for column in ("artifact", f"cosine to fp32, mean / min ({len(samples)} samples)", "p50 ms", "ratio to own"):
+        table.add_column(column)
+    for label, values in times.items():
+        ratio = statistics.median(a / b for a, b in zip(values, own, strict=True))
+        mean, low = cosines[label]
+        table.add_row(label, f"{mean:.5f} / {low:.5f}", f"{statistics.median(values):.3f}", f"{ratio:.3f}")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="digits only, torch and onnxruntime")
@@ -190,6 +277,10 @@ def main() -> None:
         rows = [row for name in models for row in _rows(name, runtimes, sizes, args.threads, Path(tmp))]
     console = Console()
     console.print(_table(rows, sizes))
+    with tempfile.TemporaryDirectory(prefix="slimkit-deploy-") as tmp:
+        for name in models:
+            if MODELS[name][2] == "int8-dynamic" and "onnxruntime" in runtimes:
+                console.print(dynamic_vs_own(name, Path(tmp)))
     for name in models:
         mine = [r for r in rows if r["model"] == name and "failed" not in r]
         for b in sizes:

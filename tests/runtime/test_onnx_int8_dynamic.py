@@ -83,7 +83,8 @@ def test_attention_block_parity(tmp_path):
     x = model.example_inputs()[0].repeat(3, 1, 1)
     proto = _export(q, tmp_path, x + 0.1 * torch.randn(x.shape))
     linears = sum(isinstance(m, Int8DynamicLinear) for m in q.modules())
-    assert _ops(proto)["MatMulInteger"] == linears and not _ops(proto)["Gemm"]
+    ops = _ops(proto)
+    assert ops["MatMulInteger"] == linears - 2 and ops["Split"] == 1 and not ops["Gemm"]  # query/key/value: one
 
 
 @pytest.mark.parametrize(
@@ -102,3 +103,45 @@ def test_standin_computes_what_the_layer_computes(per_token, reduce_range):
     with torch.no_grad():
         assert sqnr_db(layer(x), Int8DynamicMatMul(layer)(x)) >= 60.0  # a code off by one in a near-tie at most
         assert torch.equal(Int8DynamicMatMul(layer)(torch.zeros(2, 48)), layer.bias.expand(2, -1))
+
+
+PAIR_BOUNDED_MIN_SQNR_DB = 60.0
+"""8-bit activations use DynamicQuantizeLinear's own parameters in PyTorch too: the same codes
+(one off by one in a float near-tie at most), so the artifact matches to float rounding."""
+
+
+def _pair_bounded_attention(**overrides) -> tuple[nn.Module, nn.Module, torch.Tensor]:
+    model = ZOO["attention"]()
+    x = model.example_inputs()[0]
+    data = [x + 0.1 * torch.randn(x.shape) for _ in range(3)]
+    options = {"act_granularity": "tensor", "pair_bounded": True, "overrides": overrides}
+    return (
+        model,
+        sk.quantize(model, "int8-dynamic", data=data, **options),
+        x.repeat(2, 1, 1) + 0.1 * torch.randn(4, *x.shape[1:]),
+    )
+
+
+def test_pair_bounded_exports_one_matmul_for_layers_sharing_an_input(tmp_path):
+    _, q, x = _pair_bounded_attention()
+    proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
+    linears = sum(isinstance(m, Int8DynamicLinear) for m in q.modules())
+    ops = _ops(proto)
+    assert ops["MatMulInteger"] == linears - 2 and ops["Split"] == 1  # query, key and value: one matmul
+    assert not ops["QuantizeLinear"] and not ops["Abs"]  # 8-bit, per tensor: nothing spelled out
+    fused = _optimized_ops(proto, tmp_path)
+    assert not fused["MatMulInteger"] and fused["DynamicQuantizeMatMul"] + fused["MatMulIntegerToFloat"] == linears - 2
+
+
+def test_smoothing_after_gelu_folds_into_its_constant(tmp_path):
+    _, q, x = _pair_bounded_attention(**{"ffn.2": {"smoothing": 0.8}})
+    assert q.ffn[2].input_scale is not None
+    proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
+    assert not [n for n in proto.graph.node if any(i.endswith("input_scale") for i in n.input)]  # no Mul of its own
+    assert [i.name for i in proto.graph.initializer if "input_scale_folded" in i.name]
+
+
+def test_smoothing_without_a_foldable_producer_keeps_its_mul(tmp_path):
+    _, q, x = _pair_bounded_attention(**{"ffn.0": {"smoothing": 0.8}})  # reads a LayerNorm output
+    proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
+    assert [n.op_type for n in proto.graph.node if any(i.endswith("ffn.0.input_scale") for i in n.input)] == ["Mul"]

@@ -36,12 +36,15 @@ class Lowering:
             ``custom_translation_table``).
         refusal: for a layer the format cannot express: the message after "FORMAT cannot run",
             with ``{layers}`` for the layers' names.
+        rewrite: ``(exported graph) -> None``: a rewrite of the whole exported graph in place
+            (ONNX: the ``ModelProto``), run after every export of the format, before verification.
     """
 
     layer_types: tuple[type[nn.Module], ...]
     standin: Callable[[nn.Module], nn.Module | None] | None = None
     translations: Callable[..., dict[Any, Callable[..., Any]]] | None = None
     refusal: str | None = None
+    rewrite: Callable[[Any], None] | None = None
 
 
 _LOWERINGS: dict[str, list[Lowering]] = {}
@@ -101,3 +104,10 @@ def translation_table(fmt: str, **options: Any) -> dict[Any, Callable[..., Any]]
         if lowering.translations is not None:
             table.update(lowering.translations(**options))
     return table
+
+
+def rewrite_graph(fmt: str, graph: Any) -> None:
+    """Run every registered ``rewrite`` of ``fmt`` on the exported ``graph`` (in place)."""
+    for lowering in _LOWERINGS.get(fmt, []):
+        if lowering.rewrite is not None:
+            lowering.rewrite(graph)

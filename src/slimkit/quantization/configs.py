@@ -63,6 +63,17 @@ class Int8Dynamic(QuantConfig):
     embeddings: bool = True
     """store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most of a small
     transformer's bytes; lookups need no int8 kernel)."""
+    pair_bounded: bool = False
+    """pick each output channel's weight scale so adjacent codes satisfy ``|q[2j]| + |q[2j+1]|
+    <= 128``: uint8 x int8 pair sums then stay inside the 16-bit adds of x86 CPUs without VNNI,
+    so activations keep 8 bits on every machine (``reduce_range`` is ignored) and export as
+    onnxruntime's fused ``DynamicQuantizeMatMul``, at about 1.4x coarser weight steps."""
+    smoothing: float | None = Field(None, ge=0, le=1)
+    """SmoothQuant migration strength α (needs calibration ``data``): each input channel ``j`` is
+    divided by ``s_j = max|X_j|^α / max|W_:,j|^(1-α)`` (one multiplication in front of the
+    layer) and the weight's column multiplied by it, taming activation outlier channels for
+    per-tensor activations; None (default) keeps the layer as it is. Usually set per layer
+    through ``overrides`` on the layers whose inputs carry outlier channels."""
 
     @property
     def per_token(self) -> bool:

@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slimkit.core.device import int8_saturates
 from slimkit.core.lowering import ANY_FORMAT, Lowering, register_lowering
-from slimkit.quantization.dynamic import Int8DynamicLinear
+from slimkit.quantization.dynamic import Int8DynamicLinear, onnx_qparams
 from slimkit.quantization.modules import PackedWeight, WeightOnlyEmbedding, WeightOnlyLinear
+from slimkit.quantization.onnx_rewrites import rewrite_int8_dynamic
 from slimkit.quantization.packing import pack, unpack
 
 NBITS = (2, 4, 8)
@@ -157,10 +157,15 @@ def matmul_int8_dynamic(
     x: Tensor, weight_t: Tensor, scale: Tensor, bias: Tensor | None, per_token: bool, reduce_range: bool
 ) -> Tensor:
     """``x @ W.T + bias`` with ``W = weight_t.T * scale[:, None]`` (``weight_t``: int8 ``[in, out]``)
-    and ``x`` quantized on the fly (`quantize_uint8`): `Int8DynamicLinear`'s numbers, which
-    `int8_dynamic_nodes`' ONNX graph reproduces."""
+    and ``x`` quantized on the fly (7 bits: `quantize_uint8`; 8 bits: `onnx_qparams`):
+    `Int8DynamicLinear`'s numbers, which `int8_dynamic_nodes`' ONNX graph reproduces."""
     rows = row_max(x) if per_token else None
-    codes, x_scale, x_zero = quantize_uint8(x if rows is None else x / rows, REDUCED_MAX if reduce_range else UINT8_MAX)
+    x = x if rows is None else x / rows
+    if reduce_range:
+        codes, x_scale, x_zero = quantize_uint8(x, REDUCED_MAX)
+    else:
+        x_scale, x_zero = onnx_qparams(x)
+        codes = torch.clamp(torch.round(x / x_scale) + x_zero, 0, UINT8_MAX)
     acc = ((codes - x_zero).double() @ weight_t.double()).float()  # exact, as int32 accumulation
     y = acc * (x_scale * scale)
     y = y if rows is None else y * rows
@@ -217,12 +222,13 @@ class Int8DynamicMatMul(nn.Module):
         self.register_buffer("weight_t", layer.weight_int8.t().contiguous())
         self.register_buffer("weight_scale", layer.weight_scale.float())
         self.bias = layer.bias
-        reduce_range = int8_saturates() if layer.reduce_range is None else layer.reduce_range
-        self.per_token, self.reduce_range = layer.per_token, reduce_range
+        self.input_scale = layer.input_scale  # a plain Mul in front (`fold_channel_scales` may fold it)
+        self.per_token, self.reduce_range = layer.per_token, layer.act_reduce_range
 
     def forward(self, x: Tensor) -> Tensor:
         args = (self.per_token, self.reduce_range)
-        return matmul_int8_dynamic(x.float(), self.weight_t, self.weight_scale, self.bias, *args).to(x.dtype)
+        x32 = x.float() if self.input_scale is None else x.float() * self.input_scale
+        return matmul_int8_dynamic(x32, self.weight_t, self.weight_scale, self.bias, *args).to(x.dtype)
 
 
 def with_8bit_codes(layer: WeightOnlyLinear | WeightOnlyEmbedding) -> nn.Module:
@@ -361,7 +367,10 @@ def translation_table(accuracy_level: int = 0) -> dict[Any, Callable[..., Any]]:
     }
 
 
-register_lowering("onnx", Lowering(QUANTIZED_LAYERS, standin=standin, translations=translation_table))
+register_lowering(
+    "onnx",
+    Lowering(QUANTIZED_LAYERS, standin=standin, translations=translation_table, rewrite=rewrite_int8_dynamic),
+)
 register_lowering(
     ANY_FORMAT,  # what the ONNX stand-in does not replace reaches torch.export as fbgemm's kernel
     Lowering(

@@ -15,7 +15,7 @@ from torch import nn
 from slimkit.core.data import Batch
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError, require
-from slimkit.core.lowering import export_standins, translation_table
+from slimkit.core.lowering import export_standins, rewrite_graph, translation_table
 from slimkit.runtime.inputs import flat_tensors, input_names
 from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
 
@@ -49,6 +49,7 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level
         raise unsupported_op_error(exc, program, "ONNX") from exc
     model_proto = onnx_program.model_proto
     strip_debug_info(model_proto)
+    rewrite_graph("onnx", model_proto)  # e.g. int8 matmuls sharing one input merged into one
     require("onnx", "onnx").save(model_proto, str(path))
 
 
