@@ -65,6 +65,7 @@ def test_export_options_shape_the_measured_and_published_artifact(tmp_path, spli
         torch.testing.assert_close(runtime.run(x), result.model(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_stage_over_budget_stops_and_keeps_previous_model(splits, model):
     recipe = {
         "stages": [{"accelerate": {"method": "fuse"}}, {"prune": {"method": "channels", "ratio": 0.9}}],

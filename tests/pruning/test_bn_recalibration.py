@@ -46,6 +46,7 @@ def digits():
     return sk.load("example:digits-cnn"), sk.load_data("example:digits")
 
 
+@pytest.mark.slow
 def test_pruned_digits_cnn_keeps_its_accuracy_only_with_adaptation(digits):
     model, data = digits
     adapted = sk.prune(model, "channels", ratio=0.25, data=data.calibration)

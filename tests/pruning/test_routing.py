@@ -156,6 +156,7 @@ def test_shuffle_trunk_is_pruned_exactly_and_round_trips(tmp_path):
     assert torch.equal(sk.load(tmp_path / "m")(*x), pruned(*x))
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None)
 @given(
     halves=st.tuples(st.integers(3, 12), st.integers(3, 12)),

@@ -70,6 +70,7 @@ def test_mlp_exports_the_dynamic_quantization_pattern(tmp_path, per_token):
     assert fused["DynamicQuantizeMatMul"] == 2 and not fused["MatMulInteger"]  # onnxruntime's fused kernel
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_token", [True, False])
 def test_reduce_range_is_written_as_7_bit_quantization(tmp_path, per_token):
     q = sk.quantize(_mlp(), "int8-dynamic", reduce_range=True, per_token=per_token)
