@@ -49,15 +49,10 @@ MODELS = {
 """name -> (model, data, slimkit int8 method, the other runtimes' own int8 mode)."""
 FFN_SMOOTHING = 0.8
 """SmoothQuant α of MiniLM's feed-forward inputs (calibration-set choice, see docs/quantization.md)."""
+_PER_TENSOR = {"act_granularity": "tensor", "pair_bounded": True}
+_SMOOTHED = {"method": "smoothquant", "alpha": FFN_SMOOTHING, **_PER_TENSOR}
 INT8_OPTIONS = {
-    "minilm": {
-        "act_granularity": "tensor",
-        "pair_bounded": True,
-        "overrides": {
-            "*.intermediate.dense": {"smoothing": FFN_SMOOTHING},
-            "*.layer.?.output.dense": {"smoothing": FFN_SMOOTHING},
-        },
-    },
+    "minilm": {**_PER_TENSOR, "overrides": {"*.intermediate.dense": _SMOOTHED, "*.layer.?.output.dense": _SMOOTHED}},
 }
 """slimkit's int8 options per model (a recipe, by module-name pattern)."""
 SIDE_ROUNDS = 15

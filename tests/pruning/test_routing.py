@@ -192,13 +192,10 @@ def test_torchvision_shufflenet_trunk_is_pruned_exactly():
     """torchvision's shufflenet_v2_x1_0 (issue 17's table: Torch-Pruning fails on it) at 0.5:
     every stage's trunk is halved, MACs fall to at most 0.35x, the model equals its masked original."""
     sys.path.insert(0, str(Path(__file__).parents[1] / "zoo"))
-    try:
-        import torchvision_shim
+    import cnn_zoo  # torchvision through the zoo's shim (make test installs it)
+    import torchvision_shim
 
-        torchvision_shim.import_torchvision()
-    except ModuleNotFoundError:
-        pytest.skip("torchvision is not in .venv/zoo (make test installs it)")
-    import cnn_zoo
+    torchvision_shim.import_torchvision()
 
     torch.manual_seed(0)
     model, x = _randomized(cnn_zoo.shufflenet_v2_x1_0(), 0), (cnn_zoo.image(cnn_zoo.SIZE),)

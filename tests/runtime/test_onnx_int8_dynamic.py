@@ -111,6 +111,10 @@ PAIR_BOUNDED_MIN_SQNR_DB = 60.0
 (one off by one in a float near-tie at most), so the artifact matches to float rounding."""
 
 
+SMOOTHED = {"method": "smoothquant", "alpha": 0.8, "act_granularity": "tensor", "pair_bounded": True}
+"""A smoothquant layer with the pair-bounded, per-tensor options of the rest."""
+
+
 def _pair_bounded_attention(**overrides) -> tuple[nn.Module, nn.Module, torch.Tensor]:
     model = ZOO["attention"]()
     x = model.example_inputs()[0]
@@ -135,14 +139,14 @@ def test_pair_bounded_exports_one_matmul_for_layers_sharing_an_input(tmp_path):
 
 
 def test_smoothing_after_gelu_folds_into_its_constant(tmp_path):
-    _, q, x = _pair_bounded_attention(**{"ffn.2": {"smoothing": 0.8}})
-    assert q.ffn[2].input_scale is not None
+    _, q, x = _pair_bounded_attention(**{"ffn.2": SMOOTHED})
+    assert q.ffn[2].inv_scale is not None
     proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
-    assert not [n for n in proto.graph.node if any(i.endswith("input_scale") for i in n.input)]  # no Mul of its own
-    assert [i.name for i in proto.graph.initializer if "input_scale_folded" in i.name]
+    assert not [n for n in proto.graph.node if any(i.endswith("inv_scale") for i in n.input)]  # no Mul of its own
+    assert [i.name for i in proto.graph.initializer if "inv_scale_folded" in i.name]
 
 
 def test_smoothing_without_a_foldable_producer_keeps_its_mul(tmp_path):
-    _, q, x = _pair_bounded_attention(**{"ffn.0": {"smoothing": 0.8}})  # reads a LayerNorm output
+    _, q, x = _pair_bounded_attention(**{"ffn.0": SMOOTHED})  # reads a LayerNorm output
     proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
-    assert [n.op_type for n in proto.graph.node if any(i.endswith("ffn.0.input_scale") for i in n.input)] == ["Mul"]
+    assert [n.op_type for n in proto.graph.node if any(i.endswith("ffn.0.inv_scale") for i in n.input)] == ["Mul"]

@@ -32,7 +32,7 @@ from slimkit.pruning.flows import (
     op_name,
 )
 from slimkit.pruning.groups import Group, Member
-from slimkit.pruning.layers import LayerPruner, custom_pruner
+from slimkit.pruning.layers import LayerPruner, custom_pruner, depthwise
 from slimkit.pruning.routing import Router
 from slimkit.pruning.tensor_ops import TensorOps
 
@@ -221,8 +221,7 @@ class DependencyGraph(TensorOps):
         A grouped convolution keeps its groups: each must keep as many inputs and outputs as
         the others, so both its input and output spaces are cut into ``groups`` equal blocks.
         """
-        depthwise = mod.groups == mod.in_channels == mod.out_channels
-        if depthwise and mod.groups > 1:
+        if depthwise(mod):
             if flow is not None:
                 self._attach(flow, name, "out")  # depthwise: channel i in -> channel i out
             return flow
@@ -288,8 +287,8 @@ class DependencyGraph(TensorOps):
     def router(self, gm: fx.GraphModule, groups: list[Group]) -> Router | None:
         """A `Router` for the groups blocked only by channel routing (marked with it), if any."""
         routed = {self._find(s) for s in self.routed}
-        candidates = [g for g in groups if g.space in routed and g.blocks == 1 and self.literal_shapes]
-        if not candidates:
+        candidates = [g for g in groups if g.space in routed and g.blocks == 1]
+        if not candidates or not self.literal_shapes:  # torch.export fixes every view's sizes
             return None
         roots = {self._find(s) for s in range(len(self.parent))}
         router = Router(gm, self.env, self._find, {r: self.size[r] for r in roots})

@@ -11,17 +11,17 @@ channels (lost). `slimkit.pruning.routing` compares two runs.
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
+from torch.utils._pytree import tree_leaves
 
 from slimkit.core.graph import node_shape
 from slimkit.pruning.flows import BINARY, PASS_MODULES, REDUCE, UNARY, op_name
-from slimkit.pruning.layers import layer_pruner
+from slimkit.pruning.layers import depthwise, layer_pruner
 
 Key = tuple[str, str]
 """``(module name, "in" | "out")``: a layer axis a channel meets."""
@@ -41,15 +41,19 @@ class _Poison:
 POISON = _Poison()
 
 
-@dataclass
 class Run:
-    """What one label replay saw: each layer axis' channel labels, and labels lost on the way."""
+    """What one label replay saw: each layer axis' channel labels, and labels lost on the way.
 
-    seen: dict[Key, list[torch.Tensor]] = field(default_factory=dict)
-    lost: set[int] = field(default_factory=set)
-    where: dict[int, str] = field(default_factory=dict)
-    """Where each lost label was lost (the first op)."""
-    _routes: tuple[dict[int, frozenset[Key]], dict[int, set[Key]]] | None = None
+    Args:
+        owner: the root space of each label.
+    """
+
+    def __init__(self, owner: list[int]) -> None:
+        self.owner = owner
+        self.seen: dict[Key, list[torch.Tensor]] = {}
+        self.lost: set[int] = set()
+        self.where: dict[int, str] = {}
+        """Where each lost label was lost (the first op)."""
 
     def lose(self, node: fx.Node, value: Any) -> None:
         """The channels in ``value`` meet ``node``, an op routing cannot follow (or the output)."""
@@ -60,19 +64,23 @@ class Run:
     def record(self, key: Key, labels: torch.Tensor) -> None:
         self.seen.setdefault(key, []).append(labels)
 
-    def routes(self, owner: list[int]) -> tuple[dict[int, frozenset[Key]], dict[int, set[Key]]]:
-        """Each label's route (the layer axes it meets) and the layer axes each root meets."""
-        if self._routes is not None:
-            return self._routes
+    @functools.cached_property
+    def routes(self) -> dict[int, frozenset[Key]]:
+        """Each label's route: the layer axes it meets."""
         met: dict[int, set[Key]] = {}
-        at: dict[int, set[Key]] = {}
         for key, calls in self.seen.items():
             for v in calls[0].long().tolist():
                 if v > 0:
                     met.setdefault(v, set()).add(key)
-                    at.setdefault(owner[v], set()).add(key)
-        self._routes = {v: frozenset(keys) for v, keys in met.items()}, at
-        return self._routes
+        return {v: frozenset(keys) for v, keys in met.items()}
+
+    @functools.cached_property
+    def met(self) -> dict[int, set[Key]]:
+        """The layer axes each root space's channels meet."""
+        at: dict[int, set[Key]] = {}
+        for label, keys in self.routes.items():
+            at.setdefault(self.owner[label], set()).update(keys)
+        return at
 
 
 class Replay:
@@ -83,16 +91,24 @@ class Replay:
         roots: the space each producing layer's node starts.
         base: each space's first label.
         sizes: each space's channels.
+        owner: the space of each label.
     """
 
-    def __init__(self, gm: fx.GraphModule, roots: dict[fx.Node, int], base: dict[int, int], sizes: dict[int, int]):
+    def __init__(
+        self,
+        gm: fx.GraphModule,
+        roots: dict[fx.Node, int],
+        base: dict[int, int],
+        sizes: dict[int, int],
+        owner: list[int],
+    ) -> None:
         self.gm = gm
         self.modules = dict(gm.meta.get("root", gm).named_modules())
-        self.roots, self.base, self.sizes = roots, base, sizes
+        self.roots, self.base, self.sizes, self.owner = roots, base, sizes, owner
 
     def __call__(self, widths: dict[int, int]) -> Run:
         """Run the graph on label tensors, the roots in ``widths`` at those widths."""
-        run, env = Run(), {}
+        run, env = Run(self.owner), {}
         for node in self.gm.graph.nodes:
             args = fx.node.map_arg(node.args, lambda n: env[n])
             kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n])
@@ -104,12 +120,10 @@ class Replay:
         return run
 
     def _step(self, node: fx.Node, args: tuple, kwargs: dict, widths: dict[int, int], run: Run) -> Any:
-        if node.op == "placeholder":
-            shape = node_shape(node)
-            return torch.zeros(shape, dtype=torch.float64) if shape is not None else None
-        if node.op == "get_attr":
-            value = _attr(self.gm, str(node.target))
-            return torch.zeros(value.shape, dtype=torch.float64) if isinstance(value, torch.Tensor) else value
+        if node.op in ("placeholder", "get_attr"):  # the model's inputs and parameters hold no channel labels
+            value = operator.attrgetter(str(node.target))(self.gm) if node.op == "get_attr" else None
+            shape = value.shape if isinstance(value, torch.Tensor) else node_shape(node)
+            return torch.zeros(shape, dtype=torch.float64) if shape is not None else value
         if node.op == "output":
             run.lose(node, args)
             return None
@@ -119,7 +133,7 @@ class Replay:
         if node.op == "call_module":
             return self._module(node, args, widths, run)
         name = op_name(node)
-        tensors = [a for a in _flat((args, kwargs)) if isinstance(a, torch.Tensor)]
+        tensors = [a for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
         if name in NATIVE or not tensors:
             return _call(node, args, kwargs)
         labelled = any(_has_labels(t) for t in tensors)
@@ -164,7 +178,7 @@ class Replay:
             return _spread(labels, shape, dim)
         if isinstance(mod, PASS_MODULES):
             return x if shape == node_shape(node.args[0]) else mod(x).round()
-        if any(_has_labels(a) for a in _flat(args)):
+        if any(_has_labels(a) for a in tree_leaves(args)):
             run.lose(node, args)
             return POISON
         return torch.zeros(shape, dtype=torch.float64)
@@ -173,11 +187,7 @@ class Replay:
 def produces(mod: nn.Module) -> bool:
     """Whether a layer starts new channels (a conv that is not depthwise, a Linear, an Embedding)."""
     pruner = layer_pruner(mod)
-    return pruner is not None and pruner.kind == "transform" and not _depthwise(mod)
-
-
-def _depthwise(mod: nn.Module) -> bool:
-    return isinstance(mod, nn.modules.conv._ConvNd) and mod.groups == mod.in_channels == mod.out_channels > 1
+    return pruner is not None and pruner.kind == "transform" and not depthwise(mod)
 
 
 def _per_channel(mod: nn.Module) -> bool:
@@ -185,25 +195,14 @@ def _per_channel(mod: nn.Module) -> bool:
     layer); LayerNorm and GroupNorm mix channels' statistics."""
     pruner = layer_pruner(mod)
     norm_mixes = isinstance(mod, (nn.LayerNorm, nn.GroupNorm))
-    return _depthwise(mod) or (pruner is not None and pruner.kind == "per-channel" and not norm_mixes)
+    return depthwise(mod) or (pruner is not None and pruner.kind == "per-channel" and not norm_mixes)
 
 
 # --- label tensors ---------------------------------------------------------------------------
 
 
-def _flat(value: Any) -> Iterable[Any]:
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _flat(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _flat(item)
-    else:
-        yield value
-
-
 def _has_poison(value: Any) -> bool:
-    return any(v is POISON for v in _flat(value))
+    return any(v is POISON for v in tree_leaves(value))
 
 
 def _has_labels(value: Any) -> bool:
@@ -213,7 +212,7 @@ def _has_labels(value: Any) -> bool:
 def _labels_in(value: Any) -> set[int]:
     """Channel labels (positive) held by the tensors in ``value``."""
     found: set[int] = set()
-    for item in _flat(value):
+    for item in tree_leaves(value):
         if isinstance(item, torch.Tensor) and item.is_floating_point() and item.numel():
             found.update(int(v) for v in item.unique().tolist() if v > 0)
     return found
@@ -222,11 +221,8 @@ def _labels_in(value: Any) -> set[int]:
 def _channel_labels(x: torch.Tensor, dim: int) -> torch.Tensor | None:
     """The label of each entry along ``dim`` (``None`` when an entry holds several)."""
     rows = x.movedim(dim, 0).reshape(x.shape[dim], -1)
-    hi = rows.amax(1)
-    lo = torch.where(rows > 0, rows, torch.inf).amin(1)
-    if (rows < 0).any() or ((lo != hi) & (hi > 0)).any():
-        return None
-    return hi
+    label = _one_label(rows, 1, keepdim=False)
+    return None if label is None or (rows < 0).any() else label
 
 
 def _spread(labels: torch.Tensor, shape: tuple[int, ...], dim: int) -> torch.Tensor:
@@ -256,17 +252,20 @@ def _reduce(node: fx.Node, x: torch.Tensor, dims: Any, kwargs: dict) -> torch.Te
     """A mean/sum/max over other axes keeps each channel's label; over the channels it mixes them."""
     keep = node.args[2] if len(node.args) > 2 else kwargs.get("keepdim", False)
     dims = tuple(range(x.dim())) if dims is None else (dims,) if isinstance(dims, int) else tuple(dims)
-    hi, lo = x.amax(dims, keepdim=keep), torch.where(x > 0, x, torch.inf).amin(dims, keepdim=keep)
-    if ((lo != hi) & (hi > 0)).any():
+    label = _one_label(x, dims, keep)
+    if label is None:
         raise ValueError("reduced over the channels")
-    return hi
+    return label
+
+
+def _one_label(x: torch.Tensor, dims: Any, keepdim: bool) -> torch.Tensor | None:
+    """The label each slice over ``dims`` holds (0 for none), ``None`` when a slice holds several."""
+    hi = x.amax(dims, keepdim=keepdim)
+    lo = torch.where(x > 0, x, torch.inf).amin(dims, keepdim=keepdim)
+    return None if ((lo != hi) & (hi > 0)).any() else hi
 
 
 def _call(node: fx.Node, args: tuple, kwargs: dict) -> Any:
     if node.op == "call_method":
         return getattr(args[0], str(node.target))(*args[1:], **kwargs)
     return node.target(*args, **kwargs)
-
-
-def _attr(gm: fx.GraphModule, target: str) -> Any:
-    return operator.attrgetter(target)(gm)

@@ -171,13 +171,15 @@ _register_builtin(
 # --- Convolutions ------------------------------------------------------------------------------
 
 
-def _depthwise(conv: nn.modules.conv._ConvNd) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
+def depthwise(layer: nn.Module) -> bool:
+    """Whether ``layer`` is a depthwise convolution (one filter per channel, channel ``i`` in -> ``i`` out)."""
+    conv = isinstance(layer, nn.modules.conv._ConvNd)
+    return conv and layer.groups > 1 and layer.groups == layer.in_channels == layer.out_channels
 
 
 def _conv_blocks(conv: nn.modules.conv._ConvNd) -> int:
     """A grouped (not depthwise) convolution's channels come in ``groups`` equal blocks."""
-    return 1 if _depthwise(conv) else conv.groups
+    return 1 if depthwise(conv) else conv.groups
 
 
 def _conv_rows(conv: nn.modules.conv._ConvNd, axis: str, w: torch.Tensor) -> torch.Tensor:
@@ -219,15 +221,15 @@ def _shrink_grouped_in(conv: nn.modules.conv._ConvNd, keep: torch.Tensor) -> Non
 
 
 def _shrink_conv(conv: nn.modules.conv._ConvNd, axis: str, keep: torch.Tensor) -> None:
-    depthwise = _depthwise(conv)
-    if axis == "in" and conv.groups > 1 and not depthwise:
+    is_depthwise = depthwise(conv)
+    if axis == "in" and conv.groups > 1 and not is_depthwise:
         _shrink_grouped_in(conv, keep)
         return
     slice_attr(conv, "weight", 0 if axis == "out" else 1, keep)
     if axis == "out":
         slice_attr(conv, "bias", 0, keep)
         conv.out_channels = len(keep)
-        if depthwise:
+        if is_depthwise:
             conv.in_channels = conv.groups = len(keep)
     else:
         conv.in_channels = len(keep)

@@ -59,9 +59,8 @@ class Router:
         """The root space of each label."""
         for root, start in self.base.items():
             self.owner[start : start + sizes[root]] = [root] * sizes[root]
-        self.replay = Replay(gm, roots, self.base, sizes)
+        self.replay = Replay(gm, roots, self.base, sizes, self.owner)
         self.original = self.replay({})
-        self.routes, self.at = self.original.routes(self.owner)
 
     # --- solving -------------------------------------------------------------------------
     def solve(
@@ -91,7 +90,7 @@ class Router:
                 trial.update({r: self._width(r, targets[r], shift * step, step) for r in comp})
             run = self.replay(trial)
             for comp in list(open_comps):
-                if self._why_not(comp, run, {r: trial[r] for r in comp}) is None:
+                if self._matches(comp, run, {r: trial[r] for r in comp}):
                     widths.update({r: trial[r] for r in comp})
                     open_comps.remove(comp)
                     done.append(comp)
@@ -100,7 +99,7 @@ class Router:
         while done:  # the chosen widths together: one component's width must not move another's channels
             final = {r: widths[r] for c in done for r in c}
             run = self.replay(final)
-            bad = [c for c in done if self._why_not(c, run, {r: final[r] for r in c}) is not None]
+            bad = [c for c in done if not self._matches(c, run, {r: final[r] for r in c})]
             if not bad and not self._others_unchanged(run, set(final)):
                 bad = list(done)
             if not bad:
@@ -147,40 +146,32 @@ class Router:
         lost = sorted(v for v in self.original.lost if self.owner[v] in comp)
         if lost:
             return f"then it meets {self.original.where[lost[0]]}, which mixes channels"
-        for key in set().union(*(self.at.get(r, set()) for r in comp)):
-            calls = self.original.seen[key]
-            labels = calls[0]
+        for key in set().union(*(self.original.met.get(r, set()) for r in comp)):
             if key in taken:
                 return f"{key[0]} ({key[1]}) is pruned with another group"
-            if any(not torch.equal(c, labels) for c in calls[1:]) or (labels <= 0).any():
-                return f"{key[0]} meets its channels in different ways"
-            if len(set(labels.tolist())) != len(labels):
-                return f"{key[0]} meets one of its channels twice"
+            if not _one_way(self.original.seen[key]) or (self.original.seen[key][0] <= 0).any():
+                return f"{key[0]} meets its channels in different ways, or one twice"
         return None
 
-    def _why_not(self, comp: set[int], run: Run, widths: dict[int, int]) -> str | None:
-        """Why the pruned replay's routes of ``comp`` do not match the original's (``None``: they do)."""
+    def _matches(self, comp: set[int], run: Run, widths: dict[int, int]) -> bool:
+        """Whether the pruned replay's routes of ``comp`` match the original's: no channel lost,
+        the same layer axes met, each in one way, and per space no more slots on a route than
+        original channels take it."""
         if any(self.owner[v] in comp for v in run.lost):
-            return "a channel is lost"
-        routes, at = run.routes(self.owner)
-        keys0 = set().union(*(self.at.get(r, set()) for r in comp))
-        keys1 = set().union(*(at.get(r, set()) for r in comp))
-        if keys0 != keys1:
-            return "layers differ"
-        for key in keys1:
-            calls = run.seen[key]
-            if any(not torch.equal(c, calls[0]) for c in calls[1:]) or len(set(calls[0].tolist())) != len(calls[0]):
-                return "ambiguous"
-        have, need = self._count(self.routes, comp), self._count(routes, comp)
-        for root in comp:
-            if not need[root] <= have[root] or sum(need[root].values()) != widths[root]:
-                return "routes differ"
-        return None
+            return False
+        keys = set().union(*(run.met.get(r, set()) for r in comp))
+        if keys != set().union(*(self.original.met.get(r, set()) for r in comp)):
+            return False
+        if not all(_one_way(run.seen[key]) for key in keys):
+            return False
+        have, need = self._count(self.original.routes, comp), self._count(run.routes, comp)
+        return all(need[r] <= have[r] and sum(need[r].values()) == widths[r] for r in comp)
 
     def _others_unchanged(self, run: Run, pruned: set[int]) -> bool:
         """Whether every channel of the spaces not in ``pruned`` meets the same layers as before."""
-        routes, _ = run.routes(self.owner)
-        return all(routes.get(v) == route for v, route in self.routes.items() if self.owner[v] not in pruned)
+        return all(
+            run.routes.get(v) == route for v, route in self.original.routes.items() if self.owner[v] not in pruned
+        )
 
     def _count(self, routes: dict[int, frozenset[Key]], comp: set[int]) -> dict[int, Counter]:
         """Per root of ``comp``, how many of its channels take each route."""
@@ -193,11 +184,11 @@ class Router:
     def _keeps(self, run: Run, widths: dict[int, int], scores: dict[int, torch.Tensor]) -> Keeps:
         """Give each pruned slot the best original channel of its route, then slice every layer axis
         the slots meet in the order they meet it."""
-        need, _ = run.routes(self.owner)
+        need = run.routes
         assign: dict[int, int] = {}
         for root in widths:
             by_route: dict[frozenset[Key], list[int]] = {}
-            for label, route in self.routes.items():
+            for label, route in self.original.routes.items():
                 if self.owner[label] == root:
                     by_route.setdefault(route, []).append(label)
             slots: dict[frozenset[Key], list[int]] = {}
@@ -216,3 +207,9 @@ class Router:
             position = {v: i for i, v in enumerate(self.original.seen[key][0].long().tolist())}
             keeps.setdefault(key[0], {})[key[1]] = [position[assign.get(v, v)] for v in labels]
         return keeps
+
+
+def _one_way(calls: list[torch.Tensor]) -> bool:
+    """Whether a layer axis met the same channels in every call, each channel once."""
+    first = calls[0]
+    return all(torch.equal(c, first) for c in calls[1:]) and len(set(first.tolist())) == len(first)

@@ -48,10 +48,10 @@ class QuantConfig(Config):
         return normalized
 
 
-class Int8Dynamic(QuantConfig):
-    """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels)."""
+class DynamicActivations(QuantConfig):
+    """Options of the layers that quantize their activations at run time (`Int8DynamicLinear`):
+    ``int8-dynamic``'s and ``smoothquant``'s."""
 
-    method = "int8-dynamic"
     renamed = {"per_token": "act_granularity"}
     reduce_range: bool | None = None
     """7-bit activations; None (default) decides on the machine that runs the model: 7 bits only
@@ -60,25 +60,29 @@ class Int8Dynamic(QuantConfig):
     """``"token"``: one activation scale per token (row), ``"tensor"``: one per call; per token
     lifts MiniLM's mean cosine to fp32 from 0.993 to 0.998 for a few percent of latency
     (``per_token=True/False`` before 0.2)."""
-    embeddings: bool = True
-    """store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most of a small
-    transformer's bytes; lookups need no int8 kernel)."""
     pair_bounded: bool = False
     """pick each output channel's weight scale so adjacent codes satisfy ``|q[2j]| + |q[2j+1]|
     <= 128``: uint8 x int8 pair sums then stay inside the 16-bit adds of x86 CPUs without VNNI,
     so activations keep 8 bits on every machine (``reduce_range`` is ignored) and export as
     onnxruntime's fused ``DynamicQuantizeMatMul``, at about 1.4x coarser weight steps."""
-    smoothing: float | None = Field(None, ge=0, le=1)
-    """SmoothQuant migration strength α (needs calibration ``data``): each input channel ``j`` is
-    divided by ``s_j = max|X_j|^α / max|W_:,j|^(1-α)`` (one multiplication in front of the
-    layer) and the weight's column multiplied by it, taming activation outlier channels for
-    per-tensor activations; None (default) keeps the layer as it is. Usually set per layer
-    through ``overrides`` on the layers whose inputs carry outlier channels."""
+
+    def layer_options(self) -> dict[str, Any]:
+        """The `Int8DynamicLinear` arguments these options set."""
+        return {"reduce_range": self.reduce_range, "per_token": self.per_token, "pair_bounded": self.pair_bounded}
 
     @property
     def per_token(self) -> bool:
         """Whether activations get one scale per token (what `Int8DynamicLinear` takes)."""
         return self.act_granularity.kind == "token"
+
+
+class Int8Dynamic(DynamicActivations):
+    """int8 per-channel weights, activations quantized at run time (PyTorch int8 CPU kernels)."""
+
+    method = "int8-dynamic"
+    embeddings: bool = True
+    """store ``nn.Embedding`` tables as 8-bit per-row weight-only (they hold most of a small
+    transformer's bytes; lookups need no int8 kernel)."""
 
 
 class Int8Static(QuantConfig):

@@ -2,8 +2,7 @@
 PyTorch's int8 CPU kernel (``torch.ops.quantized.linear_dynamic``, fbgemm/x86).
 
 Saved state is plain tensors: ``weight_int8`` (``int8 [out, in]``, symmetric, zero point 0),
-``weight_scale`` (``float32 [out]``), ``bias`` (``float32 [out]``) and, for a smoothed layer,
-``input_scale`` (``float32 [in]``, multiplied onto the input first). The kernel's prepacked
+``weight_scale`` (``float32 [out]``) and ``bias`` (``float32 [out]``). The kernel's prepacked
 weight is an opaque object; it is built from those tensors on first use and rebuilt whenever
 they are loaded (call `Int8DynamicLinear.repack` after editing them in place; the bias is
 added in float after the kernel, so editing it needs nothing), so it never reaches the state
@@ -80,7 +79,6 @@ class Int8DynamicLinear(nn.Module):
         reduce_range: 7-bit activations; None: only where the CPU kernel would saturate.
         per_token: one activation scale per row instead of one per call.
         pair_bounded: the weight codes are pair-bounded (8-bit activations everywhere).
-        smoothed: the layer holds an ``input_scale`` buffer.
     """
 
     def __init__(
@@ -91,15 +89,12 @@ class Int8DynamicLinear(nn.Module):
         reduce_range: bool | None = None,
         per_token: bool = True,
         pair_bounded: bool = False,
-        smoothed: bool = False,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.reduce_range = in_features, out_features, reduce_range
         self.per_token, self.pair_bounded = per_token, pair_bounded
         self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_features))
-        self.input_scale: Tensor | None
-        self.register_buffer("input_scale", torch.ones(in_features) if smoothed else None)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._packed: Any = None
 
@@ -111,17 +106,11 @@ class Int8DynamicLinear(nn.Module):
         weight: Tensor | None = None,
         per_token: bool = True,
         pair_bounded: bool = False,
-        smoothing: Tensor | None = None,
     ) -> Int8DynamicLinear:
-        """Quantize ``linear`` (or ``weight`` in its place, e.g. after smoothing) per channel;
-        ``smoothing``: per-input-channel factors ``s`` (the weight's columns are multiplied by
-        ``s``, the input by ``1 / s``)."""
+        """Quantize ``linear`` (or ``weight`` in its place, e.g. after smoothing) per channel."""
         args = (linear.in_features, linear.out_features, linear.bias is not None, reduce_range, per_token)
-        new = cls(*args, pair_bounded=pair_bounded, smoothed=smoothing is not None)
+        new = cls(*args, pair_bounded=pair_bounded)
         weight = (linear.weight if weight is None else weight).detach()
-        if smoothing is not None:
-            weight = weight * smoothing.to(weight)[None, :]
-            new.input_scale.copy_(1.0 / smoothing.float().cpu())
         if pair_bounded:
             codes, scale = pair_bounded_codes(weight)
         else:
@@ -151,7 +140,7 @@ class Int8DynamicLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu":
             return F.linear(x, self.weight.to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
-        x32 = x.float() if self.input_scale is None else x.float() * self.input_scale
+        x32 = x.float()
         if self.per_token:
             row_max = x32.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
             y = self._matmul(x32 / row_max) * row_max
@@ -204,5 +193,5 @@ class Int8DynamicLinear(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"bias={self.bias is not None}, reduce_range={self.reduce_range}, per_token={self.per_token}, "
-            f"pair_bounded={self.pair_bounded}, smoothed={self.input_scale is not None}"
+            f"pair_bounded={self.pair_bounded}"
         )

@@ -19,7 +19,7 @@ from torch import nn
 from slimkit.core.config import Config
 from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError
-from slimkit.core.statistics import ChannelAbsMax, Statistic
+from slimkit.core.statistics import Statistic
 from slimkit.core.tables import Table
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.modules import WeightOnlyEmbedding, WeightOnlyLinear
@@ -100,42 +100,16 @@ def weight_only_shell(layer: nn.Module, config: Config, _info: dict[str, Any]) -
     )
 
 
-def _dynamic_needs(layer: nn.Module, config: Config) -> dict[str, Statistic]:
-    """A smoothed linear's per-input-channel ``max |x|`` (nothing else needs data)."""
-    smoothed = config.smoothing is not None and isinstance(layer, nn.Linear)
-    return {"input": ChannelAbsMax()} if smoothed else {}
-
-
-def _dynamic(layer: nn.Module, config: Config, stats: dict[str, Any]) -> nn.Module:
+def _dynamic(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
     if isinstance(layer, nn.Embedding):
         return WeightOnlyEmbedding.from_float(layer, bits=8, group_size=None)
-    factors = None
-    if config.smoothing is not None:
-        from slimkit.quantization.algorithms.smoothquant import smoothing_factors
-
-        act_max = stats["input"].value
-        factors = (
-            torch.ones(layer.in_features)
-            if act_max is None
-            else smoothing_factors(act_max, layer.weight, config.smoothing)
-        )
-    return Int8DynamicLinear.from_float(
-        layer, config.reduce_range, per_token=config.per_token, pair_bounded=config.pair_bounded, smoothing=factors
-    )
+    return Int8DynamicLinear.from_float(layer, **config.layer_options())
 
 
 def _dynamic_empty(layer: nn.Module, config: Config, _info: dict[str, Any]) -> nn.Module:
     if isinstance(layer, nn.Embedding):
         return WeightOnlyEmbedding(layer.num_embeddings, layer.embedding_dim, 8, None, layer.padding_idx)
-    return Int8DynamicLinear(
-        layer.in_features,
-        layer.out_features,
-        layer.bias is not None,
-        config.reduce_range,
-        config.per_token,
-        pair_bounded=config.pair_bounded,
-        smoothed=config.smoothing is not None,
-    )
+    return Int8DynamicLinear(layer.in_features, layer.out_features, layer.bias is not None, **config.layer_options())
 
 
 def _static_needs(_layer: nn.Module, config: Config) -> dict[str, Statistic]:
@@ -191,8 +165,7 @@ LAYER_METHODS: Table[LayerMethod] = Table(
     "layer-wise quantization method",
     [
         ("int8-dynamic", LayerMethod(
-            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _dynamic, _dynamic_empty,
-            needs=_dynamic_needs, observed_only=False,
+            lambda c: (nn.Linear, nn.Embedding) if c.embeddings else (nn.Linear,), _dynamic, _dynamic_empty
         )),
         ("int8-static", LayerMethod(
             lambda c: QUANTIZABLE, _static, _static_empty, needs=_static_needs, fuses_relu=True

@@ -222,13 +222,11 @@ class Int8DynamicMatMul(nn.Module):
         self.register_buffer("weight_t", layer.weight_int8.t().contiguous())
         self.register_buffer("weight_scale", layer.weight_scale.float())
         self.bias = layer.bias
-        self.input_scale = layer.input_scale  # a plain Mul in front (`fold_channel_scales` may fold it)
         self.per_token, self.reduce_range = layer.per_token, layer.act_reduce_range
 
     def forward(self, x: Tensor) -> Tensor:
         args = (self.per_token, self.reduce_range)
-        x32 = x.float() if self.input_scale is None else x.float() * self.input_scale
-        return matmul_int8_dynamic(x32, self.weight_t, self.weight_scale, self.bias, *args).to(x.dtype)
+        return matmul_int8_dynamic(x.float(), self.weight_t, self.weight_scale, self.bias, *args).to(x.dtype)
 
 
 def with_8bit_codes(layer: WeightOnlyLinear | WeightOnlyEmbedding) -> nn.Module:

@@ -146,7 +146,7 @@ def _scalar_slot(node: Any, inits: dict[str, Any], producer: dict[str, Any]) -> 
 
 def fold_channel_scales(model: Any) -> None:
     """Fold ``Mul(p, c)`` (``c`` a constant float vector over the last axis, e.g. an
-    int8-dynamic layer's smoothing ``input_scale``) into a scalar constant factor of the product
+    smoothquant layer's ``inv_scale``) into a scalar constant factor of the product
     ``p`` when ``p = Mul(u, Mul(k, v))`` (each read once; e.g. GELU's ``x * (0.5 * (1 + erf(.)))``):
     ``k`` becomes the vector ``k * c``, one multiplication fewer, the same numbers up to float
     rounding. Anything else is left as it is."""

@@ -22,15 +22,16 @@ from torch import Tensor, nn
 
 from slimkit.core.registry import register
 from slimkit.core.statistics import ChannelAbsMax, Statistic
-from slimkit.quantization.configs import QuantConfig
+from slimkit.quantization.configs import DynamicActivations
 from slimkit.quantization.dynamic import Int8DynamicLinear
 from slimkit.quantization.layers import LAYER_METHODS, LayerMethod
 from slimkit.quantization.ptq import quantize_model, rebuild_model
 
 
-class SmoothQuant(QuantConfig):
+class SmoothQuant(DynamicActivations):
     """W8A8 with activation outliers migrated into the weights, per input channel (needs
-    calibration data)."""
+    calibration data); the smoothed layers quantize their activations at run time, as
+    ``int8-dynamic``'s do, with the same options."""
 
     method = "smoothquant"
     alpha: float = Field(0.5, ge=0, le=1)
@@ -62,11 +63,11 @@ class SmoothedLinear(nn.Module):
         self.register_buffer("inv_scale", torch.ones(inner.in_features))
 
     @classmethod
-    def from_float(cls, linear: nn.Linear, factors: Tensor, quantize: bool) -> SmoothedLinear:
-        """Smooth ``linear`` with ``factors`` ``s`` (and quantize it to W8A8 when asked)."""
+    def from_float(cls, linear: nn.Linear, factors: Tensor, config: SmoothQuant) -> SmoothedLinear:
+        """Smooth ``linear`` with ``factors`` ``s`` (and quantize it to W8A8 when ``config`` asks)."""
         weight = linear.weight.detach() * factors[None, :].to(linear.weight)
-        if quantize:
-            inner: nn.Module = Int8DynamicLinear.from_float(linear, weight=weight)
+        if config.quantize:
+            inner: nn.Module = Int8DynamicLinear.from_float(linear, weight=weight, **config.layer_options())
         else:
             inner = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None).to(weight)
             inner.weight.data.copy_(weight)
@@ -91,12 +92,16 @@ def _smooth(layer: nn.Linear, config: SmoothQuant, stats: dict[str, Any]) -> nn.
         factors = torch.ones(layer.in_features)
     else:
         factors = smoothing_factors(act_max, layer.weight, config.alpha)
-    return SmoothedLinear.from_float(layer, factors, config.quantize)
+    return SmoothedLinear.from_float(layer, factors, config)
 
 
 def _shell(layer: nn.Linear, config: SmoothQuant, _entry: dict[str, Any]) -> nn.Module:
     has_bias = layer.bias is not None
-    inner = Int8DynamicLinear(layer.in_features, layer.out_features, has_bias) if config.quantize else layer
+    inner = (
+        Int8DynamicLinear(layer.in_features, layer.out_features, has_bias, **config.layer_options())
+        if config.quantize
+        else layer
+    )
     return SmoothedLinear(inner)
 
 
