@@ -1,3 +1,6 @@
+from collections import Counter
+
+import onnx
 import pytest
 import torch
 from torch import nn
@@ -29,3 +32,19 @@ class NeedsSvd(nn.Module):
 @pytest.fixture
 def svd_model():
     return NeedsSvd().eval()
+
+
+@pytest.fixture
+def fused_ops(tmp_path):
+    """``fused_ops(proto)``: the op counts of the graph onnxruntime runs (after its CPU fusions)."""
+
+    def count(proto: onnx.ModelProto) -> Counter:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+
+    return count

@@ -45,17 +45,9 @@ def _ops(proto: onnx.ModelProto) -> Counter:
     return Counter(n.op_type for n in proto.graph.node)
 
 
-def _optimized_ops(proto: onnx.ModelProto, tmp_path) -> Counter:
-    """Op counts of the graph onnxruntime runs (after its fusions)."""
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return _ops(onnx.load(options.optimized_model_filepath))
-
-
 @EIGHT_BIT_SATURATES
 @pytest.mark.parametrize("per_token", [True, False])
-def test_mlp_exports_the_dynamic_quantization_pattern(tmp_path, per_token):
+def test_mlp_exports_the_dynamic_quantization_pattern(tmp_path, fused_ops, per_token):
     q = sk.quantize(_mlp(), "int8-dynamic", per_token=per_token, reduce_range=False)
     proto = _export(q, tmp_path, 4 * torch.randn(5, 64))
     ops = _ops(proto)
@@ -66,7 +58,7 @@ def test_mlp_exports_the_dynamic_quantization_pattern(tmp_path, per_token):
     weight = inits[matmul.input[1]]
     assert weight.dtype == np.int8 and np.array_equal(weight, q[0].weight_int8.numpy().T)  # [in, out], no copy
     assert max(a.size for a in inits.values() if a.dtype == np.float32) == 96  # scales and biases only
-    fused = _optimized_ops(proto, tmp_path)
+    fused = fused_ops(proto)
     assert fused["DynamicQuantizeMatMul"] == 2 and not fused["MatMulInteger"]  # onnxruntime's fused kernel
 
 
@@ -127,26 +119,83 @@ def _pair_bounded_attention(**overrides) -> tuple[nn.Module, nn.Module, torch.Te
     )
 
 
-def test_pair_bounded_exports_one_matmul_for_layers_sharing_an_input(tmp_path):
+def test_pair_bounded_exports_one_matmul_for_layers_sharing_an_input(tmp_path, fused_ops):
     _, q, x = _pair_bounded_attention()
     proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
     linears = sum(isinstance(m, Int8DynamicLinear) for m in q.modules())
     ops = _ops(proto)
     assert ops["MatMulInteger"] == linears - 2 and ops["Split"] == 1  # query, key and value: one matmul
     assert not ops["QuantizeLinear"] and not ops["Abs"]  # 8-bit, per tensor: nothing spelled out
-    fused = _optimized_ops(proto, tmp_path)
+    fused = fused_ops(proto)
     assert not fused["MatMulInteger"] and fused["DynamicQuantizeMatMul"] + fused["MatMulIntegerToFloat"] == linears - 2
 
 
-def test_smoothing_after_gelu_folds_into_its_constant(tmp_path):
+def test_smoothing_after_gelu_keeps_gelu_one_kernel(tmp_path, fused_ops):
     _, q, x = _pair_bounded_attention(**{"ffn.2": SMOOTHED})
     assert q.ffn[2].inv_scale is not None
     proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
-    assert not [n for n in proto.graph.node if any(i.endswith("inv_scale") for i in n.input)]  # no Mul of its own
-    assert [i.name for i in proto.graph.initializer if "inv_scale_folded" in i.name]
+    assert [n.op_type for n in proto.graph.node if any(i.endswith("ffn.2.inv_scale") for i in n.input)] == ["Mul"]
+    fused = fused_ops(proto)
+    assert fused["Gelu"] == 1 and not fused["Erf"]  # the scale after GELU leaves its fusion alone
 
 
-def test_smoothing_without_a_foldable_producer_keeps_its_mul(tmp_path):
-    _, q, x = _pair_bounded_attention(**{"ffn.0": SMOOTHED})  # reads a LayerNorm output
+def test_smoothing_after_a_layernorm_folds_into_a_second_one(tmp_path, fused_ops):
+    _, q, x = _pair_bounded_attention(**{"ffn.0": SMOOTHED})  # reads norm1, which the residual reads too
     proto = _export(q, tmp_path, x, PAIR_BOUNDED_MIN_SQNR_DB)
-    assert [n.op_type for n in proto.graph.node if any(i.endswith("ffn.0.inv_scale") for i in n.input)] == ["Mul"]
+    assert not [n for n in proto.graph.node if any(i.endswith("ffn.0.inv_scale") for i in n.input)]
+    norms = [n for n in proto.graph.node if n.op_type == "LayerNormalization"]
+    assert len(norms) == 3 and len({n.input[0] for n in norms}) == 2  # norm1 twice: residual and ffn.0
+    scaled = next(n for n in norms if n.input[1].endswith("_scaled_scale"))
+    gamma = numpy_helper.to_array(next(i for i in proto.graph.initializer if i.name == scaled.input[1]))
+    expected = (q.norm1.weight * q.ffn[0].inv_scale).detach().numpy()
+    np.testing.assert_allclose(gamma, expected, rtol=1e-6)
+    fused = fused_ops(proto)
+    assert fused["SkipLayerNormalization"] == 1  # norm2's; norm1's Add now has two readers
+
+
+def _layernorm_graph(scaled: int, residual: bool) -> onnx.ModelProto:
+    """``y = LayerNorm(x)`` read by ``scaled`` ``Mul(y, c_i)`` (random vectors) and, with
+    ``residual``, by ``Add(y, x)``; every reader's result is a graph output."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(scaled)
+    arrays = {"gamma": rng.normal(size=8), "beta": rng.normal(size=8)}
+    nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
+    outputs = []
+    for i in range(scaled):
+        arrays[f"c{i}"] = rng.uniform(0.1, 4.0, size=8)
+        nodes.append(helper.make_node("Mul", ["y", f"c{i}"], [f"out{i}"]))
+        outputs.append(f"out{i}")
+    if residual:
+        nodes.append(helper.make_node("Add", ["y", "x"], ["res"]))
+        outputs.append("res")
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, 8])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["b", 5, 8]) for o in outputs],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in arrays.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(proto: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+
+@pytest.mark.parametrize(
+    ("scaled", "residual", "norms", "muls"),
+    [(1, False, 1, 0), (1, True, 2, 0), (2, False, 2, 0), (2, True, 1, 2), (3, False, 1, 3)],
+)
+def test_layernorm_scale_fold_writes_at_most_two_normalizations(scaled, residual, norms, muls):
+    from slimkit.quantization.onnx_rewrites import fold_scales_into_layernorms
+
+    proto = _layernorm_graph(scaled, residual)
+    x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32) * 3
+    before = _run(proto, x)
+    fold_scales_into_layernorms(proto)
+    onnx.checker.check_model(proto)
+    ops = _ops(proto)
+    assert (ops["LayerNormalization"], ops["Mul"]) == (norms, muls)
+    for a, b in zip(_run(proto, x), before, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

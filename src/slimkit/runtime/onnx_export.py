@@ -17,6 +17,7 @@ from slimkit.core.device import int8_saturates
 from slimkit.core.errors import InvalidConfigError, require
 from slimkit.core.lowering import export_standins, rewrite_graph, translation_table
 from slimkit.runtime.inputs import flat_tensors, input_names
+from slimkit.runtime.onnx_fusions import fusable_gelu
 from slimkit.runtime.tracing import calibration_batches, contiguous_views, trace, unsupported_op_error
 
 OPSET = 18
@@ -49,6 +50,7 @@ def _fp32(model: nn.Module, batch: Batch, path: Path, opset: int, accuracy_level
         raise unsupported_op_error(exc, program, "ONNX") from exc
     model_proto = onnx_program.model_proto
     strip_debug_info(model_proto)
+    fusable_gelu(model_proto)
     rewrite_graph("onnx", model_proto)  # e.g. int8 matmuls sharing one input merged into one
     require("onnx", "onnx").save(model_proto, str(path))
 
@@ -73,7 +75,20 @@ class _Reader:
         return next(self.feeds, None)
 
 
-def _int8(fp32: Path, path: Path, mode: str, model: nn.Module, batch: Batch, data: Iterable[Any] | None) -> None:
+def quantize_with_onnxruntime(
+    fp32: Path, path: Path, mode: str, model: nn.Module, batch: Batch, data: Iterable[Any] | None = None
+) -> None:
+    """Write onnxruntime's own int8 quantization of the float graph ``fp32`` at ``path``.
+
+    Args:
+        fp32: a float ONNX file.
+        path: the file to write.
+        mode: ``"int8-dynamic"`` (``quantize_dynamic``) or ``"int8"`` (``quantize_static``,
+            QDQ, calibrated on ``data``); per-channel int8 weights either way.
+        model: the float model ``fp32`` was exported from (it names the inputs).
+        batch: its sample batch (the calibration default).
+        data: calibration batches for ``"int8"``.
+    """
     require("onnxruntime", "onnx")
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_dynamic, quantize_static
 
@@ -136,4 +151,4 @@ def export_onnx(
     with tempfile.TemporaryDirectory(prefix="slimkit-onnx-", dir=path.parent) as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         _fp32(model, batch, fp32, opset, accuracy_level)
-        _int8(fp32, path, quantize, model, batch, data)
+        quantize_with_onnxruntime(fp32, path, quantize, model, batch, data)
