@@ -220,8 +220,9 @@ def _cosines(runtime, model, samples) -> tuple[float, float]:
 
 
 def _onnxruntime_flow(model, inputs: dict, tmp: Path) -> Path:
-    """onnxruntime's own flow for ``model``: ``torch.onnx.export``'s graph (dynamo, batch and
-    sequence dynamic), then ``quantize_dynamic`` with the options ``sk.export`` passes it."""
+    """onnxruntime's own flow for ``model`` (keyword ``inputs`` of shape ``[batch, sequence]``):
+    ``torch.onnx.export``'s graph (dynamo, both axes dynamic), then ``quantize_dynamic`` with the
+    options ``sk.export`` passes it."""
     import torch
 
     from slimkit.core.data import Batch

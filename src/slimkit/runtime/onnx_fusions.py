@@ -16,9 +16,9 @@ from slimkit.core.onnx_graph import GraphIndex
 SQRT2 = 2**0.5
 
 
-def _gelu_nodes(index: GraphIndex, div: Any) -> tuple[Any, Any, str] | None:
-    """For ``Div(x, sqrt 2)`` starting the exporter's GELU: ``(half_mul, outer_mul, half)``,
-    each intermediate value read once; None for any other shape."""
+def _gelu_nodes(index: GraphIndex, div: Any) -> tuple[Any, Any, str, str] | None:
+    """For ``Div(x, sqrt 2)`` starting the exporter's GELU: ``(half_mul, outer_mul, the 0.5,
+    1 + erf(.))``, each intermediate value read once; None for any other shape."""
     if div.op_type != "Div" or len(div.input) != 2 or not index.is_scalar(div.input[1], SQRT2):
         return None
     x = div.input[0]
@@ -33,7 +33,7 @@ def _gelu_nodes(index: GraphIndex, div: Any) -> tuple[Any, Any, str] | None:
     outer = index.only_reader(half_mul.output[0], "Mul")
     if outer is None or x not in outer.input:
         return None
-    return half_mul, outer, half
+    return half_mul, outer, half, add.output[0]
 
 
 def fusable_gelu(model: Any) -> int:
@@ -48,9 +48,8 @@ def fusable_gelu(model: Any) -> int:
         found = _gelu_nodes(index, div)
         if found is None:
             continue
-        half_mul, outer, half = found
-        add_out = half_mul.input[0] if half_mul.input[1] == half else half_mul.input[1]
+        half_mul, outer, half, one_plus_erf = found
         half_mul.input[:] = [div.input[0], half]  # x * 0.5: still after its inputs in node order
-        outer.input[:] = [half_mul.output[0], add_out]
+        outer.input[:] = [half_mul.output[0], one_plus_erf]
         count += 1
     return count
