@@ -5,6 +5,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
@@ -74,3 +76,13 @@ def test_exported_gelu_runs_as_one_kernel(tmp_path, fused_ops, approximate):
         np.testing.assert_allclose(load(path).run(x), model(x).numpy(), rtol=1e-4, atol=1e-5)
     fused = fused_ops(onnx.load(path))
     assert fused["Gelu"] == (approximate == "none") and not fused["Erf"]  # the tanh form is not the exact GELU
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), rows=st.integers(1, 6), spread=st.floats(1e-3, 50.0))
+def test_reordered_gelu_keeps_its_values(seed, rows, spread):
+    proto = _exporters_gelu()
+    x = np.random.default_rng(seed).normal(size=(rows, 16)).astype(np.float32) * np.float32(spread)
+    before = _run_unoptimized(proto, x)[0]
+    fusable_gelu(proto)
+    np.testing.assert_allclose(_run_unoptimized(proto, x)[0], before, rtol=1e-6, atol=1e-7)

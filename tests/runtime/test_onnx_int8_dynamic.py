@@ -7,6 +7,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import numpy_helper
 from torch import nn
 
@@ -153,12 +155,12 @@ def test_smoothing_after_a_layernorm_folds_into_a_second_one(tmp_path, fused_ops
     assert fused["SkipLayerNormalization"] == 1  # norm2's; norm1's Add now has two readers
 
 
-def _layernorm_graph(scaled: int, residual: bool) -> onnx.ModelProto:
+def _layernorm_graph(scaled: int, residual: bool, seed: int = 0) -> onnx.ModelProto:
     """``y = LayerNorm(x)`` read by ``scaled`` ``Mul(y, c_i)`` (random vectors) and, with
     ``residual``, by ``Add(y, x)``; every reader's result is a graph output."""
     from onnx import TensorProto, helper
 
-    rng = np.random.default_rng(scaled)
+    rng = np.random.default_rng([scaled, seed])
     arrays = {"gamma": rng.normal(size=8), "beta": rng.normal(size=8)}
     nodes = [helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1, epsilon=1e-5)]
     outputs = []
@@ -183,19 +185,39 @@ def _run(proto: onnx.ModelProto, x: np.ndarray) -> list[np.ndarray]:
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
 
 
+def _folded_matches(proto: onnx.ModelProto, x: np.ndarray) -> Counter:
+    """Fold ``proto``'s LayerNorm scales; check the graph and that every output keeps its value
+    (1e-5); the op counts after the fold."""
+    from slimkit.quantization.onnx_rewrites import fold_scales_into_layernorms
+
+    before = _run(proto, x)
+    fold_scales_into_layernorms(proto)
+    onnx.checker.check_model(proto)
+    for a, b in zip(_run(proto, x), before, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    return _ops(proto)
+
+
 @pytest.mark.parametrize(
     ("scaled", "residual", "norms", "muls"),
     [(1, False, 1, 0), (1, True, 2, 0), (2, False, 2, 0), (2, True, 1, 2), (3, False, 1, 3)],
 )
 def test_layernorm_scale_fold_writes_at_most_two_normalizations(scaled, residual, norms, muls):
-    from slimkit.quantization.onnx_rewrites import fold_scales_into_layernorms
-
-    proto = _layernorm_graph(scaled, residual)
     x = np.random.default_rng(0).normal(size=(3, 5, 8)).astype(np.float32) * 3
-    before = _run(proto, x)
-    fold_scales_into_layernorms(proto)
-    onnx.checker.check_model(proto)
-    ops = _ops(proto)
+    ops = _folded_matches(_layernorm_graph(scaled, residual), x)
     assert (ops["LayerNormalization"], ops["Mul"]) == (norms, muls)
-    for a, b in zip(_run(proto, x), before, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    scaled=st.integers(1, 3),
+    residual=st.booleans(),
+    seed=st.integers(0, 2**16),
+    batch=st.integers(1, 4),
+    spread=st.floats(1e-3, 1e3),
+)
+def test_layernorm_scale_fold_keeps_every_output(scaled, residual, seed, batch, spread):
+    x = np.random.default_rng(seed).normal(size=(batch, 5, 8)).astype(np.float32) * np.float32(spread)
+    ops = _folded_matches(_layernorm_graph(scaled, residual, seed), x)
+    folded = scaled + residual <= 2  # otherwise the Muls stay beside the one LayerNorm
+    assert (ops["LayerNormalization"], ops["Mul"]) == ((scaled + residual, 0) if folded else (1, scaled))
