@@ -61,3 +61,10 @@ def test_bad_budgets_are_refused():
         choose([[(0.1, 1.0)]], max_drop=-0.1)
     with pytest.raises(InvalidConfigError, match="no plan saves"):
         choose([[(0.1, 1.0)]], min_saved=5.0)
+
+
+def test_optimal_beyond_the_solvers_default_gap():
+    # found by hypothesis: 12,500 of 12,501 bytes is within HiGHS's default 1e-4 relative gap
+    slots = [[(0.003, 1.0)], [(0.064, 4069.0)], [(0.108, 8431.0)], [(0.023, 1.0), (0.066, 22.0)]]
+    chosen = choose(slots, max_drop=0.196)
+    assert _totals(slots, chosen)[1] == 12501.0
