@@ -274,16 +274,12 @@ def dynamic_vs_own(name: str, tmp: Path, rounds: int = SIDE_ROUNDS) -> Table:
         for label in list(runtimes)[:: 1 if r % 2 == 0 else -1]:
             times[label].append(runtimes[label].bench(batch, (1,), threads=1, budget_s=0.5)[1].p50_ms)
     table = Table(title=f"{name} int8-dynamic on onnxruntime, bs1, 1 thread ({rounds} interleaved rounds)")
-    for column in ("artifact", f"cosine to fp32, mean / min ({len(samples)} samples)", "p50 ms"):
+    owns = {OWN: "÷ own (torch.onnx.export)", OWN_ON_SLIMKIT: "÷ own (slimkit's fp32)"}
+    for column in ("artifact", f"cosine to fp32, mean / min ({len(samples)} samples)", "p50 ms", *owns.values()):
         table.add_column(column)
-    table.add_column("÷ own (torch.onnx.export)")
-    table.add_column("÷ own (slimkit's fp32)")
     for label, values in times.items():
-        ratios = [
-            statistics.median(a / b for a, b in zip(values, times[own], strict=True)) for own in (OWN, OWN_ON_SLIMKIT)
-        ]
         mean, low = cosines[label]
-        cells = [f"{ratio:.3f}" for ratio in ratios]
+        cells = [f"{statistics.median(a / b for a, b in zip(values, times[own], strict=True)):.3f}" for own in owns]
         table.add_row(label, f"{mean:.5f} / {low:.5f}", f"{statistics.median(values):.3f}", *cells)
     return table
 

@@ -13,7 +13,6 @@ class GraphIndex:
     Built once; a rewrite that changes the graph builds a new one."""
 
     def __init__(self, graph: Any):
-        self.graph = graph
         self.inits = {i.name: i for i in graph.initializer}
         self.producer = {o: n for n in graph.node for o in n.output}
         self.consumers: dict[str, list[Any]] = {}
@@ -52,10 +51,10 @@ def replace_nodes(graph: Any, replaced: dict[int, list[Any]], dropped: set[int])
     kept = [new for node in graph.node for new in replaced.get(id(node), []) + ([] if id(node) in dropped else [node])]
     del graph.node[:]
     graph.node.extend(kept)
-    drop_unused_initializers(graph)
+    _drop_unused_initializers(graph)
 
 
-def drop_unused_initializers(graph: Any) -> None:
+def _drop_unused_initializers(graph: Any) -> None:
     """Remove the initializers no node reads and the graph does not output (in place)."""
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     kept = [i for i in graph.initializer if i.name in used]

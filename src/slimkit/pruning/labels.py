@@ -39,6 +39,9 @@ class _Poison:
 
 
 POISON = _Poison()
+GRAPH_INPUTS = ("placeholder", "get_attr")
+"""fx's node kinds for a graph's inputs and for the parameters and buffers it reads: they start
+with no channel labels (zeros of their shape)."""
 
 
 class Run:
@@ -120,7 +123,7 @@ class Replay:
         return run
 
     def _step(self, node: fx.Node, args: tuple, kwargs: dict, widths: dict[int, int], run: Run) -> Any:
-        if node.op in ("placeholder", "get_attr"):  # the model's inputs and parameters hold no channel labels
+        if node.op in GRAPH_INPUTS:
             value = operator.attrgetter(str(node.target))(self.gm) if node.op == "get_attr" else None
             shape = value.shape if isinstance(value, torch.Tensor) else node_shape(node)
             return torch.zeros(shape, dtype=torch.float64) if shape is not None else value

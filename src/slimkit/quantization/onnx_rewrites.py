@@ -90,9 +90,10 @@ def merge_shared_int8_matmuls(model: Any) -> None:
         replace_nodes(graph, replaced, dropped)
 
 
-def _layernorm_scale(index: GraphIndex, node: Any) -> tuple[Any, np.ndarray] | None:
+def _scaled_layernorm(index: GraphIndex, node: Any) -> tuple[Any, np.ndarray, np.ndarray] | None:
     """For ``Mul(y, c)``, ``y`` a last-axis ``LayerNormalization`` with constant scale and bias
-    and ``c`` a float32 vector over that axis: ``(layernorm, c)``; None otherwise."""
+    and ``c`` a float32 vector over that axis: ``(layernorm, its scale * c, its bias * c)``;
+    None otherwise."""
     if node.op_type != "Mul" or node.domain not in ("", "ai.onnx") or len(node.input) != 2:
         return None
     for slot in (0, 1):
@@ -105,7 +106,7 @@ def _layernorm_scale(index: GraphIndex, node: Any) -> tuple[Any, np.ndarray] | N
             continue
         gamma, beta = index.constant(norm.input[1]), index.constant(norm.input[2])
         if gamma is not None and beta is not None and gamma.shape == beta.shape == scale.shape:
-            return norm, scale
+            return norm, (gamma * scale).astype(np.float32), (beta * scale).astype(np.float32)
     return None
 
 
@@ -123,9 +124,9 @@ def fold_scales_into_layernorms(model: Any) -> None:
 
     graph = model.graph
     index = GraphIndex(graph)
-    scaled: dict[int, list[tuple[Any, Any, np.ndarray]]] = {}
+    scaled: dict[int, list[tuple[Any, Any, np.ndarray, np.ndarray]]] = {}
     for node in graph.node:
-        found = _layernorm_scale(index, node)
+        found = _scaled_layernorm(index, node)
         if found is not None:
             scaled.setdefault(id(found[0]), []).append((node, *found))
     replaced: dict[int, list[Any]] = {}
@@ -135,11 +136,11 @@ def fold_scales_into_layernorms(model: Any) -> None:
         others = len(index.consumers[norm.output[0]]) - len(muls) + (norm.output[0] in index.outputs)
         if len(muls) + min(others, 1) > 2:
             continue
-        for node, _, scale in muls:
+        for node, _, gamma, beta in muls:
             prefix = f"{node.output[0]}_scaled"
-            for name, slot in (("scale", 1), ("bias", 2)):
-                value = (index.constant(norm.input[slot]) * scale).astype(np.float32)
-                graph.initializer.append(numpy_helper.from_array(value, f"{prefix}_{name}"))
+            graph.initializer.extend(
+                numpy_helper.from_array(value, f"{prefix}_{name}") for name, value in (("scale", gamma), ("bias", beta))
+            )
             copy = helper.make_node(
                 "LayerNormalization", [norm.input[0], f"{prefix}_scale", f"{prefix}_bias"], [node.output[0]]
             )
